@@ -1,0 +1,29 @@
+# crm_sync: `make demo` runs the demo sync against the local CRM sandbox, `make test` the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-all ui sandbox clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/crm-sync demo
+
+test: $(VENV)/.installed
+	$(BIN)/pytest -q
+
+ui: $(VENV)/.installed
+	$(BIN)/crm-sync ui
+
+sandbox: $(VENV)/.installed
+	$(BIN)/crm-sync sandbox
+
+clean:
+	rm -rf .crm_sync

@@ -1,0 +1,162 @@
+"""Assets generated from the sync spec:
+
+    source_<table>  ->  validated_<sync>  ->  <sync> (the CRM upsert)  ->  quarantine
+
+Source, validated and upsert assets are partitioned by day of the rows' `updated_at`.
+"""
+
+
+import dagster as dg
+import pandas as pd
+
+from crm_sync.connectors import RESOURCE_CLASSES
+from crm_sync.reporting import markdown_table
+from crm_sync.resources import StoreResource
+from crm_sync.sources import SourceResource
+from crm_sync.spec import Spec, SyncSpec
+from crm_sync.sync_runner import run_upsert
+from crm_sync.validation import validate_partition
+
+CRM_KINDS = {"superleap": "superleap", "brevo": "brevo", "hubspot": "hubspot",
+             "salesforce": "salesforce"}
+
+
+class UpsertConfig(dg.Config):
+    full_resync: bool = False  # ignore the change-detection state and send every row
+
+
+def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=spec.start_date)
+
+
+def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"source_{table}",
+        partitions_def=partitions,
+        group_name="sources",
+        kinds={"duckdb", "pandas"},
+        description=f"One day of the `{table}` source table (rows by `updated_at`).",
+    )
+    def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
+        window = context.partition_time_window
+        frame = source.read_partition(table, window.start, window.end)
+        context.add_output_metadata({"rows": dg.MetadataValue.int(len(frame))})
+        return frame
+
+    return _source
+
+
+def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"validated_{sync.name}",
+        ins={"rows": dg.AssetIn(f"source_{sync.source}")},
+        partitions_def=partitions,
+        group_name=sync.crm,
+        kinds={"pandera", "pandas"},
+        description=f"`{sync.source}` rows checked against {sync.crm}'s documented rules for "
+                    f"`{sync.object}`; failing rows go to the quarantine.",
+    )
+    def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame,
+                   store: StoreResource) -> pd.DataFrame:
+        result = validate_partition(sync, rows)
+        keys = [str(k) for k in result.valid["_key"]]
+        store.get().record_results(
+            sync.name, succeeded=[],
+            quarantined=[{**f, "partition": context.partition_key} for f in result.failures])
+        metadata = {
+            "rows_in": dg.MetadataValue.int(result.rows_in),
+            "rows_valid": dg.MetadataValue.int(len(keys)),
+            "rows_quarantined": dg.MetadataValue.int(len(result.failures)),
+        }
+        for rule, count in sorted(result.by_rule.items()):
+            metadata[f"quarantined_{rule}"] = dg.MetadataValue.int(count)
+        context.add_output_metadata(metadata)
+        return result.valid
+
+    return _validated
+
+
+def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=sync.name,
+        ins={"valid": dg.AssetIn(f"validated_{sync.name}")},
+        partitions_def=partitions,
+        group_name=sync.crm,
+        kinds={CRM_KINDS[sync.crm]},
+        pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
+        required_resource_keys={sync.crm, "store"},
+        description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
+                                        f"`{sync.object}`.",
+        metadata={
+            "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
+            "mode": sync.mode,
+            "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
+        },
+    )
+    def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
+                valid: pd.DataFrame) -> dg.MaterializeResult:
+        resource = getattr(context.resources, sync.crm)
+        store = context.resources.store.get()
+        report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
+                            full_resync=config.full_resync)
+        context.log.info(
+            f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
+            f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
+            f"failed, {report.requests} requests")
+        quarantined = store.quarantine_frame(sync.name)
+        quarantined = quarantined[quarantined["partition"] == context.partition_key]
+        metadata = {
+            name: dg.MetadataValue.int(getattr(report, name))
+            for name in ("rows_in", "sent", "created", "updated", "unchanged", "failed",
+                         "failed_transient", "requests", "retries", "rate_limited")
+        }
+        metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
+        metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
+        for code, count in sorted(report.failed_by_code.items()):
+            metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
+        metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
+            quarantined[["source_key", "stage", "error_code", "message"]].head(20),
+            sensitive=sync.sensitive_fields))
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _upsert
+
+
+def quarantine_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="quarantine",
+        deps=upstream,
+        group_name="quarantine",
+        kinds={"sqlite"},
+        description="Every row a check or a CRM rejected, with its sync, source key, stage "
+                    "(`validation` or `crm`), error code, message and payload. Table "
+                    "`quarantine` of the sync store (SQLite).",
+    )
+    def _quarantine(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+        sync_store = store.get()
+        frame = sync_store.quarantine_frame()
+        counts = sync_store.quarantine_counts()
+        metadata = {
+            "rows": dg.MetadataValue.int(len(frame)),
+            "rows_transient": dg.MetadataValue.int(int(frame["transient"].sum()) if len(frame) else 0),
+            "store_path": dg.MetadataValue.path(str(sync_store.path)),
+            "by_error_code": dg.MetadataValue.md(markdown_table(counts)),
+            "preview": dg.MetadataValue.md(markdown_table(
+                frame[["sync", "source_key", "stage", "error_code", "message"]].head(50))),
+        }
+        for sync_name, n in frame.groupby("sync").size().items():
+            metadata[f"rows_{sync_name}"] = dg.MetadataValue.int(int(n))
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _quarantine
+
+
+def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
+    partitions = partitions_for(spec)
+    tables = list(dict.fromkeys(s.source for s in spec.syncs))
+    syncs = [s for s in spec.syncs if s.crm in RESOURCE_CLASSES]
+    assets = [source_asset(t, partitions) for t in tables]
+    assets += [validated_asset(s, partitions) for s in syncs]
+    assets += [upsert_asset(s, partitions) for s in syncs]
+    assets.append(quarantine_asset([dg.AssetKey(s.name) for s in syncs]))
+    return assets

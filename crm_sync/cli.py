@@ -1,0 +1,89 @@
+"""`crm-sync`: the command line of crm_sync.
+
+    crm-sync demo                      sync the bundled data into a local sandbox, print a summary
+    crm-sync sandbox [--port 8765]     run the CRM sandbox on its own
+    crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
+    crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm-sync", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="sync the bundled data into a local sandbox")
+    demo.add_argument("--workdir", help="where the demo keeps its sandbox and store files")
+    demo.add_argument("--port", type=int, help="sandbox port (default: a free one)")
+
+    sandbox = sub.add_parser("sandbox", help="run the CRM sandbox (all four APIs on one port)")
+    sandbox.add_argument("--host", default="127.0.0.1",
+                         help="address to bind (default 127.0.0.1: this machine only)")
+    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.add_argument("--db", default=".crm_sync/sandbox.sqlite", help="SQLite file")
+    sandbox.add_argument("--certfile", help="TLS certificate (PEM), to serve HTTPS")
+    sandbox.add_argument("--keyfile", help="TLS private key (PEM)")
+    sandbox.add_argument("--token", action="append", default=[], metavar="CRM=TOKEN",
+                         help="token a CRM accepts (default: $<CRM>_TOKEN or sandbox-<crm>-token)")
+    sandbox.add_argument("--hubspot-rate-limit", type=int, default=100,
+                         help="HubSpot requests per 10 s rolling window (0 = off)")
+    sandbox.add_argument("--brevo-rate-limit", type=int, default=0,
+                         help="Brevo requests per second (0 = off)")
+    sandbox.add_argument("--superleap-rate-limit", type=int, default=0,
+                         help="Superleap requests per second (0 = off)")
+    sandbox.add_argument("--salesforce-daily-limit", type=int, default=100_000,
+                         help="Salesforce API requests allowed per day")
+
+    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
+    ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    ui.add_argument("--sandbox-port", type=int, default=8765)
+
+    gen = sub.add_parser("generate", help="write deterministic source tables")
+    gen.add_argument("--out", default="data")
+    gen.add_argument("--scale", type=float, default=1.0, help="1 = the bundled 4,000 rows")
+    gen.add_argument("--seed", type=int, default=42)
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from pathlib import Path
+
+        from crm_sync.demo import run_demo
+
+        run_demo(Path(args.workdir) if args.workdir else None, port=args.port)
+        return 0
+    if args.command == "sandbox":
+        from crm_sync.sandbox.server import serve
+
+        tokens = {}
+        for pair in args.token:
+            crm, _, token = pair.partition("=")
+            if not token:
+                parser.error(f"--token expects CRM=TOKEN, got {pair!r}")
+            tokens[crm] = token
+        print(f"CRM sandbox on http://{args.host}:{args.port} (db {args.db})", flush=True)
+        serve(args.host, args.port, args.db, certfile=args.certfile, keyfile=args.keyfile,
+              tokens=tokens, hubspot_rate_limit=args.hubspot_rate_limit or None,
+              brevo_rate_limit=args.brevo_rate_limit or None,
+              superleap_rate_limit=args.superleap_rate_limit or None,
+              salesforce_daily_limit=args.salesforce_daily_limit)
+        return 0
+    if args.command == "ui":
+        from crm_sync.ui import run_ui
+
+        return run_ui(args.port, args.sandbox_port)
+    if args.command == "generate":
+        from crm_sync.generate import generate
+
+        sizes = generate(args.out, scale=args.scale, seed=args.seed)
+        print(", ".join(f"{name}: {n} rows" for name, n in sizes.items()) + f" -> {args.out}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The connector contract every CRM module implements, and the Dagster resource base class."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar
+
+import dagster as dg
+import httpx
+from pydantic import Field
+
+from crm_sync.connectors.core import (
+    AllowanceReserveReached, HttpCore, HttpSettings, Item, Outcome, Stats, TransientFailure,
+    failed_all, make_batches, serialize,
+)
+from crm_sync.spec import SyncSpec
+
+SANDBOX_URL = "http://127.0.0.1:8765"
+
+
+class Connector(ABC):
+    """Payload building, limits and result parsing of one CRM's bulk upsert."""
+
+    crm: ClassVar[str]
+    max_records: ClassVar[int]
+    max_bytes: ClassVar[int | None] = None
+    prefix: ClassVar[bytes] = b"["
+    suffix: ClassVar[bytes] = b"]"
+
+    def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None):
+        self.spec, self.core = spec, core
+        self.batch_size = min(batch_size or spec.batch_size or self.max_records, self.max_records)
+
+    # -- what each CRM module provides -------------------------------------------------------
+    @abstractmethod
+    def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
+        """The CRM payload of one record, from its mapped fields and its known CRM id."""
+
+    @abstractmethod
+    async def send_batch(self, batch: list[Item]) -> list[Outcome]:
+        """Send one batch; return exactly one Outcome per item."""
+
+    def on_response(self, response: httpx.Response) -> float | None:
+        """Adapt to the server's rate-limit headers; return seconds to pause, if any."""
+        return None
+
+    # -- shared ------------------------------------------------------------------------------
+    def item(self, key: str, fields: dict, crm_id: str | None) -> Item:
+        record = self.build_record(key, fields, crm_id)
+        return Item(key=key, record=record, body=serialize(record))
+
+    def body(self, batch: Sequence[Item]) -> bytes:
+        return self.prefix + b",".join(i.body for i in batch) + self.suffix
+
+    async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
+        batches, too_large = make_batches(items, self.batch_size, self.max_bytes,
+                                          len(self.prefix) + len(self.suffix))
+        outcomes = [
+            Outcome(key=i.key, status="failed", error_code="RECORD_TOO_LARGE",
+                    message=f"the record takes {len(i.body)} bytes; {self.crm} accepts at most "
+                            f"{self.max_bytes} bytes per request", transient=False)
+            for i in too_large
+        ]
+        for result in await asyncio.gather(*(self._guarded(b) for b in batches)):
+            outcomes.extend(result)
+        return outcomes
+
+    async def _guarded(self, batch: list[Item]) -> list[Outcome]:
+        self.core.stats.batches += 1
+        try:
+            outcomes = await self.send_batch(batch)
+        except TransientFailure as exc:
+            return failed_all(batch, exc.code, str(exc), status=exc.status, transient=True,
+                              attempts=exc.attempts)
+        except AllowanceReserveReached as exc:
+            return failed_all(batch, "ALLOWANCE_RESERVE_REACHED", str(exc), transient=True)
+        if sorted(o.key for o in outcomes) != sorted(i.key for i in batch):
+            # The CRM's answer does not account for this batch record by record: count none of
+            # it as synced; the next run sends it again.
+            return failed_all(batch, "MALFORMED_RESPONSE",
+                              "the CRM's answer did not account for every record of the batch",
+                              transient=True)
+        return outcomes
+
+    async def split_on_rejection(
+        self, batch: list[Item],
+        send: Callable[[list[Item]], Awaitable[list[Outcome] | None]],
+        reject: Callable[[Item], Awaitable[Outcome] | Outcome],
+    ) -> list[Outcome]:
+        """Send a batch; when the CRM rejects it as a whole (send returns None), bisect it so
+        that good records still go through and only the bad one fails."""
+        result = await send(batch)
+        if result is not None:
+            return result
+        if len(batch) == 1:
+            outcome = reject(batch[0])
+            return [await outcome if asyncio.iscoroutine(outcome) else outcome]
+        self.core.stats.splits += 1
+        middle = len(batch) // 2
+        left = await self.split_on_rejection(batch[:middle], send, reject)
+        right = await self.split_on_rejection(batch[middle:], send, reject)
+        return left + right
+
+
+class CrmResource(dg.ConfigurableResource):
+    """Connection settings of one CRM. Base URL defaults to the local sandbox; the token comes
+    from the environment (`dg.EnvVar`)."""
+
+    base_url: str = Field(default=SANDBOX_URL, description="CRM API base URL")
+    token: str = Field(description="API token (set with dg.EnvVar; never logged)", repr=False)
+    max_concurrency: int = Field(default=4, ge=1, description="requests in flight at once")
+    requests_per_window: int = Field(default=10, ge=1, description="client-side rate limit")
+    window_seconds: float = Field(default=1.0, gt=0, description="rate limit window")
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, description="tries per request (429/5xx/timeouts)")
+    max_backoff_seconds: float = Field(default=30.0, gt=0)
+    batch_size: int | None = Field(default=None, ge=1, description="records per request")
+
+    connector_class: ClassVar[type[Connector]]
+
+    def __repr__(self) -> str:  # never show the token
+        return f"{type(self).__name__}(base_url={self.base_url!r}, token='***')"
+
+    __str__ = __repr__
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def http_settings(self) -> HttpSettings:
+        return HttpSettings(
+            base_url=self.base_url.rstrip("/"),
+            headers={**self.auth_headers(), "user-agent": "crm_sync/0.1"},
+            max_concurrency=self.max_concurrency,
+            requests_per_window=self.requests_per_window,
+            window_seconds=self.window_seconds,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            max_backoff_seconds=self.max_backoff_seconds,
+            secrets=(self.token,),
+        )
+
+    def connector_options(self) -> dict:
+        return {}
+
+    async def run_async(self, spec: SyncSpec,
+                        rows: Sequence[tuple[str, dict, str | None]]) -> tuple[list[Outcome], Stats]:
+        """Upsert (source_key, mapped fields, known CRM id) rows; one Outcome per row."""
+        connector_holder: list[Connector] = []
+
+        def on_response(response):
+            return connector_holder[0].on_response(response) if connector_holder else None
+
+        async with HttpCore(self.http_settings(), on_response=on_response) as core:
+            connector = self.connector_class(spec, core, self.batch_size,
+                                             **self.connector_options())
+            connector_holder.append(connector)
+            items = [connector.item(key, fields, crm_id) for key, fields, crm_id in rows]
+            outcomes = await connector.upsert(items)
+            return outcomes, core.stats
+
+    def run(self, spec: SyncSpec, rows) -> tuple[list[Outcome], Stats]:
+        return asyncio.run(self.run_async(spec, rows))

@@ -1,0 +1,296 @@
+"""The shared core of every CRM connector: batching by count and bytes, bounded concurrency,
+client-side rate limiting, retries, and the accounting of every record.
+
+Three kinds of failure, as in singer-sdk:
+- fatal (`FatalCrmError`): the whole sync cannot work (bad token, unknown object type). The run
+  fails with one readable message; nothing is marked as synced.
+- retriable (429, 5xx, timeouts, dropped connections): retried here with exponential backoff and
+  jitter, honouring Retry-After. If the retries run out, the batch's records end `failed` with
+  `transient=True`, so the next run sends them again.
+- one bad record: the CRM's per-record error; that record ends `failed`, permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+import httpx
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_exponential_jitter
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record to send: its source key, its CRM payload, and that payload serialized."""
+
+    key: str
+    record: dict
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input record. Exactly one per input record."""
+
+    key: str
+    status: str  # "created" | "updated" | "failed"
+    crm_id: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+    http_status: int | None = None
+    transient: bool = False
+    attempts: int = 1
+    column: str | None = None
+    raw: str | None = None  # the CRM's raw answer, when it could not be understood
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("created", "updated")
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    batches: int = 0
+    splits: int = 0
+
+
+class FatalCrmError(RuntimeError):
+    """The sync cannot go on (authentication, unknown object type, ...). Never retried."""
+
+
+class TransientFailure(RuntimeError):
+    """A request that kept failing for reasons that may pass (retries exhausted)."""
+
+    def __init__(self, message: str, status: int | None, attempts: int, code: str):
+        super().__init__(message)
+        self.status, self.attempts, self.code = status, attempts, code
+
+
+class AllowanceReserveReached(RuntimeError):
+    """The CRM's daily allowance is spent down to the configured reserve: stop sending."""
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, status: int | None, code: str,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.code, self.retry_after = status, code, retry_after
+
+
+def serialize(record: dict) -> bytes:
+    """The exact bytes a record takes in a request body (NaN/inf are refused, not sent)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def make_batches(items: Sequence[Item], max_records: int, max_bytes: int | None,
+                 envelope_bytes: int) -> tuple[list[list[Item]], list[Item]]:
+    """Split items into batches within both limits, in order; return (batches, too_large).
+
+    The body of a batch is `prefix + b",".join(bodies) + suffix`, so its size is known exactly
+    from the serialized records: envelope + sum(len(body)) + (n - 1) separators.
+    """
+    batches: list[list[Item]] = []
+    too_large: list[Item] = []
+    current: list[Item] = []
+    size = envelope_bytes
+    for item in items:
+        own = envelope_bytes + len(item.body)
+        if max_bytes is not None and own > max_bytes:
+            too_large.append(item)  # no request could ever carry it
+            continue
+        extra = len(item.body) + (1 if current else 0)
+        if current and (len(current) >= max_records or
+                        (max_bytes is not None and size + extra > max_bytes)):
+            batches.append(current)
+            current, size = [], envelope_bytes
+            extra = len(item.body)
+        current.append(item)
+        size += extra
+    if current:
+        batches.append(current)
+    return batches, too_large
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass
+class HttpSettings:
+    base_url: str
+    headers: dict[str, str]
+    max_concurrency: int = 4
+    requests_per_window: int = 10
+    window_seconds: float = 1.0
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    max_backoff_seconds: float = 30.0
+    secrets: tuple[str, ...] = field(default=())  # strings never to repeat in messages
+
+
+class HttpCore:
+    """An httpx AsyncClient with bounded concurrency, a client-side rate limit that adapts to
+    what the server says, retries, and counters. One per sync run."""
+
+    def __init__(self, settings: HttpSettings,
+                 on_response: Callable[[httpx.Response], float | None] | None = None):
+        self.settings = settings
+        self.stats = Stats()
+        self._on_response = on_response
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            headers=settings.headers,
+            timeout=settings.timeout_seconds,
+            limits=httpx.Limits(max_connections=settings.max_concurrency,
+                                max_keepalive_connections=settings.max_concurrency),
+        )
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        # A leaky bucket of capacity 1 spaces requests evenly: never more than the allowance
+        # in any window, which a rolling-window server (HubSpot) needs. 1% margin for jitter.
+        spacing = settings.window_seconds * 1.01 / max(settings.requests_per_window, 1)
+        self._limiter = AsyncLimiter(1, spacing)
+        self._resume_at = 0.0  # monotonic time before which nothing is sent (server said wait)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self._client.aclose()
+
+    def pause(self, seconds: float) -> None:
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def redact(self, text: str) -> str:
+        for secret in self.settings.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    async def call(self, method: str, path: str, *, content: bytes | None = None,
+                   params: dict | None = None, retry_transport_errors: bool = True
+                   ) -> tuple[httpx.Response, object, int]:
+        """Send one request with retries; return (response, parsed JSON or None, attempts).
+
+        Non-retryable statuses (2xx, 4xx) are returned for the connector to interpret.
+        `retry_transport_errors=False` is for requests that are not idempotent (a create that
+        may have been applied before the connection dropped): those are not resent blind.
+        """
+        attempts = 0
+        retryable = (_Retryable,)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.settings.max_attempts),
+                wait=self._wait,
+                retry=retry_if_exception_type(retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        self.stats.retries += 1
+                    return (*await self._send_once(method, path, content, params,
+                                                   retry_transport_errors), attempts)
+        except _Retryable as exc:
+            raise TransientFailure(self.redact(str(exc)), exc.status, attempts, exc.code) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, retry_state) -> float:
+        exc = retry_state.outcome.exception()
+        backoff = wait_exponential_jitter(initial=0.2, max=self.settings.max_backoff_seconds)
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.settings.max_backoff_seconds)
+        return backoff(retry_state)
+
+    async def _send_once(self, method, path, content, params, retry_transport_errors):
+        async with self._semaphore:
+            delay = self._resume_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._limiter.acquire()
+            self.stats.requests += 1
+            try:
+                response = await self._client.request(
+                    method, path, content=content, params=params,
+                    headers={"content-type": "application/json"} if content is not None else None,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Never reached the server: always safe to resend.
+                raise _Retryable(f"could not connect: {type(exc).__name__}", None,
+                                 "CONNECTION_ERROR") from None
+            except httpx.TimeoutException as exc:
+                if not retry_transport_errors:
+                    raise TransientFailure(f"request timed out ({type(exc).__name__})", None, 1,
+                                           "TIMEOUT") from None
+                raise _Retryable(f"request timed out ({type(exc).__name__})", None,
+                                 "TIMEOUT") from None
+            except httpx.TransportError as exc:
+                if not retry_transport_errors:
+                    raise TransientFailure(f"connection dropped ({type(exc).__name__})", None, 1,
+                                           "CONNECTION_DROPPED") from None
+                raise _Retryable(f"connection dropped ({type(exc).__name__})", None,
+                                 "CONNECTION_DROPPED") from None
+        if self._on_response is not None:
+            pause = self._on_response(response)
+            if pause:
+                self.pause(pause)
+        status = response.status_code
+        if status in RETRYABLE_STATUS:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if status == 429:
+                self.stats.rate_limited += 1
+                self.pause(retry_after if retry_after is not None else 1.0)
+            raise _Retryable(f"HTTP {status}: {_snippet(response)}", status,
+                             "RATE_LIMITED" if status == 429 else f"HTTP_{status}", retry_after)
+        try:
+            payload = response.json() if response.content else None
+        except ValueError:
+            if 200 <= status < 300 and retry_transport_errors:
+                raise _Retryable(f"HTTP {status} with a body that is not JSON: "
+                                 f"{_snippet(response)}", status, "MALFORMED_RESPONSE") from None
+            payload = None
+        return response, payload
+
+
+def _snippet(response: httpx.Response, limit: int = 300) -> str:
+    text = response.text[:limit]
+    return text.replace("\n", " ")
+
+
+def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | None = None,
+               transient: bool, attempts: int = 1, raw: str | None = None) -> list[Outcome]:
+    return [Outcome(key=i.key, status="failed", error_code=code, message=message,
+                    http_status=status, transient=transient, attempts=attempts, raw=raw)
+            for i in items]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b) if b else 0
+
+
+__all__ = [
+    "Item", "Outcome", "Stats", "FatalCrmError", "TransientFailure", "AllowanceReserveReached",
+    "HttpCore", "HttpSettings", "make_batches", "serialize", "parse_retry_after", "failed_all",
+    "math",
+]

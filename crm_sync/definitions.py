@@ -1,0 +1,38 @@
+"""The one Definitions object of crm_sync (`dagster dev -w workspace.yaml` loads it)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from crm_sync.assets import build_assets
+from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL
+from crm_sync.resources import StoreResource
+from crm_sync.sandbox.app import TOKEN_ENV
+from crm_sync.sources import SourceResource
+from crm_sync.spec import load_spec
+
+
+def crm_resources() -> dict[str, dg.ConfigurableResource]:
+    """One resource per CRM. Tokens come from the environment (never from code or config
+    files); base URLs default to the local sandbox and are changed with <CRM>_BASE_URL."""
+    return {
+        crm: cls(
+            base_url=os.environ.get(f"{crm.upper()}_BASE_URL", SANDBOX_URL),
+            token=dg.EnvVar(TOKEN_ENV[crm]),
+        )
+        for crm, cls in RESOURCE_CLASSES.items()
+    }
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    return {"source": SourceResource(), "store": StoreResource(), **crm_resources()}
+
+
+def build_definitions(spec_path: str | None = None) -> dg.Definitions:
+    spec = load_spec(spec_path)
+    return dg.Definitions(assets=build_assets(spec), resources=build_resources())
+
+
+defs = build_definitions()

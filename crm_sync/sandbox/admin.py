@@ -1,0 +1,64 @@
+"""The sandbox's admin API under /_sandbox/: inspect records, reset, counters, fault injection.
+
+No auth: the sandbox binds to 127.0.0.1 and this API is for the machine's own tests and users.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from crm_sync.sandbox.app import SandboxState, read_json
+
+
+def routes(state: SandboxState) -> list[Route]:
+    async def health(request: Request):
+        return JSONResponse({"ok": True})
+
+    async def records(request: Request):
+        crm, obj = request.path_params["crm"], request.path_params["object"]
+        rows = state.db.list(crm, obj)
+        return JSONResponse({"crm": crm, "object": obj, "count": len(rows), "records": rows})
+
+    async def reset(request: Request):
+        state.db.reset()
+        state.faults.configure()
+        for window in state.rate_limits.values():
+            if window is not None:
+                window.stamps.clear()
+        return JSONResponse({"reset": True})
+
+    async def stats(request: Request):
+        return JSONResponse({"counters": state.db.counters(), "faults": state.faults.describe()})
+
+    async def faults(request: Request):
+        if request.method == "GET":
+            return JSONResponse(state.faults.describe())
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return JSONResponse({"message": "expected a JSON object of fault settings"}, 400)
+        try:
+            state.faults.configure(**body)
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"message": str(exc)}, 400)
+        return JSONResponse(state.faults.describe())
+
+    async def limits(request: Request):
+        # Adjust limits at run time, e.g. {"salesforce_daily_limit": 50}.
+        body = await read_json(request) or {}
+        if "salesforce_daily_limit" in body:
+            state.salesforce_daily_limit = int(body["salesforce_daily_limit"])
+        if "superleap_max_records" in body:
+            state.superleap_max_records = int(body["superleap_max_records"])
+        return JSONResponse({"salesforce_daily_limit": state.salesforce_daily_limit,
+                             "superleap_max_records": state.superleap_max_records})
+
+    return [
+        Route("/_sandbox/health", health),
+        Route("/_sandbox/records/{crm}/{object}", records),
+        Route("/_sandbox/reset", reset, methods=["POST"]),
+        Route("/_sandbox/stats", stats),
+        Route("/_sandbox/faults", faults, methods=["GET", "POST"]),
+        Route("/_sandbox/limits", limits, methods=["POST"]),
+    ]

@@ -1,0 +1,176 @@
+"""The sync spec: a YAML file that declares every sync (source table -> CRM object).
+
+Assets, checks and schedules are generated from it, so adding a sync is a YAML edit.
+The default spec is ``syncs.yaml`` at the project root; ``CRM_SYNC_SPEC`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC_PATH = PROJECT_ROOT / "syncs.yaml"
+
+CrmName = Literal["superleap", "brevo", "hubspot", "salesforce"]
+FieldType = Literal["string", "email", "phone", "integer", "number", "boolean", "date", "json"]
+
+# The matching key each CRM's bulk upsert understands.
+MATCHING_KEYS_BY_CRM = {
+    "superleap": {"id"},  # Superleap's own record id; no id = create
+    "brevo": {"ext_id", "id"},  # records[].identifiers
+}
+
+
+class SpecError(ValueError):
+    """The sync spec is invalid; the message names the sync and the field."""
+
+
+class FieldMapping(BaseModel):
+    """One CRM field and where its value comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    type: FieldType = "string"
+    required: bool = False
+    sensitive: bool = False
+
+
+class SyncSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    source: str = Field(description="source table name")
+    source_key: str = Field(description="column that identifies a source row")
+    crm: CrmName
+    object: str = Field(description="CRM object type / slug / sObject")
+    matching_key: str = Field(
+        description="CRM-side identifier: Superleap `id`, Brevo `ext_id`, HubSpot idProperty, "
+        "Salesforce external id field"
+    )
+    matching_column: str | None = Field(
+        default=None, description="source column holding the matching key's value"
+    )
+    fields: dict[str, FieldMapping]
+    attributes_json_column: str | None = Field(
+        default=None,
+        description="optional source column with a JSON object of extra attributes (Brevo)",
+    )
+    mode: Literal["upsert", "update_only", "create_only", "mirror"] = "upsert"
+    all_or_none: bool = False
+    quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    batch_size: int | None = Field(default=None, ge=1)
+    schedule: str | None = None
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        # `crm_field: source_column` is shorthand for `crm_field: {column: source_column}`.
+        if not isinstance(value, dict) or not value:
+            raise ValueError("fields must be a non-empty mapping of CRM field -> source column")
+        return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+            raise ValueError("must be lower_snake_case (it becomes a Dagster asset name)")
+        return value
+
+    @model_validator(mode="after")
+    def _matching_key_fits_crm(self):
+        allowed = MATCHING_KEYS_BY_CRM.get(self.crm)
+        if allowed and self.matching_key not in allowed:
+            raise ValueError(
+                f"{self.crm} matches records by {sorted(allowed)}, not {self.matching_key!r}"
+            )
+        if self.crm in ("hubspot", "salesforce") and self.matching_key not in self.fields:
+            raise ValueError(
+                f"matching_key {self.matching_key!r} must also be a mapped field "
+                f"(the {self.crm} upsert sends it as a property)"
+            )
+        return self
+
+    @property
+    def key_column(self) -> str | None:
+        """Source column whose value identifies the CRM record, if any."""
+        if self.matching_column:
+            return self.matching_column
+        mapping = self.fields.get(self.matching_key)
+        return mapping.column if mapping else None
+
+    @property
+    def source_columns(self) -> list[str]:
+        cols = [self.source_key, "updated_at", *(m.column for m in self.fields.values())]
+        for extra in (self.matching_column, self.attributes_json_column):
+            if extra:
+                cols.append(extra)
+        return list(dict.fromkeys(cols))
+
+    @property
+    def sensitive_fields(self) -> set[str]:
+        return {name for name, m in self.fields.items() if m.sensitive}
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start_date: str = "2026-11-01"
+    syncs: list[SyncSpec]
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [s.name for s in self.syncs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sync names must be unique; repeated: {dupes}")
+        return self
+
+    def sync(self, name: str) -> SyncSpec:
+        for s in self.syncs:
+            if s.name == name:
+                return s
+        raise KeyError(f"no sync named {name!r}; known: {[s.name for s in self.syncs]}")
+
+
+def load_spec(path: str | os.PathLike | None = None) -> Spec:
+    """Read and validate a spec; errors name the file and the offending sync."""
+    path = Path(path or os.environ.get("CRM_SYNC_SPEC") or DEFAULT_SPEC_PATH)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"sync spec not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"sync spec {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"sync spec {path} must be a mapping with a `syncs` list")
+    try:
+        return Spec.model_validate(raw)
+    except Exception as exc:  # pydantic.ValidationError: make it readable, name the sync
+        raise SpecError(f"sync spec {path} is invalid:\n{_describe(exc, raw)}") from None
+
+
+def _describe(exc, raw) -> str:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    lines = []
+    for err in errors():
+        loc = list(err.get("loc", ()))
+        where = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "syncs" and isinstance(loc[1], int):
+            try:
+                where = f"sync {raw['syncs'][loc[1]].get('name', loc[1])!r}: " + ".".join(
+                    str(p) for p in loc[2:]
+                )
+            except Exception:
+                pass
+        lines.append(f"  - {where}: {err.get('msg')}")
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""The sync store: per-sync state (CRM ids, payload hashes) and the quarantine, in one SQLite file.
+
+SQLite in WAL mode lets several processes (one per partition in a backfill) read and write the
+same file: every write is one short transaction, so a crashed run never leaves it half-written.
+Users query it with the sqlite3 CLI, pandas, or DuckDB (`ATTACH 'file' (TYPE sqlite)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from crm_sync.spec import PROJECT_ROOT
+
+DEFAULT_STORE_PATH = PROJECT_ROOT / ".crm_sync" / "crm_sync.sqlite"
+
+QUARANTINE_COLUMNS = [
+    "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
+    "message", "http_status", "attempts", "transient", "payload", "quarantined_at",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sync_state (
+    sync TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    crm_id TEXT,
+    payload_hash TEXT NOT NULL,
+    synced_at REAL NOT NULL,
+    PRIMARY KEY (sync, source_key)
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    sync TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    partition TEXT,
+    stage TEXT NOT NULL,          -- 'validation' or 'crm'
+    error_code TEXT NOT NULL,
+    rules TEXT,                   -- every rule the row broke, comma separated
+    column_name TEXT,
+    value TEXT,
+    message TEXT NOT NULL,
+    http_status INTEGER,
+    attempts INTEGER,
+    transient INTEGER NOT NULL DEFAULT 0,
+    payload TEXT,
+    quarantined_at REAL NOT NULL,
+    PRIMARY KEY (sync, source_key)
+);
+"""
+
+
+def default_store_path() -> str:
+    return os.environ.get("CRM_SYNC_STORE") or str(DEFAULT_STORE_PATH)
+
+
+class SyncStore:
+    """Thin, transactional access to the state and quarantine tables."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self):
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- state -------------------------------------------------------------------------------
+    def get_state(self, sync: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+        """source_key -> (crm_id, payload_hash) for the keys that were synced before."""
+        keys = list(keys)
+        found: dict[str, tuple[str | None, str]] = {}
+        with self._connect() as conn:
+            conn.execute("CREATE TEMP TABLE wanted (k TEXT PRIMARY KEY)")
+            conn.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((k,) for k in keys))
+            for key, crm_id, digest in conn.execute(
+                "SELECT s.source_key, s.crm_id, s.payload_hash FROM sync_state s "
+                "JOIN wanted w ON w.k = s.source_key WHERE s.sync = ?",
+                (sync,),
+            ):
+                found[key] = (crm_id, digest)
+        return found
+
+    def state_frame(self, sync: str | None = None) -> pd.DataFrame:
+        with self._connect() as conn:
+            query = "SELECT * FROM sync_state" + (" WHERE sync = ?" if sync else "")
+            return pd.read_sql_query(query, conn, params=(sync,) if sync else ())
+
+    # -- quarantine --------------------------------------------------------------------------
+    def record_results(
+        self,
+        sync: str,
+        succeeded: Sequence[str],
+        quarantined: Sequence[dict],
+        state_rows: Sequence[tuple[str, str | None, str]] = (),
+    ) -> None:
+        """In one transaction: rows that went through leave the quarantine, failed rows enter it
+        (replacing their earlier entry: one entry per source row), and confirmed rows' state is
+        written. One transaction means a crash leaves either all of it or none of it."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM quarantine WHERE sync = ? AND source_key = ?",
+                [(sync, key) for key in succeeded],
+            )
+            conn.executemany(
+                f"INSERT OR REPLACE INTO quarantine ({', '.join(QUARANTINE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in QUARANTINE_COLUMNS)})",
+                [_quarantine_row(sync, row, now) for row in quarantined],
+            )
+            conn.executemany(
+                "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE SET "
+                "crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
+                "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at",
+                [(sync, key, crm_id, digest, now) for key, crm_id, digest in state_rows],
+            )
+
+    def quarantine_frame(self, sync: str | None = None) -> pd.DataFrame:
+        with self._connect() as conn:
+            query = "SELECT * FROM quarantine" + (" WHERE sync = ?" if sync else "")
+            query += " ORDER BY sync, source_key"
+            return pd.read_sql_query(query, conn, params=(sync,) if sync else ())
+
+    def quarantine_counts(self) -> pd.DataFrame:
+        with self._connect() as conn:
+            return pd.read_sql_query(
+                "SELECT sync, stage, error_code, COUNT(*) AS rows FROM quarantine "
+                "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code",
+                conn,
+            )
+
+
+def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
+    payload = row.get("payload")
+    if payload is not None and not isinstance(payload, str):
+        payload = json.dumps(payload, default=str, ensure_ascii=False)
+    value = row.get("value")
+    values = {
+        "sync": sync,
+        "source_key": str(row["source_key"]),
+        "partition": row.get("partition"),
+        "stage": row["stage"],
+        "error_code": row["error_code"],
+        "rules": row.get("rules") or row["error_code"],
+        "column_name": row.get("column_name"),
+        "value": None if value is None else str(value)[:1000],
+        "message": row["message"],
+        "http_status": row.get("http_status"),
+        "attempts": row.get("attempts"),
+        "transient": int(bool(row.get("transient"))),
+        "payload": payload,
+        "quarantined_at": now,
+    }
+    return tuple(values[c] for c in QUARANTINE_COLUMNS)

@@ -1,0 +1,174 @@
+"""One upsert run of one sync partition: skip unchanged rows, send the rest through the CRM's
+connector, and record every row's outcome (state for confirmed rows, quarantine for failures).
+
+Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and payload hash in
+one transaction after the run; a rerun either skips them (same hash) or updates the same CRM
+record (known id / unique matching key). Rows that failed stay unmarked and are sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from crm_sync.connectors.base import CrmResource
+from crm_sync.connectors.core import Outcome
+from crm_sync.spec import SyncSpec
+from crm_sync.store import SyncStore
+
+
+class AccountingError(AssertionError):
+    """created + updated + unchanged + failed did not add up to the rows handed in."""
+
+
+@dataclass
+class SyncReport:
+    sync: str
+    crm: str
+    object: str
+    partition: str | None
+    rows_in: int = 0
+    sent: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    failed_transient: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    duration_seconds: float = 0.0
+    failed_by_code: Counter = field(default_factory=Counter)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.sent / self.duration_seconds if self.duration_seconds > 0 else 0.0
+
+    def check(self) -> None:
+        total = self.created + self.updated + self.unchanged + self.failed
+        if total != self.rows_in:
+            raise AccountingError(
+                f"sync {self.sync!r} partition {self.partition}: created {self.created} + updated "
+                f"{self.updated} + unchanged {self.unchanged} + failed {self.failed} = {total}, "
+                f"but {self.rows_in} rows were handed in")
+
+
+def convert(value, type_: str):
+    """A source value (text) as the JSON value the CRM field expects."""
+    if value is None:
+        return None
+    if type_ == "integer":
+        return int(str(value).strip())
+    if type_ == "number":
+        number = float(str(value).strip())
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if type_ == "boolean":
+        text = str(value).strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{value!r} is not a boolean")
+        return text in ("true", "1", "yes")
+    if type_ == "json":
+        return json.loads(value) if isinstance(value, str) else value
+    return str(value)
+
+
+def mapped_fields(spec: SyncSpec, row: dict) -> dict:
+    """The CRM fields of one validated row, typed; missing values are left out (not cleared)."""
+    fields = {}
+    for crm_field, mapping in spec.fields.items():
+        value = convert(row.get(crm_field), mapping.type)
+        if value is not None:
+            fields[crm_field] = value
+    extra = row.get("_extra")
+    if extra:
+        parsed = json.loads(extra) if isinstance(extra, str) else extra
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{spec.attributes_json_column} must hold a JSON object")
+        for name, value in parsed.items():
+            fields.setdefault(name, value)
+    return fields
+
+
+def payload_hash(fields: dict) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store: SyncStore,
+               partition: str | None = None, full_resync: bool = False) -> SyncReport:
+    started = time.monotonic()
+    report = SyncReport(spec.name, spec.crm, spec.object, partition, rows_in=len(valid))
+    rows = valid.to_dict("records")
+    state = store.get_state(spec.name, [r["_key"] for r in rows])
+
+    to_send: list[tuple[str, dict, str | None]] = []
+    hashes: dict[str, str] = {}
+    unchanged: list[str] = []
+    quarantined: list[dict] = []
+    for row in rows:
+        key = row["_key"]
+        try:
+            fields = mapped_fields(spec, row)
+        except (ValueError, TypeError) as exc:
+            quarantined.append(_quarantine(key, partition, "validation", "PARSE_INVALID_FORMAT",
+                                           f"cannot convert the row's values: {exc}", row))
+            report.failed += 1
+            report.failed_by_code["PARSE_INVALID_FORMAT"] += 1
+            continue
+        digest = payload_hash(fields)
+        known_id, known_hash = state.get(key, (None, None))
+        if not full_resync and known_hash == digest:
+            unchanged.append(key)
+            continue
+        hashes[key] = digest
+        to_send.append((key, fields, known_id or row.get("_crm_id")))
+    report.unchanged = len(unchanged)
+    report.sent = len(to_send)
+
+    outcomes: list[Outcome] = []
+    if to_send:
+        outcomes, stats = resource.run(spec, to_send)
+        report.requests, report.retries = stats.requests, stats.retries
+        report.rate_limited = stats.rate_limited
+    payloads = {key: fields for key, fields, _ in to_send}
+
+    state_rows, succeeded = [], list(unchanged)
+    for outcome in outcomes:
+        if outcome.ok:
+            setattr(report, outcome.status, getattr(report, outcome.status) + 1)
+            succeeded.append(outcome.key)
+            state_rows.append((outcome.key, outcome.crm_id, hashes[outcome.key]))
+        else:
+            report.failed += 1
+            report.failed_transient += int(outcome.transient)
+            report.failed_by_code[outcome.error_code or "FAILED"] += 1
+            quarantined.append({
+                **_quarantine(outcome.key, partition, "crm", outcome.error_code or "FAILED",
+                              outcome.message or "", payloads.get(outcome.key)),
+                "http_status": outcome.http_status, "attempts": outcome.attempts,
+                "transient": outcome.transient, "column_name": outcome.column,
+            })
+    sent_keys = {key for key, _, _ in to_send}
+    if len(outcomes) != len(to_send) or {o.key for o in outcomes} != sent_keys:
+        raise AccountingError(f"sync {spec.name!r}: the connector returned {len(outcomes)} "
+                              f"outcomes for {len(to_send)} records")
+    store.record_results(spec.name, succeeded, quarantined, state_rows)
+    report.duration_seconds = time.monotonic() - started
+    report.check()
+    return report
+
+
+def _quarantine(key, partition, stage, code, message, payload) -> dict:
+    if isinstance(payload, dict):
+        payload = {k: v for k, v in payload.items() if not k.startswith("_") or k == "_crm_id"}
+    return {"source_key": key, "partition": partition, "stage": stage, "error_code": code,
+            "message": message, "payload": payload}

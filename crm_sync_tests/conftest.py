@@ -1,0 +1,60 @@
+"""Shared fixtures: the sandbox runs once per session as a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
+from crm_sync.sandbox.server import sandbox_process
+
+CRMS = tuple(TOKEN_ENV)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment(tmp_path_factory):
+    """Sandbox tokens and an isolated sync store for the whole session."""
+    saved = dict(os.environ)
+    for crm, name in TOKEN_ENV.items():
+        os.environ[name] = DEFAULT_TOKENS[crm]
+    os.environ["CRM_SYNC_STORE"] = str(tmp_path_factory.mktemp("store") / "crm_sync.sqlite")
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(tmp_path_factory, _environment):
+    db = tmp_path_factory.mktemp("sandbox") / "sandbox.sqlite"
+    with sandbox_process(db) as url:
+        for crm in CRMS:
+            os.environ[f"{crm.upper()}_BASE_URL"] = url
+        yield url
+
+
+@pytest.fixture
+def sandbox(sandbox_url):
+    """A sandbox emptied before the test, with an admin client."""
+    client = httpx.Client(base_url=sandbox_url, timeout=30)
+    client.post("/_sandbox/reset").raise_for_status()
+    yield client
+    client.post("/_sandbox/reset")
+    client.close()
+
+
+def stored(sandbox: httpx.Client, crm: str, obj: str) -> list[dict]:
+    response = sandbox.get(f"/_sandbox/records/{crm}/{obj}")
+    response.raise_for_status()
+    return response.json()["records"]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh sync store for one test."""
+    from crm_sync.store import SyncStore
+
+    path = tmp_path / "crm_sync.sqlite"
+    monkeypatch.setenv("CRM_SYNC_STORE", str(path))
+    return SyncStore(path)

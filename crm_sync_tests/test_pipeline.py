@@ -1,0 +1,97 @@
+"""End to end: materialize the Superleap sync against the real sandbox and read its store."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from crm_sync.assets import build_assets
+from crm_sync.definitions import build_resources
+from crm_sync.sources import SourceResource
+from crm_sync.spec import PROJECT_ROOT, load_spec
+from crm_sync.validation import validate_partition
+from crm_sync_tests.conftest import stored
+
+PARTITION = "2026-11-03"
+
+
+def _source_rows(table: str, day: str) -> pd.DataFrame:
+    frame = pd.read_csv(PROJECT_ROOT / "data" / f"{table}.csv", dtype=str, keep_default_na=False)
+    return frame[frame["updated_at"].str.startswith(day)].reset_index(drop=True)
+
+
+def _materialize(spec, partition=PARTITION):
+    assets = [a for a in build_assets(spec) if a.partitions_def is not None]
+    selection = [a for a in assets if a.key.path[0] in
+                 ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
+    return dg.materialize(selection, partition_key=partition, resources=build_resources())
+
+
+def test_superleap_partition_end_to_end(sandbox, store):
+    spec = load_spec()
+    sync = spec.sync("leads_to_superleap")
+    source = _source_rows("leads", PARTITION)
+    expected_bad = {f["source_key"] for f in validate_partition(sync, source).failures}
+    assert expected_bad, "the bundled data must contain bad leads in this partition"
+
+    result = _materialize(spec)
+    assert result.success
+
+    leads = stored(sandbox, "superleap", "lead")
+    by_external = {r["external_id"]: r for r in leads}
+    good = source[~source["lead_id"].isin(expected_bad)]
+    assert len(leads) == len(good) == len(by_external)
+    for row in good.itertuples():
+        record = by_external[row.lead_id]
+        assert record["name"] == row.name
+        assert record["email"] == row.email
+        assert record["phone"] == row.phone
+        assert record["status"] == row.status
+
+    quarantine = store.quarantine_frame("leads_to_superleap")
+    assert set(quarantine["source_key"]) == expected_bad
+    assert set(quarantine["stage"]) == {"validation"}
+    for row in quarantine.itertuples():
+        assert row.message and row.error_code in (
+            "PARSE_INVALID_FORMAT", "REQUIRED_FIELD_MISSING", "INVALID_ID_FORMAT")
+        if row.error_code == "PARSE_INVALID_FORMAT":
+            assert row.message.startswith("invalid email format: ")
+
+    state = store.state_frame("leads_to_superleap")
+    assert set(state["crm_id"]) == {r["id"] for r in leads}
+
+    # A second run sends nothing new and duplicates nothing.
+    requests_before = sandbox.get("/_sandbox/stats").json()["counters"]["requests total"]
+    again = _materialize(spec)
+    assert again.success
+    meta = again.asset_materializations_for_node("leads_to_superleap")[0].metadata
+    assert meta["unchanged"].value == len(good) and meta["created"].value == 0
+    assert sandbox.get("/_sandbox/stats").json()["counters"]["requests total"] == requests_before
+    assert len(stored(sandbox, "superleap", "lead")) == len(good)
+
+
+def test_changed_rows_update_the_same_records(sandbox, store, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    source = _source_rows("leads", PARTITION).head(30)
+    source = source[source["superleap_id"] == ""]
+    source.to_csv(data / "leads.csv", index=False)
+    resources = build_resources()
+    resources["source"] = SourceResource(data_dir=str(data))
+    spec = load_spec()
+    assets = [a for a in build_assets(spec) if a.key.path[0] in
+              ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
+    assert dg.materialize(assets, partition_key=PARTITION, resources=resources).success
+    first = {r["external_id"]: r["id"] for r in stored(sandbox, "superleap", "lead")}
+
+    source.loc[source.index[:5], "status"] = "customer"
+    source.to_csv(data / "leads.csv", index=False)
+    result = dg.materialize(assets, partition_key=PARTITION, resources=resources)
+    meta = result.asset_materializations_for_node("leads_to_superleap")[0].metadata
+    valid = len(first)
+    changed = min(5, valid)
+    assert meta["updated"].value == changed
+    assert meta["unchanged"].value == valid - changed
+    records = stored(sandbox, "superleap", "lead")
+    assert {r["external_id"]: r["id"] for r in records} == first  # same ids, no new records
+    assert sum(r["status"] == "customer" for r in records) >= changed

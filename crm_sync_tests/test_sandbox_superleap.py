@@ -1,0 +1,99 @@
+"""The Superleap emulation answers the documented requests with the documented shapes."""
+
+from __future__ import annotations
+
+import re
+
+from crm_sync.sandbox.app import DEFAULT_TOKENS
+from crm_sync_tests.conftest import stored
+
+AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['superleap']}"}
+UPSERT = "/api/v1/org/objects/lead/record/bulk_upsert"
+CREATE = "/api/v1/org/objects/lead/record/bulk_create"
+ID = re.compile(r"^[A-Za-z0-9]{6}_[A-Za-z0-9]{8}$")
+
+
+def test_bulk_upsert_creates_then_updates_as_documented(sandbox):
+    first = sandbox.post(UPSERT, headers=AUTH, json={"values": [
+        {"name": "testAdmin", "email": "test@gmail.com"}]})
+    assert first.status_code == 200
+    data = first.json()["data"]
+    assert first.json()["success"] is True
+    assert data["records_created"] == 1 and data["records_updated"] == 0
+    assert data["failed_records"] is None and data["updated_records"] is None
+    created = data["created_records"][0]
+    assert created["action"] == "CREATED" and ID.match(created["id"])
+    assert created["org_id"] == created["id"].split("_")[0]
+    assert created["created_at"] > 1_600_000_000_000  # epoch milliseconds
+    assert {"created_by", "object_id", "owner", "search_field", "system_created_at",
+            "updated_at", "updated_by"} <= set(created)
+
+    second = sandbox.post(UPSERT, headers=AUTH, json={"values": [
+        {"name": "testssse", "email": "new@gmail.com"},
+        {"id": created["id"], "name": "testSteve"}]})
+    data = second.json()["data"]
+    assert data["records_created"] == 1 and data["records_updated"] == 1
+    assert [r["action"] for r in data["records"]] == ["CREATED", "UPDATED"]
+    assert data["updated_records"][0]["id"] == created["id"]
+    leads = {r["id"]: r for r in stored(sandbox, "superleap", "lead")}
+    assert len(leads) == 2
+    assert leads[created["id"]]["name"] == "testSteve"
+    assert leads[created["id"]]["email"] == "test@gmail.com"  # untouched fields stay
+
+
+def test_bulk_upsert_unknown_id_is_a_per_record_failure(sandbox):
+    response = sandbox.post(UPSERT, headers=AUTH, json={"values": [
+        {"name": "testssse", "email": "test@gmail.com"},
+        {"id": "OAASbQ_Ph9vneRS", "name": "testsssdfsdfse"}]})
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["records_created"] == 1 and data["records_updated"] == 0
+    assert data["failed_records"] == [{"action": "FAILED",
+                                       "error_message": "invalid id detected : OAASbQ_Ph9vneRS",
+                                       "id": "OAASbQ_Ph9vneRS", "name": "testsssdfsdfse"}]
+    assert data["updated_records"] is None
+    assert len(stored(sandbox, "superleap", "lead")) == 1
+
+
+def test_bulk_create_rejects_the_whole_request_for_one_bad_email(sandbox):
+    response = sandbox.post(CREATE, headers=AUTH, json=[
+        {"name": "test-8", "email": "test .sok@gmail.com"},
+        {"name": "test-9", "email": "test1@gmail.com"}])
+    assert response.status_code == 400
+    body = response.json()
+    assert body["success"] is False
+    assert body["data"]["error_code"] == "VALIDATION_FAILED"
+    assert body["data"]["message"] == "Failed to create records"
+    assert body["data"]["validation_errors"] == [{
+        "object_slug": "lead", "field": "email",
+        "message": "invalid email format: test .sok@gmail.com",
+        "error_code": "PARSE_INVALID_FORMAT", "record_index": 1, "meta_data": None}]
+    assert stored(sandbox, "superleap", "lead") == []  # nothing was written
+
+
+def test_bulk_create_success_shape(sandbox):
+    response = sandbox.post(CREATE, headers=AUTH, json=[
+        {"name": "John Smith", "email": "john.smith@example.com", "phone": "+1-555-123-4567",
+         "status": "new", "external_id": "EXT-001"},
+        {"name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+1-555-987-6543",
+         "status": "qualified", "external_id": "EXT-002"}])
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "data": {"message": "records added successfully"}}
+    assert sorted(r["external_id"] for r in stored(sandbox, "superleap", "lead")) == \
+        ["EXT-001", "EXT-002"]
+
+
+def test_auth_body_and_object_errors(sandbox):
+    assert sandbox.post(UPSERT, json={"values": [{"name": "x"}]}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert sandbox.post(UPSERT, headers=wrong, json={"values": [{"name": "x"}]}).status_code == 401
+    bad_json = sandbox.post(UPSERT, headers={**AUTH, "content-type": "application/json"},
+                            content=b"{not json")
+    assert bad_json.status_code == 400 and bad_json.json()["success"] is False
+    assert sandbox.post(UPSERT, headers=AUTH, json=[{"name": "x"}]).status_code == 400
+    missing = sandbox.post("/api/v1/org/objects/nosuch/record/bulk_upsert", headers=AUTH,
+                           json={"values": [{"name": "x"}]})
+    assert missing.status_code == 404
+    too_many = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}] * 1001})
+    assert too_many.status_code == 400
+    assert stored(sandbox, "superleap", "lead") == []
