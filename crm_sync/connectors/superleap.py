@@ -106,3 +106,6 @@ class SuperleapResource(CrmResource):
     batch_size: int | None = Field(default=100, ge=1, le=1000,
                                    description="records per bulk_upsert request")
     connector_class: ClassVar[type[Connector]] = SuperleapConnector
+
+
+RESOURCE = SuperleapResource

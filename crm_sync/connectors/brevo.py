@@ -1,0 +1,3 @@
+"""Brevo connector (filled in by the "Four CRM connectors" issue)."""
+
+RESOURCE = None
