@@ -68,9 +68,13 @@ class SourceResource(dg.ConfigurableResource):
         engine = sa.create_engine(self.url)
         query = sa.text(f"SELECT * FROM {table} WHERE updated_at >= :start "  # nosec B608
                         "AND updated_at < :end ORDER BY updated_at")
+        params = {"start": start, "end": end}
+        if engine.dialect.name == "sqlite":
+            # SQLite has no timestamp type: timestamps are ISO-8601 text, compared as text.
+            params = {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in params.items()}
         try:
             with engine.connect() as conn:
-                frame = pd.read_sql(query, conn, params={"start": start, "end": end})
+                frame = pd.read_sql(query, conn, params=params)
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"cannot read source table {table!r}: "
                               f"{type(exc).__name__}") from None

@@ -95,3 +95,16 @@ def test_changed_rows_update_the_same_records(sandbox, store, tmp_path, monkeypa
     records = stored(sandbox, "superleap", "lead")
     assert {r["external_id"]: r["id"] for r in records} == first  # same ids, no new records
     assert sum(r["status"] == "customer" for r in records) >= changed
+
+
+def test_quarantine_asset_reports_what_the_store_holds(sandbox, store):
+    spec = load_spec()
+    assert _materialize(spec).success
+    quarantine = [a for a in build_assets(spec) if a.key.path[0] == "quarantine"]
+    result = dg.materialize(quarantine, resources=build_resources())
+    meta = result.asset_materializations_for_node("quarantine")[0].metadata
+    frame = store.quarantine_frame()
+    assert meta["rows"].value == len(frame) > 0
+    assert meta["rows_leads_to_superleap"].value == len(frame)
+    for code in set(frame["error_code"]):
+        assert code in meta["by_error_code"].value
