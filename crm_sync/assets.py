@@ -47,6 +47,8 @@ def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDe
 
 
 def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    check_name = "quarantine_share_within_threshold"
+
     @dg.asset(
         name=f"validated_{sync.name}",
         ins={"rows": dg.AssetIn(f"source_{sync.source}")},
@@ -55,23 +57,39 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         kinds={"pandera", "pandas"},
         description=f"`{sync.source}` rows checked against {sync.crm}'s documented rules for "
                     f"`{sync.object}`; failing rows go to the quarantine.",
+        check_specs=[dg.AssetCheckSpec(
+            check_name, asset=f"validated_{sync.name}", blocking=True,
+            description=f"Fails (and stops the upsert) when more than "
+                        f"{sync.quarantine_threshold:.0%} of the partition's rows fail validation.",
+        )],
     )
-    def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame,
-                   store: StoreResource) -> pd.DataFrame:
+    def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame, store: StoreResource):
         result = validate_partition(sync, rows)
-        keys = [str(k) for k in result.valid["_key"]]
         store.get().record_results(
             sync.name, succeeded=[],
             quarantined=[{**f, "partition": context.partition_key} for f in result.failures])
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
-            "rows_valid": dg.MetadataValue.int(len(keys)),
+            "rows_valid": dg.MetadataValue.int(len(result.valid)),
             "rows_quarantined": dg.MetadataValue.int(len(result.failures)),
         }
         for rule, count in sorted(result.by_rule.items()):
             metadata[f"quarantined_{rule}"] = dg.MetadataValue.int(count)
-        context.add_output_metadata(metadata)
-        return result.valid
+        yield dg.Output(result.valid, metadata=metadata)
+        share = result.share_quarantined
+        passed = share <= sync.quarantine_threshold
+        yield dg.AssetCheckResult(
+            check_name=check_name,
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=None if passed else (
+                f"{len(result.failures)} of {result.rows_in} rows ({share:.0%}) failed "
+                f"validation, over the sync's threshold of {sync.quarantine_threshold:.0%}: the "
+                f"upsert does not run. See the quarantine; fix the source or raise "
+                f"`quarantine_threshold` for {sync.name!r} in the sync spec."),
+            metadata={"share_quarantined": dg.MetadataValue.float(round(share, 4)),
+                      "threshold": dg.MetadataValue.float(sync.quarantine_threshold)},
+        )
 
     return _validated
 

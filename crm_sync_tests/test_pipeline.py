@@ -108,3 +108,34 @@ def test_quarantine_asset_reports_what_the_store_holds(sandbox, store):
     assert meta["rows_leads_to_superleap"].value == len(frame)
     for code in set(frame["error_code"]):
         assert code in meta["by_error_code"].value
+
+
+def test_a_partition_over_the_bad_row_threshold_is_not_sent(sandbox, store, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    source = _source_rows("leads", PARTITION).head(20).copy()
+    source["superleap_id"] = ""
+    source.loc[source.index[:11], "email"] = "not an email"  # 55% bad, threshold is 50%
+    source.to_csv(data / "leads.csv", index=False)
+    resources = build_resources()
+    resources["source"] = SourceResource(data_dir=str(data))
+    spec = load_spec()
+    assets = [a for a in build_assets(spec) if a.key.path[0] in
+              ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
+    result = dg.materialize(assets, partition_key=PARTITION, resources=resources,
+                            raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed is False
+    assert "55%" in evaluation.description and "threshold of 50%" in evaluation.description
+    assert result.asset_materializations_for_node("leads_to_superleap") == []
+    assert stored(sandbox, "superleap", "lead") == []
+    assert "requests total" not in sandbox.get("/_sandbox/stats").json()["counters"]
+    assert len(store.quarantine_frame("leads_to_superleap")) == 11
+
+    source.loc[source.index[:11], "email"] = source.loc[source.index[:11], "lead_id"].str.lower() \
+        + "@example.com"  # fixed at the source: the next run sends everything
+    source.to_csv(data / "leads.csv", index=False)
+    result = dg.materialize(assets, partition_key=PARTITION, resources=resources)
+    assert result.get_asset_check_evaluations()[0].passed
+    assert len(stored(sandbox, "superleap", "lead")) == 20
+    assert store.quarantine_frame("leads_to_superleap").empty

@@ -3,6 +3,7 @@ quarantine with the rule, the column, the bad value and a message a person can a
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ import pandas as pd
 from pandera.errors import SchemaErrors
 
 from crm_sync.spec import SyncSpec
-from crm_sync.validation.schemas import RULES, build_schema
+from crm_sync.validation.schemas import RULES, build_schema, rule_of
 
 META_COLUMNS = ["_key", "_updated_at", "_crm_id", "_extra"]
 
@@ -24,10 +25,21 @@ class ValidationResult:
     valid: pd.DataFrame
     failures: list[dict] = field(default_factory=list)
     rows_in: int = 0
+    warnings: Counter = field(default_factory=Counter)
 
     @property
     def by_rule(self) -> Counter:
         return Counter(rule for f in self.failures for rule in f["rules"].split(","))
+
+    @property
+    def share_quarantined(self) -> float:
+        return len(self.failures) / self.rows_in if self.rows_in else 0.0
+
+
+def _blank(series: pd.Series) -> pd.Series:
+    """Missing values and empty or whitespace-only text, vectorized."""
+    text = series.astype("string")
+    return series.isna() | text.str.strip().eq("").fillna(True)
 
 
 def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
@@ -37,18 +49,43 @@ def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
         raise SourceTableError(
             f"sync {spec.name!r}: source table {spec.source!r} has no column(s) {missing}; "
             f"it has {list(source.columns)}. Fix the table or the sync spec's field mapping.")
-    frame = pd.DataFrame(index=source.index)
-    for crm_field, mapping in spec.fields.items():
-        frame[crm_field] = source[mapping.column]
-    frame["_key"] = source[spec.source_key]
-    frame["_updated_at"] = source["updated_at"]
-    frame["_crm_id"] = source[spec.matching_column] if spec.matching_column and \
-        spec.crm == "superleap" else None
-    frame["_extra"] = source[spec.attributes_json_column] if spec.attributes_json_column else None
-    frame = frame.astype(object)
-    blank = frame.map(lambda v: v is None or (isinstance(v, float) and v != v) or
-                      (isinstance(v, str) and not v.strip()))
-    return frame.mask(blank, None)
+    columns = {crm_field: source[m.column] for crm_field, m in spec.fields.items()}
+    columns["_key"] = source[spec.source_key]
+    columns["_updated_at"] = source["updated_at"]
+    columns["_crm_id"] = source[spec.matching_column] if spec.matching_column and \
+        spec.crm == "superleap" else pd.Series(None, index=source.index, dtype=object)
+    columns["_extra"] = source[spec.attributes_json_column] if spec.attributes_json_column \
+        else pd.Series(None, index=source.index, dtype=object)
+    frame = pd.DataFrame(columns, index=source.index).astype(object)
+    for name in frame.columns:
+        frame[name] = frame[name].mask(_blank(frame[name]), None)
+    if spec.crm == "brevo":
+        _add_brevo_measures(spec, frame)
+    return frame
+
+
+def _add_brevo_measures(spec: SyncSpec, frame: pd.DataFrame) -> None:
+    """Attribute count and a lower bound of the record's size, for Brevo's limits."""
+    mapped = [c for c in spec.fields]
+    count = frame[mapped].notna().sum(axis=1)
+    size = sum(frame[c].astype("string").str.len().fillna(0) for c in mapped)
+    extra = frame["_extra"]
+    present = extra.notna()
+    extra_counts = pd.Series(0, index=frame.index)
+    if present.any():
+        # One parse per row that has extra attributes: JSON has no vectorized parser.
+        extra_counts[present] = extra[present].map(_attribute_count)
+        size = size + extra.astype("string").str.len().fillna(0)
+    frame["_attribute_count"] = (count + extra_counts).where(extra_counts >= 0, -1).astype(int)
+    frame["_record_bytes"] = size.astype(int)
+
+
+def _attribute_count(text) -> int:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return -1
+    return len(value) if isinstance(value, dict) else -1
 
 
 def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult:
@@ -74,27 +111,42 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
             raise SourceTableError(f"sync {spec.name!r}: " + "; ".join(
                 f"{r.column}: {r.check}" for r in whole_table.itertuples())) from None
         for case in cases.itertuples():
-            rule = "required" if case.check in ("not_nullable", "required") else str(case.check)
-            failures.setdefault(int(case.index), []).append((rule, case.column, case.failure_case))
+            rule = rule_of(str(case.column), str(case.check))
+            value = case.failure_case
+            if case.column in ("_attribute_count", "_record_bytes") and rule == "attributes_json":
+                value = frame.at[int(case.index), "_extra"]
+            failures.setdefault(int(case.index), []).append((rule, case.column, value))
 
-    bad_rows = []
-    for idx in sorted(failures):
-        reasons = failures[idx]
-        rules = list(dict.fromkeys(r for r, _, _ in reasons))
-        first_rule, column, value = reasons[0]
-        code, template = RULES.get(first_rule, (first_rule.upper(), "{column} failed " + first_rule))
-        messages = [RULES.get(r, (r, "{column}: " + r))[1].format(column=c, value=v)
-                    for r, c, v in reasons]
-        bad_rows.append({
-            "source_key": frame.at[idx, "_key"] if frame.at[idx, "_key"] is not None
-            else f"<row {idx + 1} without {spec.source_key}>",
-            "stage": "validation",
-            "error_code": code,
-            "rules": ",".join(rules),
-            "column_name": spec.fields[column].column if column in spec.fields else column,
-            "value": value,
-            "message": "; ".join(dict.fromkeys(messages)),
-            "payload": {k: frame.at[idx, k] for k in spec.fields},
-        })
+    bad_rows = [_failure(spec, frame, idx, failures[idx]) for idx in sorted(failures)]
     valid = frame.drop(index=list(failures))
     return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame))
+
+
+def _source_column(spec: SyncSpec, column: str) -> str:
+    if column in spec.fields:
+        return spec.fields[column].column
+    return {"_key": spec.source_key, "_crm_id": spec.matching_column,
+            "_extra": spec.attributes_json_column,
+            "_attribute_count": spec.attributes_json_column}.get(column) or column
+
+
+def _failure(spec: SyncSpec, frame: pd.DataFrame, idx: int, reasons: list) -> dict:
+    rules = list(dict.fromkeys(r for r, _, _ in reasons))
+    first_rule, column, value = reasons[0]
+    code = RULES.get(first_rule, (first_rule.upper(), ""))[0]
+    messages = [
+        RULES.get(rule, (rule, "{column} failed check " + rule))[1].format(
+            column=_source_column(spec, col), value=val)
+        for rule, col, val in reasons
+    ]
+    key = frame.at[idx, "_key"]
+    return {
+        "source_key": key if key is not None else f"<row {idx + 1} without {spec.source_key}>",
+        "stage": "validation",
+        "error_code": code,
+        "rules": ",".join(rules),
+        "column_name": _source_column(spec, column),
+        "value": value,
+        "message": "; ".join(dict.fromkeys(messages)),
+        "payload": {k: frame.at[idx, k] for k in spec.fields},
+    }

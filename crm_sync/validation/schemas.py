@@ -1,15 +1,23 @@
-"""pandera schemas that mirror what each CRM documents, generated from a sync's field mapping.
+"""pandera schemas that mirror what each CRM documents.
 
-The frame being validated has one column per mapped CRM field (values as the source holds them,
-strings) plus `_key` (the source key), `_updated_at` and `_crm_id` (a known CRM record id).
-Each check carries a rule name; RULES turns it into the quarantine's error code and message.
+One `DataFrameModel` per CRM holds the rules that do not depend on the mapping (the source key,
+Superleap's id format, Brevo's attribute and size limits); `build_schema` adds a column per
+mapped field of the sync, with the checks its type and the CRM require. The frame being
+validated has one column per mapped CRM field (values as the source holds them, text) plus
+`_key` (source key), `_updated_at`, `_crm_id` (a known CRM id) and derived `_attribute_count`
+and `_record_bytes`. Every check maps to a rule name; RULES turns that into the quarantine's
+error code and a message a person can act on.
 """
 
 from __future__ import annotations
 
 import pandera.pandas as pa
+from pandera.typing import Series
 
-from crm_sync.rules import EMAIL_PATTERN, PHONE_PATTERN, SUPERLEAP_ID_PATTERN
+from crm_sync.rules import (
+    BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, EMAIL_PATTERN, PHONE_PATTERN,
+    SALESFORCE_ID_PATTERN, SUPERLEAP_ID_PATTERN,
+)
 from crm_sync.spec import SyncSpec
 
 # rule -> (error code, message template). {column} and {value} are filled in per row.
@@ -20,9 +28,28 @@ RULES: dict[str, tuple[str, str]] = {
     "integer_format": ("PARSE_INVALID_FORMAT", "{column} must be a whole number, got {value}"),
     "number_format": ("PARSE_INVALID_FORMAT", "{column} must be a number, got {value}"),
     "date_format": ("PARSE_INVALID_FORMAT", "{column} must be a date (YYYY-MM-DD), got {value}"),
+    "boolean_format": ("PARSE_INVALID_FORMAT", "{column} must be true or false, got {value}"),
     "superleap_id_format": (
         "INVALID_ID_FORMAT",
         "{value} is not a Superleap record id (<org>_<8 characters>, like g1koYv_2lLKYVan)",
+    ),
+    "salesforce_record_id_as_external_id": (
+        "MALFORMED_ID",
+        "{value} looks like a Salesforce record id; the external id field {column} must hold "
+        "your own id (Salesforce: \"Only external ids are supported. Don't use record ids.\")",
+    ),
+    "max_attributes": (
+        "TOO_MANY_ATTRIBUTES",
+        f"the record has {{value}} attributes; Brevo accepts at most {BREVO_MAX_ATTRIBUTES}",
+    ),
+    "attributes_json": (
+        "PARSE_INVALID_FORMAT",
+        "{column} must hold a JSON object of attribute name -> value",
+    ),
+    "max_record_bytes": (
+        "RECORD_TOO_LARGE",
+        f"the record takes at least {{value}} bytes; a Brevo request may carry "
+        f"{BREVO_MAX_BODY_BYTES} bytes",
     ),
     "duplicate_key": (
         "DUPLICATE_MATCHING_KEY",
@@ -31,39 +58,106 @@ RULES: dict[str, tuple[str, str]] = {
     ),
 }
 
-# Fields each CRM itself requires (beyond `required: true` in the spec).
-CRM_REQUIRED = {"superleap": {"name"}}
+# A record id may not be sent as an external id: 15 or 18 alphanumerics (negative look-ahead,
+# so the built-in str_matches check can express "must not look like").
+NOT_A_SALESFORCE_ID = rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)"
+
+# Fields each CRM itself requires for an object (beyond `required: true` in the spec).
+CRM_REQUIRED = {
+    ("superleap", "*"): {"name"},  # a lead needs its name (documented "Name or title")
+    ("salesforce", "Account"): {"Name"},
+    ("salesforce", "Contact"): {"LastName"},
+    ("salesforce", "Lead"): {"LastName", "Company"},
+}
 
 _FORMAT_CHECKS = {
     "email": ("email_format", EMAIL_PATTERN),
     "phone": ("phone_format", PHONE_PATTERN),
     "integer": ("integer_format", r"^[+-]?\d{1,18}$"),
-    "number": ("number_format", r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"),
-    "date": ("date_format", r"^\d{4}-\d{2}-\d{2}$"),
+    "number": ("number_format", r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?$"),
+    "date": ("date_format", r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])$"),
+    "boolean": ("boolean_format", r"^(?i:true|false|1|0|yes|no)$"),
 }
 
 
+class CommonRecords(pa.DataFrameModel):
+    """Rules for every CRM: a row without its source key could never be tracked or replayed."""
+
+    key: Series[object] = pa.Field(alias="_key", nullable=False, str_length={"min_value": 1})
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+class SuperleapRecords(CommonRecords):
+    # A known Superleap id is sent as `id`; Superleap issues ids like g1koYv_2lLKYVan.
+    crm_id: Series[object] = pa.Field(alias="_crm_id", nullable=True,
+                                      str_matches=SUPERLEAP_ID_PATTERN)
+
+
+class HubSpotRecords(CommonRecords):
+    """HubSpot's idProperty value is required (added per sync: its name is the mapping's)."""
+
+
+class SalesforceRecords(CommonRecords):
+    """The external id field must hold a value that is not a record id (added per sync)."""
+
+
+class BrevoRecords(CommonRecords):
+    # -1 marks an attributes column that is not a JSON object.
+    attribute_count: Series[int] = pa.Field(alias="_attribute_count", ge=0,
+                                            le=BREVO_MAX_ATTRIBUTES)
+    record_bytes: Series[int] = pa.Field(alias="_record_bytes", le=BREVO_MAX_BODY_BYTES)
+
+
+MODELS: dict[str, type[CommonRecords]] = {
+    "superleap": SuperleapRecords, "hubspot": HubSpotRecords,
+    "salesforce": SalesforceRecords, "brevo": BrevoRecords,
+}
+
+# Rules of the models' Field checks, by column and check kind.
+FIELD_RULES = {
+    ("_key", "str_length"): "required",
+    ("_crm_id", "str_matches"): "superleap_id_format",
+    ("_attribute_count", "greater_than_or_equal_to"): "attributes_json",
+    ("_attribute_count", "less_than_or_equal_to"): "max_attributes",
+    ("_record_bytes", "less_than_or_equal_to"): "max_record_bytes",
+}
+
+
+def rule_of(column: str, check: str) -> str:
+    """The rule name of a pandera failure case."""
+    if check == "not_nullable":
+        return "required"
+    kind = check.split("(", 1)[0]
+    return FIELD_RULES.get((column, kind), check)
+
+
+def required_fields(spec: SyncSpec) -> set[str]:
+    fields = {f for f, m in spec.fields.items() if m.required}
+    fields |= CRM_REQUIRED.get((spec.crm, "*"), set())
+    fields |= CRM_REQUIRED.get((spec.crm, spec.object), set())
+    if spec.crm in ("hubspot", "salesforce"):
+        fields.add(spec.matching_key)  # the upsert matches on it: it must be there
+    return fields & set(spec.fields)
+
+
 def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
-    """The schema of one sync: a column per mapped field with the CRM's documented checks."""
+    """The schema of one sync: the CRM's model plus a column per mapped field."""
+    required = required_fields(spec)
     columns: dict[str, pa.Column] = {}
-    required_fields = CRM_REQUIRED.get(spec.crm, set())
     for crm_field, mapping in spec.fields.items():
         checks = []
         if mapping.type in _FORMAT_CHECKS:
             rule, pattern = _FORMAT_CHECKS[mapping.type]
             checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
-        required = mapping.required or crm_field in required_fields
-        if required:
+        if crm_field in required:
             checks.append(pa.Check.str_length(min_value=1, name="required", error="required"))
-        columns[crm_field] = pa.Column(object, checks=checks, nullable=not required,
-                                       required=True)
-    # Without its source key a row could never be tracked, replayed or reported.
-    columns["_key"] = pa.Column(object, pa.Check.str_length(min_value=1, name="required", error="required"),
-                                nullable=False)
-    if spec.crm == "superleap":
-        columns["_crm_id"] = pa.Column(
-            object, pa.Check.str_matches(SUPERLEAP_ID_PATTERN, name="superleap_id_format",
-                                error="superleap_id_format"),
-            nullable=True)
-    return pa.DataFrameSchema(columns, name=f"{spec.crm}:{spec.object}", strict=False,
-                              coerce=False)
+        if spec.crm == "salesforce" and crm_field == spec.matching_key:
+            rule = "salesforce_record_id_as_external_id"
+            checks.append(pa.Check.str_matches(NOT_A_SALESFORCE_ID, name=rule, error=rule))
+        columns[crm_field] = pa.Column(object, checks=checks, nullable=crm_field not in required)
+    schema = MODELS[spec.crm].to_schema().add_columns(columns)
+    schema.name = f"{spec.crm}:{spec.object}"
+    return schema
