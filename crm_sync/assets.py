@@ -75,6 +75,12 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         }
         for rule, count in sorted(result.by_rule.items()):
             metadata[f"quarantined_{rule}"] = dg.MetadataValue.int(count)
+        if result.warnings:
+            names = ", ".join(f"{k} ({n} rows)" for k, n in result.warnings.most_common(20))
+            context.log.warning(f"{sync.name}: attributes {sync.crm} would silently ignore "
+                                f"(not in known_attributes), not sent: {names}")
+            metadata["warning_unknown_attributes"] = dg.MetadataValue.int(len(result.warnings))
+            metadata["unknown_attributes"] = dg.MetadataValue.text(names)
         yield dg.Output(result.valid, metadata=metadata)
         share = result.share_quarantined
         passed = share <= sync.quarantine_threshold

@@ -94,6 +94,10 @@ def mapped_fields(spec: SyncSpec, row: dict) -> dict:
             raise ValueError(f"{spec.attributes_json_column} must hold a JSON object")
         for name, value in parsed.items():
             fields.setdefault(name, value)
+    if spec.known_attributes is not None:
+        # Brevo would drop them without a word; validation reported them, here they stay home.
+        known = set(spec.known_attributes)
+        fields = {k: v for k, v in fields.items() if k in known}
     return fields
 
 

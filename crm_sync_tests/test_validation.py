@@ -190,3 +190,16 @@ def test_brevo_attributes_column_must_be_a_json_object_and_fit_one_request():
     assert codes == {"PR-2": "PARSE_INVALID_FORMAT", "PR-3": "RECORD_TOO_LARGE",
                      "PR-4": "PARSE_INVALID_FORMAT"}
 
+
+
+def test_brevo_unknown_attributes_are_reported_and_not_sent():
+    from crm_sync.sync_runner import mapped_fields
+
+    sync = load_spec().sync("projects_to_brevo").model_copy(update={
+        "known_attributes": ["name", "status", "budget", "start_date", "company_ext_id", "cf_0"]})
+    result = validate_partition(sync, pd.DataFrame([_project(2)]))
+    assert result.failures == []  # a warning, not a rejection
+    assert result.warnings == {"cf_1": 1}
+    row = result.valid.iloc[0].to_dict()
+    fields = mapped_fields(sync, row)
+    assert "cf_0" in fields and "cf_1" not in fields and fields["name"] == "Apollo"

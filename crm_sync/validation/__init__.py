@@ -119,7 +119,24 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
 
     bad_rows = [_failure(spec, frame, idx, failures[idx]) for idx in sorted(failures)]
     valid = frame.drop(index=list(failures))
-    return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame))
+    return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
+                            warnings=unknown_attributes(spec, valid))
+
+
+def unknown_attributes(spec: SyncSpec, frame: pd.DataFrame) -> Counter:
+    """Attributes the CRM would silently ignore (Brevo drops attributes its object schema does
+    not define): name -> rows that carry it. They are reported, and not sent."""
+    if spec.known_attributes is None:
+        return Counter()
+    known = set(spec.known_attributes)
+    unknown = Counter(f for f in spec.fields if f not in known and f != spec.matching_key
+                      for _ in range(int(frame[f].notna().sum())))
+    for text in frame["_extra"].dropna():
+        try:
+            unknown.update(k for k in json.loads(text) if k not in known)
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return unknown
 
 
 def _source_column(spec: SyncSpec, column: str) -> str:
