@@ -26,7 +26,8 @@ class UpsertConfig(dg.Config):
 
 
 def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=spec.start_date)
+    # end_offset=1: today's partition exists too, so rows changed today can be synced today.
+    return dg.DailyPartitionsDefinition(start_date=spec.start_date, end_offset=1)
 
 
 def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

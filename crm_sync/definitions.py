@@ -6,7 +6,8 @@ import os
 
 import dagster as dg
 
-from crm_sync.assets import build_assets
+from crm_sync.assets import build_assets, partitions_for
+from crm_sync.jobs import build_automation
 from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL
 from crm_sync.resources import StoreResource
 from crm_sync.sandbox.app import TOKEN_ENV
@@ -32,7 +33,11 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(spec_path: str | None = None) -> dg.Definitions:
     spec = load_spec(spec_path)
-    return dg.Definitions(assets=build_assets(spec), resources=build_resources())
+    assets = build_assets(spec)
+    synced = {a.key.path[-1] for a in assets}
+    jobs, schedules, sensors = build_automation(spec, partitions_for(spec), synced)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                          resources=build_resources())
 
 
 defs = build_definitions()

@@ -47,6 +47,53 @@ class SourceResource(dg.ConfigurableResource):
             except duckdb.Error as exc:
                 raise SourceError(f"cannot read source table {table!r}: {exc}") from None
 
+    def read_keys(self, table: str, key_column: str, keys: list[str]) -> pd.DataFrame:
+        """The current rows of `table` whose `key_column` is one of `keys` (quarantine replay)."""
+        if not (_TABLE_NAME.match(table) and _TABLE_NAME.match(key_column)):
+            raise SourceError(f"invalid table or column name: {table}.{key_column}")
+        if self.url:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            query = sa.text(f"SELECT * FROM {table} WHERE {key_column} IN :keys"  # nosec B608
+                            ).bindparams(sa.bindparam("keys", expanding=True))
+            try:
+                with engine.connect() as conn:
+                    frame = pd.read_sql(query, conn, params={"keys": list(keys)})
+            finally:
+                engine.dispose()
+            return frame.map(lambda v: None if pd.isna(v) else str(v))
+        relation = self._relation(table)
+        with self._connect() as conn:
+            return conn.execute(f"SELECT * FROM {relation} "  # nosec B608: names validated
+                                f"WHERE CAST({key_column} AS VARCHAR) IN (SELECT unnest(?))",
+                                [list(keys)]).df()
+
+    def day_fingerprints(self, table: str) -> dict[str, str]:
+        """Per day of `updated_at`: a fingerprint of that day's rows. A sensor compares them
+        with the last ones it saw to start the syncs of the days that changed."""
+        if not _TABLE_NAME.match(table):
+            raise SourceError(f"invalid table name {table!r}")
+        if self.url:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            query = sa.text(f"SELECT substr(CAST(updated_at AS VARCHAR(40)), 1, 10) AS day, "  # nosec B608
+                            f"COUNT(*), MAX(updated_at) FROM {table} GROUP BY 1")
+            try:
+                with engine.connect() as conn:
+                    return {str(d): f"{n}:{m}" for d, n, m in conn.execute(query)}
+            finally:
+                engine.dispose()
+        relation = self._relation(table)
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT strftime(TRY_CAST(updated_at AS TIMESTAMPTZ) AT TIME ZONE 'UTC', "
+                "'%Y-%m-%d') AS day, COUNT(*), MAX(updated_at), "
+                f"SUM(hash(CAST(t AS VARCHAR))) FROM {relation} t GROUP BY 1"  # nosec B608
+            ).fetchall()
+        return {d: f"{n}:{m}:{h}" for d, n, m, h in rows if d}
+
     def _connect(self):
         return duckdb.connect(self.duckdb_path or ":memory:", read_only=bool(self.duckdb_path))
 
