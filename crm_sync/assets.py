@@ -23,6 +23,7 @@ CRM_KINDS = {"superleap": "superleap", "brevo": "brevo", "hubspot": "hubspot",
 
 class UpsertConfig(dg.Config):
     full_resync: bool = False  # ignore the change-detection state and send every row
+    dry_run: bool = False  # count what would be created/updated/unchanged; send nothing
 
 
 def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
@@ -123,7 +124,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         resource = getattr(context.resources, sync.crm)
         store = context.resources.store.get()
         report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
-                            full_resync=config.full_resync)
+                            full_resync=config.full_resync, dry_run=config.dry_run,
+                            log=context.log.info)
         context.log.info(
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
@@ -132,9 +134,13 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         quarantined = quarantined[quarantined["partition"] == context.partition_key]
         metadata = {
             name: dg.MetadataValue.int(getattr(report, name))
-            for name in ("rows_in", "sent", "created", "updated", "unchanged", "failed",
-                         "failed_transient", "requests", "retries", "rate_limited")
+            for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
+                         "failed", "failed_transient", "requests", "retries", "rate_limited")
         }
+        if report.dry_run:
+            metadata["dry_run"] = dg.MetadataValue.bool(True)
+            metadata["would_create"] = dg.MetadataValue.int(report.would_create)
+            metadata["would_update"] = dg.MetadataValue.int(report.would_update)
         metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
         metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
         for code, count in sorted(report.failed_by_code.items()):

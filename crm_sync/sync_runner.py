@@ -8,6 +8,7 @@ record (known id / unique matching key). Rows that failed stay unmarked and are 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -38,7 +39,11 @@ class SyncReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    skipped: int = 0  # not sent because the sync's mode (create_only / update_only) forbids it
     failed: int = 0
+    dry_run: bool = False
+    would_create: int = 0
+    would_update: int = 0
     failed_transient: int = 0
     requests: int = 0
     retries: int = 0
@@ -51,12 +56,15 @@ class SyncReport:
         return self.sent / self.duration_seconds if self.duration_seconds > 0 else 0.0
 
     def check(self) -> None:
-        total = self.created + self.updated + self.unchanged + self.failed
+        """Every row handed in ends in exactly one bucket; raise if the numbers disagree."""
+        written = self.would_create + self.would_update if self.dry_run else \
+            self.created + self.updated
+        total = written + self.unchanged + self.skipped + self.failed
         if total != self.rows_in:
             raise AccountingError(
-                f"sync {self.sync!r} partition {self.partition}: created {self.created} + updated "
-                f"{self.updated} + unchanged {self.unchanged} + failed {self.failed} = {total}, "
-                f"but {self.rows_in} rows were handed in")
+                f"sync {self.sync!r} partition {self.partition}: created/updated {written} + "
+                f"unchanged {self.unchanged} + skipped {self.skipped} + failed {self.failed} = "
+                f"{total}, but {self.rows_in} rows were handed in")
 
 
 def convert(value, type_: str):
@@ -108,67 +116,106 @@ def payload_hash(fields: dict) -> str:
 
 
 def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store: SyncStore,
-               partition: str | None = None, full_resync: bool = False) -> SyncReport:
+               partition: str | None = None, full_resync: bool = False, dry_run: bool = False,
+               chunk_rows: int = 10_000, log=None) -> SyncReport:
+    """Send a partition's valid rows in chunks (bounded memory; the state of each chunk is
+    recorded as soon as the CRM confirmed it, so an interrupted run loses nothing)."""
+    return asyncio.run(_run_upsert(spec, valid, resource, store, partition, full_resync, dry_run,
+                                   chunk_rows, log))
+
+
+async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_run, chunk_rows,
+                      log) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(spec.name, spec.crm, spec.object, partition, rows_in=len(valid))
-    rows = valid.to_dict("records")
-    state = store.get_state(spec.name, [r["_key"] for r in rows])
+    report.dry_run = dry_run
+    async with resource.open(spec) as connector:
+        for offset in range(0, len(valid), chunk_rows):
+            chunk = valid.iloc[offset:offset + chunk_rows]
+            plan = _plan(spec, chunk, store, partition, full_resync, report)
+            if dry_run:
+                continue
+            outcomes = await connector.send(plan.to_send) if plan.to_send else []
+            _record(spec, store, partition, plan, outcomes, report)
+            if log is not None and len(valid) > chunk_rows:
+                log(f"{spec.name}: {min(offset + chunk_rows, len(valid))}/{len(valid)} rows done")
+        stats = connector.core.stats
+    report.requests, report.retries = stats.requests, stats.retries
+    report.rate_limited = stats.rate_limited
+    report.duration_seconds = time.monotonic() - started
+    report.check()
+    return report
 
-    to_send: list[tuple[str, dict, str | None]] = []
-    hashes: dict[str, str] = {}
-    unchanged: list[str] = []
-    quarantined: list[dict] = []
+
+@dataclass
+class _Plan:
+    to_send: list[tuple[str, dict, str | None]] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
+
+
+def _plan(spec, chunk, store, partition, full_resync, report) -> _Plan:
+    """Decide, row by row, what to send: only new or changed rows, as the mode allows."""
+    plan = _Plan()
+    rows = chunk.to_dict("records")
+    state = store.get_state(spec.name, [r["_key"] for r in rows])
     for row in rows:
         key = row["_key"]
         try:
             fields = mapped_fields(spec, row)
         except (ValueError, TypeError) as exc:
-            quarantined.append(_quarantine(key, partition, "validation", "PARSE_INVALID_FORMAT",
-                                           f"cannot convert the row's values: {exc}", row))
+            plan.quarantined.append(_quarantine(
+                key, partition, "validation", "PARSE_INVALID_FORMAT",
+                f"cannot convert the row's values: {exc}", row))
             report.failed += 1
             report.failed_by_code["PARSE_INVALID_FORMAT"] += 1
             continue
         digest = payload_hash(fields)
         known_id, known_hash = state.get(key, (None, None))
+        crm_id = known_id or row.get("_crm_id")
+        exists = known_hash is not None or crm_id is not None
         if not full_resync and known_hash == digest:
-            unchanged.append(key)
-            continue
-        hashes[key] = digest
-        to_send.append((key, fields, known_id or row.get("_crm_id")))
-    report.unchanged = len(unchanged)
-    report.sent = len(to_send)
+            plan.unchanged.append(key)
+            report.unchanged += 1
+        elif (spec.mode == "create_only" and exists) or (spec.mode == "update_only"
+                                                         and not exists):
+            report.skipped += 1  # the sync's mode does not allow this write
+        else:
+            plan.hashes[key] = digest
+            plan.to_send.append((key, fields, crm_id))
+            if report.dry_run:
+                report.would_update += int(exists)
+                report.would_create += int(not exists)
+    report.sent += 0 if report.dry_run else len(plan.to_send)
+    return plan
 
-    outcomes: list[Outcome] = []
-    if to_send:
-        outcomes, stats = resource.run(spec, to_send)
-        report.requests, report.retries = stats.requests, stats.retries
-        report.rate_limited = stats.rate_limited
-    payloads = {key: fields for key, fields, _ in to_send}
 
-    state_rows, succeeded = [], list(unchanged)
+def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report) -> None:
+    """Account for every outcome and write state + quarantine in one transaction."""
+    sent_keys = {key for key, _, _ in plan.to_send}
+    if len(outcomes) != len(plan.to_send) or {o.key for o in outcomes} != sent_keys:
+        raise AccountingError(f"sync {spec.name!r}: the connector returned {len(outcomes)} "
+                              f"outcomes for {len(plan.to_send)} records")
+    payloads = {key: fields for key, fields, _ in plan.to_send}
+    state_rows, succeeded = [], list(plan.unchanged)
+    quarantined = plan.quarantined
     for outcome in outcomes:
         if outcome.ok:
             setattr(report, outcome.status, getattr(report, outcome.status) + 1)
             succeeded.append(outcome.key)
-            state_rows.append((outcome.key, outcome.crm_id, hashes[outcome.key]))
-        else:
-            report.failed += 1
-            report.failed_transient += int(outcome.transient)
-            report.failed_by_code[outcome.error_code or "FAILED"] += 1
-            quarantined.append({
-                **_quarantine(outcome.key, partition, "crm", outcome.error_code or "FAILED",
-                              outcome.message or "", payloads.get(outcome.key)),
-                "http_status": outcome.http_status, "attempts": outcome.attempts,
-                "transient": outcome.transient, "column_name": outcome.column,
-            })
-    sent_keys = {key for key, _, _ in to_send}
-    if len(outcomes) != len(to_send) or {o.key for o in outcomes} != sent_keys:
-        raise AccountingError(f"sync {spec.name!r}: the connector returned {len(outcomes)} "
-                              f"outcomes for {len(to_send)} records")
+            state_rows.append((outcome.key, outcome.crm_id, plan.hashes[outcome.key]))
+            continue
+        report.failed += 1
+        report.failed_transient += int(outcome.transient)
+        report.failed_by_code[outcome.error_code or "FAILED"] += 1
+        quarantined.append({
+            **_quarantine(outcome.key, partition, "crm", outcome.error_code or "FAILED",
+                          outcome.message or "", payloads.get(outcome.key)),
+            "http_status": outcome.http_status, "attempts": outcome.attempts,
+            "transient": outcome.transient, "column_name": outcome.column,
+        })
     store.record_results(spec.name, succeeded, quarantined, state_rows)
-    report.duration_seconds = time.monotonic() - started
-    report.check()
-    return report
 
 
 def _quarantine(key, partition, stage, code, message, payload) -> dict:

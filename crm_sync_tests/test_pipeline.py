@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from crm_sync.assets import build_assets
 from crm_sync.definitions import build_resources
@@ -139,3 +140,61 @@ def test_a_partition_over_the_bad_row_threshold_is_not_sent(sandbox, store, tmp_
     assert result.get_asset_check_evaluations()[0].passed
     assert len(stored(sandbox, "superleap", "lead")) == 20
     assert store.quarantine_frame("leads_to_superleap").empty
+
+
+def _leads_assets(spec):
+    return [a for a in build_assets(spec) if a.key.path[0] in
+            ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
+
+
+def test_dry_run_counts_and_sends_nothing(sandbox, store):
+    spec = load_spec()
+    config = {"ops": {"leads_to_superleap": {"config": {"dry_run": True}}}}
+    result = dg.materialize(_leads_assets(spec), partition_key=PARTITION,
+                            resources=build_resources(), run_config=config)
+    meta = result.asset_materializations_for_node("leads_to_superleap")[0].metadata
+    valid = result.asset_materializations_for_node("validated_leads_to_superleap")[0] \
+        .metadata["rows_valid"].value
+    assert meta["dry_run"].value is True
+    assert meta["would_create"].value == valid and meta["sent"].value == 0
+    assert "requests total" not in sandbox.get("/_sandbox/stats").json()["counters"]
+    assert store.state_frame("leads_to_superleap").empty
+
+    dg.materialize(_leads_assets(spec), partition_key=PARTITION, resources=build_resources())
+    result = dg.materialize(_leads_assets(spec), partition_key=PARTITION,
+                            resources=build_resources(), run_config=config)
+    meta = result.asset_materializations_for_node("leads_to_superleap")[0].metadata
+    assert meta["unchanged"].value == valid and meta["would_create"].value == 0
+
+
+@pytest.mark.parametrize("mode", ["create_only", "update_only"])
+def test_create_only_and_update_only_modes(sandbox, store, tmp_path, mode):
+    data = tmp_path / "data"
+    data.mkdir()
+    source = _source_rows("leads", PARTITION)
+    source["superleap_id"] = ""
+    bad = {f["source_key"] for f in validate_partition(load_spec().sync("leads_to_superleap"),
+                                                        source).failures}
+    source = source[~source["lead_id"].isin(bad)].head(10).copy()
+    source["status"] = "new"
+    source.head(4).to_csv(data / "leads.csv", index=False)  # 4 rows exist in the CRM first
+    resources = {**build_resources(), "source": SourceResource(data_dir=str(data))}
+    plain = load_spec()
+    assert dg.materialize(_leads_assets(plain), partition_key=PARTITION,
+                          resources=resources).success
+    source["status"] = "contacted"  # every row changed
+    source.to_csv(data / "leads.csv", index=False)
+    spec = plain.model_copy(update={"syncs": [
+        s.model_copy(update={"mode": mode}) if s.name == "leads_to_superleap" else s
+        for s in plain.syncs]})
+    result = dg.materialize(_leads_assets(spec), partition_key=PARTITION, resources=resources)
+    meta = result.asset_materializations_for_node("leads_to_superleap")[0].metadata
+    records = stored(sandbox, "superleap", "lead")
+    if mode == "create_only":
+        assert (meta["created"].value, meta["updated"].value, meta["skipped"].value) == (6, 0, 4)
+        assert len(records) == 10
+        assert sum(r["status"] == "contacted" for r in records) == 6  # old ones untouched
+    else:
+        assert (meta["created"].value, meta["updated"].value, meta["skipped"].value) == (0, 4, 6)
+        assert len(records) == 4
+        assert all(r["status"] == "contacted" for r in records)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import ClassVar
 
 import dagster as dg
@@ -53,6 +54,10 @@ class Connector(ABC):
 
     def body(self, batch: Sequence[Item]) -> bytes:
         return self.prefix + b",".join(i.body for i in batch) + self.suffix
+
+    async def send(self, rows: Sequence[tuple[str, dict, str | None]]) -> list[Outcome]:
+        """Upsert (source_key, mapped fields, known CRM id) rows; one Outcome per row."""
+        return await self.upsert([self.item(key, fields, crm_id) for key, fields, crm_id in rows])
 
     async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
         batches, too_large = make_batches(items, self.batch_size, self.max_bytes,
@@ -144,9 +149,9 @@ class CrmResource(dg.ConfigurableResource):
     def connector_options(self) -> dict:
         return {}
 
-    async def run_async(self, spec: SyncSpec,
-                        rows: Sequence[tuple[str, dict, str | None]]) -> tuple[list[Outcome], Stats]:
-        """Upsert (source_key, mapped fields, known CRM id) rows; one Outcome per row."""
+    @asynccontextmanager
+    async def open(self, spec: SyncSpec) -> AsyncIterator[Connector]:
+        """A connector for one sync run: one HTTP client, limiter and set of counters."""
         connector_holder: list[Connector] = []
 
         def on_response(response):
@@ -156,9 +161,14 @@ class CrmResource(dg.ConfigurableResource):
             connector = self.connector_class(spec, core, self.batch_size,
                                              **self.connector_options())
             connector_holder.append(connector)
-            items = [connector.item(key, fields, crm_id) for key, fields, crm_id in rows]
-            outcomes = await connector.upsert(items)
-            return outcomes, core.stats
+            yield connector
+
+    async def run_async(self, spec: SyncSpec,
+                        rows: Sequence[tuple[str, dict, str | None]]) -> tuple[list[Outcome], Stats]:
+        """Upsert (source_key, mapped fields, known CRM id) rows; one Outcome per row."""
+        async with self.open(spec) as connector:
+            outcomes = await connector.send(rows)
+            return outcomes, connector.core.stats
 
     def run(self, spec: SyncSpec, rows) -> tuple[list[Outcome], Stats]:
         return asyncio.run(self.run_async(spec, rows))
