@@ -6,11 +6,14 @@ Source, validated and upsert assets are partitioned by day of the rows' `updated
 """
 
 
+import time
+
 import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.reporting import markdown_table
+from crm_sync.replay import retry_transient
 from crm_sync.resources import StoreResource
 from crm_sync.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
@@ -110,7 +113,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         group_name=sync.crm,
         kinds={CRM_KINDS[sync.crm]},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
-        required_resource_keys={sync.crm, "store"},
+        required_resource_keys={sync.crm, "store", "source"},
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
         metadata={
@@ -123,6 +126,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
                 valid: pd.DataFrame) -> dg.MaterializeResult:
         resource = getattr(context.resources, sync.crm)
         store = context.resources.store.get()
+        started = time.time()
         report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
                             full_resync=config.full_resync, dry_run=config.dry_run,
                             log=context.log.info)
@@ -130,6 +134,11 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
             f"failed, {report.requests} requests")
+        retried = None
+        if not config.dry_run:
+            # Rows that earlier runs lost to a transient failure go again now (on any partition).
+            retried = retry_transient(sync, context.resources.source, resource, store,
+                                      before=started, log=context.log.info)
         quarantined = store.quarantine_frame(sync.name)
         quarantined = quarantined[quarantined["partition"] == context.partition_key]
         metadata = {
@@ -143,6 +152,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             metadata["would_update"] = dg.MetadataValue.int(report.would_update)
         metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
         metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
+        metadata["retried_transient"] = dg.MetadataValue.int(retried.candidates if retried else 0)
+        metadata["recovered_transient"] = dg.MetadataValue.int(retried.recovered if retried else 0)
         for code, count in sorted(report.failed_by_code.items()):
             metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
         metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(

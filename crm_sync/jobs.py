@@ -1,7 +1,6 @@
 """Jobs, schedules and sensors generated from the sync spec. Schedules and sensors are off by
 default; switch them on in the UI (Automation) or with `dagster schedule start`."""
 
-from __future__ import annotations
 
 import json
 from datetime import timedelta
@@ -12,7 +11,7 @@ from crm_sync.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 
 
-def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition):
     return dg.define_asset_job(
         name=f"sync_{sync.name}",
         selection=dg.AssetSelection.assets(f"source_{sync.source}", f"validated_{sync.name}",
@@ -23,7 +22,7 @@ def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Unresolv
     )
 
 
-def sync_schedule(sync: SyncSpec, job, partitions: dg.TimeWindowPartitionsDefinition
+def sync_schedule(sync: SyncSpec, job, partitions: dg.DailyPartitionsDefinition
                   ) -> dg.ScheduleDefinition:
     def _requests(context: dg.ScheduleEvaluationContext):
         # Yesterday's partition (now complete) and today's (rows changed so far): change
@@ -69,7 +68,8 @@ def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition) -> d
 
 def build_automation(spec: Spec, partitions, synced: set[str]):
     """(jobs, schedules, sensors) for the syncs that have assets."""
-    jobs, schedules, sensors = [], [], []
+    crms = {s.crm for s in spec.syncs if s.name in synced}
+    jobs, schedules, sensors = [replay_job(spec, crms)], [], []
     for sync in spec.syncs:
         if sync.name not in synced:
             continue
@@ -79,3 +79,41 @@ def build_automation(spec: Spec, partitions, synced: set[str]):
             schedules.append(sync_schedule(sync, job, partitions))
         sensors.append(source_sensor(sync, job, partitions))
     return jobs, schedules, sensors
+
+
+class ReplayConfig(dg.Config):
+    syncs: list[str] = []  # empty: every sync
+
+
+def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
+    @dg.op(required_resource_keys={"source", "store", *crms},
+           description="Send again the quarantined rows that failed transiently or whose "
+                       "source row changed since; a row leaves the quarantine when it succeeds.")
+    def replay_quarantine_op(context: dg.OpExecutionContext, config: ReplayConfig):
+        from crm_sync.replay import replay_sync
+
+        store = context.resources.store.get()
+        unknown = set(config.syncs) - {s.name for s in spec.syncs}
+        if unknown:
+            raise dg.Failure(f"replay_quarantine: no sync named {sorted(unknown)}")
+        for sync in spec.syncs:
+            if (config.syncs and sync.name not in config.syncs) or sync.crm not in crms:
+                continue
+            report = replay_sync(sync, context.resources.source,
+                                 getattr(context.resources, sync.crm), store,
+                                 log=context.log.info)
+            context.log.info(
+                f"{sync.name}: {report.candidates} quarantined, {report.recovered} recovered, "
+                f"{report.still_invalid} still invalid, {report.unchanged_permanent} unchanged "
+                f"(permanent error, not resent), {report.gone} no longer in the source")
+            context.add_output_metadata({
+                f"{sync.name}_quarantined": report.candidates,
+                f"{sync.name}_recovered": report.recovered,
+            })
+
+    @dg.job(name="replay_quarantine",
+            description="Replay the quarantine on demand (transient failures and changed rows).")
+    def _job():
+        replay_quarantine_op()
+
+    return _job

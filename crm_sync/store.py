@@ -50,9 +50,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     transient INTEGER NOT NULL DEFAULT 0,
     payload TEXT,
     quarantined_at REAL NOT NULL,
+    claimed_by TEXT,              -- the run retrying this row right now (transient failures)
+    claimed_at REAL,
     PRIMARY KEY (sync, source_key)
 );
 """
+
+# A claim older than this is considered abandoned (its run crashed) and can be taken again.
+CLAIM_TIMEOUT_SECONDS = 3600
 
 
 def default_store_path() -> str:
@@ -140,6 +145,27 @@ class SyncStore:
                 "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at",
                 [(sync, key, crm_id, digest, now) for key, crm_id, digest in state_rows],
             )
+
+    def claim_transient(self, sync: str, claimant: str, limit: int = 10_000,
+                        before: float | None = None) -> list[str]:
+        """Atomically take the sync's transient failures (quarantined before `before`) for one
+        run to retry, so that two runs started at once (a backfill) never resend the same row."""
+        now = time.time()
+        before = now if before is None else before
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE quarantine SET claimed_by = ?, claimed_at = ? WHERE rowid IN ("
+                " SELECT rowid FROM quarantine WHERE sync = ? AND transient = 1 AND"
+                " quarantined_at < ? AND (claimed_by IS NULL OR claimed_at < ?) LIMIT ?)"
+                " RETURNING source_key",
+                (claimant, now, sync, before, now - CLAIM_TIMEOUT_SECONDS, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def release_claims(self, sync: str, claimant: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE quarantine SET claimed_by = NULL, claimed_at = NULL "
+                         "WHERE sync = ? AND claimed_by = ?", (sync, claimant))
 
     def quarantine_frame(self, sync: str | None = None) -> pd.DataFrame:
         with self._connect() as conn:
