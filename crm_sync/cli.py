@@ -2,6 +2,8 @@
 
     crm-sync demo                      sync the bundled data into a local sandbox, print a summary
     crm-sync sandbox [--port 8765]     run the CRM sandbox on its own
+    crm-sync backfill SYNC --start D --end D   sync those days (1-7 November: --start
+                                       2026-11-01 --end 2026-11-07)
     crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
 """
@@ -39,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("--salesforce-daily-limit", type=int, default=100_000,
                          help="Salesforce API requests allowed per day")
 
+    backfill = sub.add_parser(
+        "backfill", help="sync a range of daily partitions of some syncs, in this process")
+    backfill.add_argument("syncs", nargs="+", help="sync names from the spec")
+    backfill.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    backfill.add_argument("--end", required=True, help="last day, YYYY-MM-DD (inclusive)")
+    backfill.add_argument("--full-resync", action="store_true",
+                          help="ignore the change-detection state and send every row")
+    backfill.add_argument("--dry-run", action="store_true",
+                          help="count what would be created/updated; send nothing")
+
     ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
     ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     ui.add_argument("--sandbox-port", type=int, default=8765)
@@ -71,6 +83,23 @@ def main(argv: list[str] | None = None) -> int:
               brevo_rate_limit=args.brevo_rate_limit or None,
               superleap_rate_limit=args.superleap_rate_limit or None,
               salesforce_daily_limit=args.salesforce_daily_limit)
+        return 0
+    if args.command == "backfill":
+        from crm_sync.backfill import day_range, sync_partitions
+        from crm_sync.demo import SUMMARY_COLUMNS
+        from crm_sync.reporting import text_table
+
+        try:
+            days = day_range(args.start, args.end)
+        except ValueError as exc:
+            parser.error(str(exc))
+        config = {"full_resync": args.full_resync, "dry_run": args.dry_run}
+        run_config = {"ops": {name: {"config": config} for name in args.syncs}}
+        try:
+            summary = sync_partitions(days, syncs=args.syncs, run_config=run_config)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(text_table(summary, SUMMARY_COLUMNS))
         return 0
     if args.command == "ui":
         from crm_sync.ui import run_ui

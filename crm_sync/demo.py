@@ -7,12 +7,11 @@ updates the same CRM records), so nothing is duplicated in the sandbox.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 
+from crm_sync.backfill import sync_partitions
 from crm_sync.reporting import text_table
 from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
 from crm_sync.sandbox.server import sandbox_process
@@ -36,56 +35,6 @@ def partitions_with_data(spec: Spec, data_dir: Path) -> list[str]:
             ).fetchall()
             days.update(r[0] for r in rows if r[0])
     return sorted(d for d in days if d >= spec.start_date)
-
-
-def sync_partitions(partitions: list[str], spec: Spec | None = None,
-                    instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
-                    log=print) -> list[dict]:
-    """Materialize every partitioned asset for each partition, then the quarantine asset.
-    Returns one summary row per sync."""
-    from crm_sync.assets import build_assets
-    from crm_sync.definitions import build_resources
-
-    spec = spec or load_spec()
-    assets = build_assets(spec)
-    resources = build_resources()
-    partitioned = [a for a in assets if a.partitions_def is not None]
-    quarantine = [a for a in assets if a.partitions_def is None]
-    totals: dict[str, dict] = defaultdict(lambda: defaultdict(int))
-    # Dagster's per-event debug log drowns the summary; warnings and errors still show.
-    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
-                  **(run_config or {})}
-    instance = instance or dg.DagsterInstance.ephemeral()
-    for partition in partitions:
-        log(f"syncing partition {partition} ...")
-        result = dg.materialize(partitioned, partition_key=partition, resources=resources,
-                                instance=instance, run_config=run_config)
-        for sync in spec.syncs:
-            if not any(a.key == dg.AssetKey(sync.name) for a in partitioned):
-                continue
-            validated = _metadata(result, f"validated_{sync.name}")
-            upsert = _metadata(result, sync.name)
-            row = totals[sync.name]
-            row["rows_read"] += validated.get("rows_in", 0)
-            row["quarantined"] += validated.get("rows_quarantined", 0) + upsert.get("failed", 0)
-            for name in ("created", "updated", "unchanged", "requests"):
-                row[name] += upsert.get(name, 0)
-    dg.materialize(quarantine, resources=resources, instance=instance,
-                   run_config={"loggers": run_config["loggers"]})
-    return [{"crm": s.crm, "object": s.object, "sync": s.name, **totals[s.name]}
-            for s in spec.syncs if s.name in totals]
-
-
-def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    values = {}
-    for mat in result.asset_materializations_for_node(node):
-        for key, entry in mat.metadata.items():
-            values[key] = getattr(entry, "value", entry)
-    for event in result.all_node_events:
-        if event.node_name == node and event.event_type_value == "STEP_OUTPUT":
-            for key, entry in (event.event_specific_data.metadata or {}).items():
-                values[key] = getattr(entry, "value", entry)
-    return values
 
 
 def run_demo(workdir: Path | None = None, port: int | None = None) -> list[dict]:

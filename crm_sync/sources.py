@@ -3,6 +3,7 @@ a DuckDB database file, or any SQL database through a SQLAlchemy URL."""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +25,9 @@ class SourceError(RuntimeError):
 class SourceResource(dg.ConfigurableResource):
     """Reads one day of a source table (rows whose `updated_at` falls in the partition)."""
 
-    data_dir: str = Field(default=str(PROJECT_ROOT / "data"),
-                          description="folder with <table>.csv / <table>.parquet files")
+    data_dir: str = Field(
+        default_factory=lambda: os.environ.get("CRM_SYNC_DATA_DIR") or str(PROJECT_ROOT / "data"),
+        description="folder with <table>.csv / <table>.parquet files ($CRM_SYNC_DATA_DIR)")
     duckdb_path: str | None = Field(default=None, description="read tables from this DuckDB file")
     url: str | None = Field(default=None, description="SQLAlchemy URL of a SQL database",
                             repr=False)

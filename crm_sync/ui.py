@@ -11,9 +11,30 @@ from crm_sync.sandbox.server import sandbox_process
 from crm_sync.spec import PROJECT_ROOT
 
 
+# One slot per pool: each CRM destination has its own pool (`crm_<crm>`), so the runs of a
+# parallel backfill extract and validate side by side but upsert into one CRM one at a time,
+# and together never exceed the CRM's rate limit.
+INSTANCE_CONFIG = """\
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    max_concurrent_runs: 4
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_home(home) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_CONFIG)
+
+
 def run_ui(port: int = 3000, sandbox_port: int = 8765) -> int:
     home = PROJECT_ROOT / ".crm_sync" / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
+    prepare_home(home)
     env = {"DAGSTER_HOME": str(home)}
     for crm, name in TOKEN_ENV.items():
         # Only the sandbox's own tokens are filled in; real ones come from your environment.
