@@ -1,3 +1,377 @@
-"""Brevo connector (filled in by the "Four CRM connectors" issue)."""
+"""Brevo custom objects: `POST /v3/objects/{object_type}/batch/upsert` with `{"records": [...]}`.
 
-RESOURCE = None
+Each record is `{"identifiers": {"ext_id": <matching value>}, "attributes": {...}}`. An `ext_id`
+that exists updates that record, a new one creates a record. With `matching_key: id` a row whose
+Brevo id is known is sent as `{"id": <int>}` instead (update only).
+
+The upsert is asynchronous: Brevo answers 202 with a `processId` and nothing else. This
+connector polls `GET /v3/processes/{id}` until the process is `completed` or `failed` (with a
+timeout), and then, because Brevo reports no per-record result for object upserts, reads the
+object's records back (`GET /v3/objects/{object_type}/records`, the only documented read; it
+has no filter by ext_id, so it pages through the object) to confirm every record:
+
+- found with the sent values -> `created` if its ext_id was not in Brevo before the run (one
+  read of the object before the first batch is sent), else `updated`; its Brevo id is the
+  outcome's crm_id. Attributes sent but absent from the record were silently ignored by Brevo
+  (not in the object's schema): the record still counts, the outcome's message and a warning
+  name them.
+- not found, or with other values -> failed, transient `NOT_CONFIRMED` (the next run resends
+  it). A record sent by an `id` Brevo does not have -> failed, permanent `UNKNOWN_ID`.
+
+Reads are shared: a batch whose process completed before the latest read started reuses it,
+so concurrent batches cost one pass over the object, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import httpx
+from pydantic import Field
+
+from crm_sync.connectors.base import Connector, CrmResource
+from crm_sync.connectors.core import (
+    FatalCrmError, HttpCore, Item, Outcome, TransientFailure, failed_all,
+)
+from crm_sync.rules import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS
+from crm_sync.spec import SyncSpec
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # getrecords accepts `limit` up to 1000
+POLL_BACKOFF = 1.5
+DONE = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class Snapshot:
+    """The object's records as one read saw them: Brevo id -> attributes, ext_id -> id."""
+
+    started: float  # monotonic time the read began: it shows every write finished before
+    attributes: dict[int, dict]
+    ids_by_ext: dict[str, int]
+
+
+class BrevoConnector(Connector):
+    crm = "brevo"
+    max_records = BREVO_MAX_RECORDS
+    max_bytes = BREVO_MAX_BODY_BYTES  # 1 MB, read strictly as 1,000,000 bytes
+    prefix = b'{"records":['
+    suffix = b"]}"
+
+    def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None, *,
+                 poll_interval_seconds: float = 0.2, max_poll_interval_seconds: float = 10.0,
+                 process_timeout_seconds: float = 300.0):
+        super().__init__(spec, core, batch_size)
+        self.poll_interval = poll_interval_seconds
+        self.max_poll_interval = max_poll_interval_seconds
+        self.process_timeout = process_timeout_seconds
+        self._ext_field = _ext_id_field(spec)
+        self._read_lock = asyncio.Lock()
+        self._before: Snapshot | None = None
+        self._latest: Snapshot | None = None
+        self._rejections: dict[str, Outcome] = {}
+        self.ignored_attributes: Counter = Counter()
+
+    # -- payload -------------------------------------------------------------------------------
+    def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
+        # Missing values are left out (not cleared), as for every CRM of crm_sync.
+        attributes = {k: v for k, v in fields.items() if v is not None}
+        if self.spec.matching_key == "id" and crm_id:
+            identifiers = {"id": int(crm_id) if str(crm_id).isdigit() else crm_id}
+        else:
+            ext_id = key if self._ext_field is None else fields.get(self._ext_field)
+            identifiers = {"ext_id": None if ext_id is None else str(ext_id)}
+        return {"identifiers": identifiers, "attributes": attributes}
+
+    @property
+    def path(self) -> str:
+        return f"/v3/objects/{self.spec.object}/batch/upsert"
+
+    # -- sending -------------------------------------------------------------------------------
+    async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
+        # Records Brevo would refuse for the whole request (a 400 fails all 1000 records of a
+        # batch) are failed here, before any batching.
+        outcomes, sendable, seen = [], [], set()
+        for item in items:
+            problem = self._precheck(item, seen)
+            if problem is None:
+                sendable.append(item)
+            else:
+                outcomes.append(problem)
+        if sendable:
+            outcomes += await super().upsert(sendable)
+        self._warn_ignored()
+        return outcomes
+
+    def _precheck(self, item: Item, seen: set) -> Outcome | None:
+        attributes, identifiers = item.record["attributes"], item.record["identifiers"]
+        if not attributes:
+            return _permanent(item, "NO_ATTRIBUTES", "Brevo needs at least one attribute per "
+                              "record; every mapped value of this row is empty")
+        if len(attributes) > BREVO_MAX_ATTRIBUTES:
+            return _permanent(item, "TOO_MANY_ATTRIBUTES",
+                              f"{len(attributes)} attributes; Brevo accepts at most "
+                              f"{BREVO_MAX_ATTRIBUTES} per record",
+                              column=self.spec.attributes_json_column)
+        if "id" in identifiers and not (isinstance(identifiers["id"], int) and
+                                        identifiers["id"] > 0):
+            return _permanent(item, "INVALID_ID", f"{identifiers['id']!r} is not a Brevo record "
+                              "id (a positive integer)")
+        if "ext_id" in identifiers and not (identifiers["ext_id"] or "").strip():
+            return _permanent(item, "REQUIRED_FIELD_MISSING", "the row has no ext_id value",
+                              column=self.spec.matching_column)
+        marker = json.dumps(identifiers, sort_keys=True, default=str)
+        if marker in seen:  # Brevo would reject both copies inside the process
+            return _permanent(item, "DUPLICATE_MATCHING_KEY", f"another row of this run has "
+                              f"the same identifiers {marker}")
+        seen.add(marker)
+        return None
+
+    async def send_batch(self, batch: list[Item]) -> list[Outcome]:
+        await self._snapshot_before()
+        return await self.split_on_rejection(batch, self._send, self._rejected)
+
+    async def _send(self, batch: list[Item]) -> list[Outcome] | None:
+        # Resending after a dropped connection is safe (the core retries transport errors):
+        # every record carries an ext_id or id, so a second copy of the request updates the
+        # same records with the same values instead of creating duplicates.
+        response, payload, attempts = await self.core.call("POST", self.path,
+                                                           content=self.body(batch))
+        status, body = response.status_code, payload if isinstance(payload, dict) else {}
+        self._raise_if_fatal(status, body)
+        if 200 <= status < 300:  # Brevo documents 202
+            process_id = body.get("processId")
+            if not isinstance(process_id, int) or isinstance(process_id, bool):
+                return failed_all(batch, "MALFORMED_RESPONSE", "Brevo accepted the batch "
+                                  "without a processId", status=status, transient=True,
+                                  attempts=attempts, raw=response.text[:2000])
+            return await self._finish(batch, process_id, attempts)
+        message = str(body.get("message") or response.text[:300])
+        if status in (400, 413):
+            # One record can make Brevo refuse the whole request: bisect to find it.
+            if len(batch) == 1:
+                self._rejections[batch[0].key] = Outcome(
+                    batch[0].key, "failed", error_code=str(body.get("code") or "BAD_REQUEST"),
+                    message=message, http_status=status, attempts=attempts)
+            return None
+        return failed_all(batch, str(body.get("code") or f"HTTP_{status}"), message,
+                          status=status, transient=False, attempts=attempts)
+
+    def _rejected(self, item: Item) -> Outcome:
+        return self._rejections.pop(item.key)
+
+    def _raise_if_fatal(self, status: int, body: dict, about_object: bool = True) -> None:
+        """Errors no retry or later run can fix: stop the sync with one readable message."""
+        name = self.spec.name
+        if status == 401:
+            raise FatalCrmError(f"Brevo refused the API key (HTTP 401): check BREVO_API_KEY "
+                                f"for sync {name!r}")
+        if status == 403:  # custom objects off for the plan, or a standard object
+            raise FatalCrmError(f"Brevo refused to upsert {self.spec.object!r} records (HTTP 403, "
+                                f"sync {name!r}): {body.get('message', 'forbidden')}")
+        message = str(body.get("message", "")).lower().replace("_", " ")
+        if about_object and (status == 404 or (status == 400 and "object type" in message)):
+            raise FatalCrmError(f"Brevo has no custom object {self.spec.object!r} (sync "
+                                f"{name!r}): {body.get('message', 'not found')}; create the "
+                                "object type in Brevo first")
+
+    # -- the asynchronous process --------------------------------------------------------------
+    async def _finish(self, batch: list[Item], process_id: int, attempts: int) -> list[Outcome]:
+        state = await self._wait_for(process_id)
+        if state == "timeout":
+            return failed_all(batch, "PROCESS_TIMEOUT", f"Brevo process {process_id} did not "
+                              f"finish within {self.process_timeout:g} s; the records may still "
+                              "be written (resending them is safe)", transient=True,
+                              attempts=attempts)
+        if state != "completed":
+            return failed_all(batch, "PROCESS_FAILED", f"Brevo process {process_id} ended "
+                              f"{state!r}; none of its records is confirmed", transient=True,
+                              attempts=attempts)
+        return await self._confirm(batch, time.monotonic(), attempts)
+
+    async def _wait_for(self, process_id: int) -> str:
+        """Poll until the process is done; its final status, or "timeout"."""
+        deadline = time.monotonic() + self.process_timeout
+        interval = self.poll_interval
+        while True:
+            await asyncio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            response, payload, _ = await self.core.call("GET", f"/v3/processes/{process_id}")
+            body = payload if isinstance(payload, dict) else {}
+            self._raise_if_fatal(response.status_code, body, about_object=False)
+            if response.status_code == 404:
+                return "not found"
+            status = body.get("status")
+            if status in DONE:
+                return status
+            if time.monotonic() >= deadline:
+                return "timeout"
+            interval = min(interval * POLL_BACKOFF, self.max_poll_interval)
+
+    # -- reading back --------------------------------------------------------------------------
+    async def _snapshot_before(self) -> Snapshot:
+        # Any read before this run's writes tells which ext_ids already existed: within one run
+        # no two batches share an ext_id, so other batches' writes never change the answer.
+        async with self._read_lock:
+            if self._before is None:  # only which ext_ids exist matters here
+                self._before = await self._read_all(keep_attributes=False)
+            return self._before
+
+    async def _snapshot_after(self, since: float) -> Snapshot:
+        async with self._read_lock:
+            if self._latest is None or self._latest.started < since:
+                self._latest = await self._read_all()
+            return self._latest
+
+    async def _read_all(self, keep_attributes: bool = True) -> Snapshot:
+        started = time.monotonic()
+        attributes: dict[int, dict] = {}
+        ids_by_ext: dict[str, int] = {}
+        page = 1
+        while True:
+            # Ascending (creation) order: records created while we page go to the end, so
+            # no record is skipped.
+            response, payload, attempts = await self.core.call(
+                "GET", f"/v3/objects/{self.spec.object}/records",
+                params={"limit": PAGE_SIZE, "page_num": page, "sort": "asc"})
+            body = payload if isinstance(payload, dict) else {}
+            self._raise_if_fatal(response.status_code, body)
+            records = body.get("records")
+            if response.status_code != 200 or not isinstance(records, list):
+                raise TransientFailure(f"reading Brevo {self.spec.object} records back failed "
+                                       f"(HTTP {response.status_code})",
+                                       response.status_code, attempts, "READ_BACK_FAILED")
+            for record in records:
+                identifiers = (record or {}).get("identifiers") or {}
+                if isinstance(identifiers.get("id"), int):
+                    attributes[identifiers["id"]] = \
+                        (record.get("attributes") or {}) if keep_attributes else {}
+                    if identifiers.get("ext_id") is not None:
+                        ids_by_ext[str(identifiers["ext_id"])] = identifiers["id"]
+            count = body.get("count")
+            if len(records) < PAGE_SIZE or (isinstance(count, int) and page * PAGE_SIZE >= count):
+                return Snapshot(started, attributes, ids_by_ext)
+            page += 1
+
+    async def _confirm(self, batch: list[Item], completed_at: float,
+                       attempts: int) -> list[Outcome]:
+        after = await self._snapshot_after(completed_at)
+        before = self._before
+        return [self._outcome(item, before, after, attempts) for item in batch]
+
+    def _outcome(self, item: Item, before: Snapshot, after: Snapshot, attempts: int) -> Outcome:
+        identifiers = item.record["identifiers"]
+        if "id" in identifiers:
+            record_id, existed = identifiers["id"], True  # id is update-only
+            if record_id not in after.attributes:
+                return _permanent(item, "UNKNOWN_ID", f"Brevo has no {self.spec.object} record "
+                                  f"with id {record_id}; the update was rejected", attempts)
+        else:
+            ext_id = identifiers["ext_id"]
+            record_id = after.ids_by_ext.get(ext_id)
+            existed = ext_id in before.ids_by_ext
+            if record_id is None:
+                return _not_confirmed(item, f"Brevo completed the process but holds no "
+                                      f"{self.spec.object} record with ext_id {ext_id!r}",
+                                      attempts)
+        stored = after.attributes[record_id]
+        sent = item.record["attributes"]
+        ignored = sorted(k for k in sent if k not in stored)
+        differing = sorted(k for k in sent if k in stored and stored[k] != sent[k])
+        if differing or len(ignored) == len(sent):
+            what = f"attribute(s) {', '.join(differing[:10])} differ" if differing else \
+                "none of the sent attributes is on the record"
+            return _not_confirmed(item, f"Brevo record {record_id} does not hold the values sent: "
+                                  f"{what}", attempts)
+        message = None
+        if ignored:
+            self.ignored_attributes.update(ignored)
+            message = (f"Brevo ignored attribute(s) not defined on {self.spec.object!r}: "
+                       f"{', '.join(ignored[:20])}")
+        return Outcome(item.key, "updated" if existed else "created", crm_id=str(record_id),
+                       attempts=attempts, message=message)
+
+    def _warn_ignored(self) -> None:
+        if self.ignored_attributes:
+            top = ", ".join(f"{k} ({n})" for k, n in self.ignored_attributes.most_common(20))
+            log.warning("sync %s: Brevo silently ignored attributes not defined on %r "
+                        "(records written without them): %s", self.spec.name, self.spec.object,
+                        top)
+
+    # -- rate limit ----------------------------------------------------------------------------
+    def on_response(self, response: httpx.Response) -> float | None:
+        """Pause everything until the window resets once Brevo says no request is left."""
+        try:
+            remaining = int(response.headers["x-sib-ratelimit-remaining"])
+        except (KeyError, ValueError):
+            return None
+        if remaining > 0:
+            return None
+        try:
+            reset = float(response.headers.get("x-sib-ratelimit-reset", "1"))
+        except ValueError:
+            reset = 1.0
+        # Hourly limits can announce a long reset; never stall longer than the core's backoff.
+        return min(max(reset, 0.0), self.core.settings.max_backoff_seconds) or 1.0
+
+
+def _ext_id_field(spec: SyncSpec) -> str | None:
+    """None when the ext_id is the row's source key, else the mapped field that holds it.
+    (Connectors receive the source key and the mapped fields, not the raw row.)"""
+    if spec.matching_column in (None, spec.source_key):
+        return None
+    for name, mapping in spec.fields.items():
+        if mapping.column == spec.matching_column:
+            return name
+    raise ValueError(f"sync {spec.name!r}: Brevo's ext_id comes from matching_column "
+                     f"{spec.matching_column!r}, which must be the source key or a mapped column")
+
+
+def _permanent(item: Item, code: str, message: str, attempts: int = 1,
+               column: str | None = None) -> Outcome:
+    return Outcome(item.key, "failed", error_code=code, message=message, transient=False,
+                   attempts=attempts, column=column)
+
+
+def _not_confirmed(item: Item, message: str, attempts: int) -> Outcome:
+    return Outcome(item.key, "failed", error_code="NOT_CONFIRMED", message=message,
+                   transient=True, attempts=attempts)
+
+
+class BrevoResource(CrmResource):
+    """Brevo connection: base URL (`BREVO_BASE_URL`, without `/v3`; https://api.brevo.com in
+    production) and API key (`BREVO_API_KEY`, sent as the `api-key` header).
+
+    Brevo's rate limits depend on the plan (General, Advanced for Professional/Enterprise,
+    Extended for Enterprise; per second and per hour, per endpoint group) and /v3/objects is not
+    listed separately, so the client-side default is a conservative 10 requests per second;
+    set `requests_per_window`/`window_seconds` to your plan. Polls and read-backs count too.
+    """
+
+    batch_size: int | None = Field(default=BREVO_MAX_RECORDS, ge=1, le=BREVO_MAX_RECORDS,
+                                   description="records per batch upsert request")
+    poll_interval_seconds: float = Field(default=0.2, gt=0,
+                                         description="first wait before polling a process")
+    max_poll_interval_seconds: float = Field(default=10.0, gt=0,
+                                             description="longest wait between two polls")
+    process_timeout_seconds: float = Field(default=300.0, gt=0,
+                                           description="give up on a process after this long")
+    connector_class: ClassVar[type[Connector]] = BrevoConnector
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"api-key": self.token}
+
+    def connector_options(self) -> dict:
+        return {"poll_interval_seconds": self.poll_interval_seconds,
+                "max_poll_interval_seconds": self.max_poll_interval_seconds,
+                "process_timeout_seconds": self.process_timeout_seconds}
+
+
+RESOURCE = BrevoResource
