@@ -1,3 +1,229 @@
-"""Salesforce connector (filled in by the "Four CRM connectors" issue)."""
+"""Salesforce: `PATCH /services/data/vXX.X/composite/sobjects/{SObject}/{ExternalIdField}` with
+`{"allOrNone": ..., "records": [{"attributes": {"type": SObject}, ...fields}]}`, up to 200 records.
 
-RESOURCE = None
+Records are matched on the external id field named in the URI, never on record ids ("Only
+external ids are supported. Don't use record ids."), so a rerun updates the same records and a
+resent request cannot create duplicates. The answer is one UpsertResult per record, in input
+order and without the external id, so results are matched to records by position.
+
+Salesforce has no per-second limit on this API but a daily allowance of requests per org,
+reported on every answer as `Sforce-Limit-Info: api-usage=N/M`. A sync stops sending once N/M
+reaches `daily_allowance_share`, so the rest of the org's integrations keep their share; the
+rows it did not send fail transient and go out on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from crm_sync.connectors.base import Connector, CrmResource
+from crm_sync.connectors.core import (
+    AllowanceReserveReached, FatalCrmError, HttpCore, Item, Outcome, TransientFailure,
+    failed_all,
+)
+from crm_sync.spec import SyncSpec
+
+MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46 and later"
+ROLLED_BACK = "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+RESERVE_CODE = "ALLOWANCE_RESERVE_REACHED"
+LIMIT_CODE = "REQUEST_LIMIT_EXCEEDED"
+# Whole-request 400s that no record of this sync could get past: the mapping names a field the
+# org does not have, or the sObject type is wrong. Bisecting would only spend the allowance.
+FATAL_400 = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MISSING_ARGUMENT"})
+_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+class SalesforceConnector(Connector):
+    crm = "salesforce"
+    max_records = 200  # "The list can contain up to 200 objects."
+    suffix = b"]}"
+
+    def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None,
+                 api_version: str = "62.0", daily_allowance_share: float = 0.9):
+        super().__init__(spec, core, batch_size)
+        self.api_version = api_version
+        self.allowance_share = daily_allowance_share
+        flag = b"true" if spec.all_or_none else b"false"
+        self.prefix = b'{"allOrNone":' + flag + b',"records":['
+        self.usage: tuple[int, int] | None = None  # the last api-usage Salesforce reported
+        self.stopped: str | None = None  # why no further batch may be sent, once it is so
+        self._known_ids: dict[str, str] = {}
+        self._rejected: dict[str, Outcome] = {}
+        # Batches wait here, not inside HttpCore, so the allowance is checked right before each
+        # request is sent rather than when all batches were queued at once.
+        self._gate = asyncio.Semaphore(core.settings.max_concurrency)
+
+    @property
+    def path(self) -> str:
+        return (f"/services/data/v{self.api_version}/composite/sobjects/{self.spec.object}/"
+                f"{self.spec.matching_key}")
+
+    def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
+        # Never an Id: the external id in the fields identifies the record. A known id is only
+        # kept to tell created from updated should an answer leave `created` out.
+        if crm_id:
+            self._known_ids[key] = crm_id
+        return {"attributes": {"type": self.spec.object},
+                **{k: v for k, v in fields.items() if k != "attributes"}}
+
+    # -- the daily allowance -----------------------------------------------------------------
+    def on_response(self, response) -> float | None:
+        match = _USAGE.search(response.headers.get("sforce-limit-info", ""))
+        if match:
+            used, limit = int(match.group(1)), int(match.group(2))
+            self.usage = (used, limit)
+            if limit > 0 and used / limit >= self.allowance_share and self.stopped is None:
+                self.stopped = (
+                    f"Salesforce daily API allowance reserve reached: {used:,} of {limit:,} "
+                    f"requests used ({used / limit:.0%}); sync {self.spec.name!r} may use up to "
+                    f"{self.allowance_share:.0%} (daily_allowance_share), so the remaining rows "
+                    f"were not sent and are retried on the next run")
+        return None  # no per-second limit to adapt to
+
+    # -- sending -----------------------------------------------------------------------------
+    async def send_batch(self, batch: list[Item]) -> list[Outcome]:
+        if self.stopped:
+            raise AllowanceReserveReached(self.stopped)
+        return await self.split_on_rejection(batch, self._send_round, self._reject)
+
+    async def _send_round(self, batch: list[Item]) -> list[Outcome] | None:
+        """Send one request; None when Salesforce refuses it as a whole (400) so that the
+        caller bisects. With allOrNone, the records rolled back only because of another record
+        are sent again without it."""
+        outcomes = await self._send(batch)
+        if outcomes is None:
+            return None
+        rolled = [item for item, o in zip(batch, outcomes) if o.error_code == ROLLED_BACK]
+        own_failures = any(not o.ok and o.error_code != ROLLED_BACK for o in outcomes)
+        if rolled and own_failures:  # each round drops at least one bad record: it ends
+            resent = await self.split_on_rejection(rolled, self._send_round, self._reject)
+            by_key = {o.key: o for o in resent}
+            outcomes = [by_key.get(o.key, o) for o in outcomes]
+        elif rolled:
+            # Rolled back with no record to blame: nothing is wrong with these rows that a
+            # later run could not fix, so they are not quarantined as permanent failures.
+            outcomes = [replace(o, transient=True) if o.error_code == ROLLED_BACK else o
+                        for o in outcomes]
+        return outcomes
+
+    async def _send(self, batch: list[Item]) -> list[Outcome] | None:
+        async with self._gate:
+            if self.stopped:
+                return failed_all(batch, RESERVE_CODE, self.stopped, transient=True)
+            try:
+                # Upsert by external id is idempotent: resending a request whose answer was
+                # lost (timeout, dropped connection, 5xx) updates the records it created
+                # instead of creating them twice, so transport errors are retried too.
+                response, payload, attempts = await self.core.call(
+                    "PATCH", self.path, content=self.body(batch))
+            except TransientFailure as exc:
+                return failed_all(batch, exc.code, str(exc), status=exc.status, transient=True,
+                                  attempts=exc.attempts)
+        status = response.status_code
+        if status == 200:
+            return self._results(batch, payload, response.text, attempts)
+        code, message = _first_error(payload, response.text)
+        if status == 401:
+            raise FatalCrmError(f"Salesforce refused the session token (HTTP 401 {code}) for "
+                                f"sync {self.spec.name!r}: check SALESFORCE_TOKEN")
+        if status == 403 and code == LIMIT_CODE:
+            usage = f" (api-usage={self.usage[0]}/{self.usage[1]})" if self.usage else ""
+            self.stopped = self.stopped or (
+                f"Salesforce's daily API request limit is spent{usage}: sync "
+                f"{self.spec.name!r} sent nothing more; the remaining rows are retried on the "
+                f"next run")
+            return failed_all(batch, LIMIT_CODE, f"{message}{usage}: the org's daily API "
+                              "request limit is spent; retried on the next run", status=status,
+                              transient=True, attempts=attempts)
+        if status in (403, 404) or (status == 400 and code in FATAL_400):
+            raise FatalCrmError(f"Salesforce cannot upsert {self.spec.object} by "
+                                f"{self.spec.matching_key} for sync {self.spec.name!r} "
+                                f"(HTTP {status} {code}): {message}")
+        if status == 400:
+            if len(batch) == 1:
+                self._rejected[batch[0].key] = Outcome(
+                    batch[0].key, "failed", error_code=code or "HTTP_400", message=message,
+                    http_status=status, transient=False, attempts=attempts)
+            return None
+        return failed_all(batch, code or f"HTTP_{status}", message, status=status,
+                          transient=False, attempts=attempts, raw=response.text[:2000])
+
+    def _reject(self, item: Item) -> Outcome:
+        return self._rejected.pop(item.key)
+
+    # -- reading the answer ------------------------------------------------------------------
+    def _results(self, batch: list[Item], payload, raw: str, attempts: int) -> list[Outcome]:
+        if not isinstance(payload, list) or len(payload) != len(batch):
+            return failed_all(batch, "MALFORMED_RESPONSE",
+                              f"Salesforce's answer does not list one result per record "
+                              f"({len(batch)} sent)", status=200, transient=True,
+                              attempts=attempts, raw=raw[:2000])
+        return [self._outcome(item, result, attempts) for item, result in zip(batch, payload)]
+
+    def _outcome(self, item: Item, result, attempts: int) -> Outcome:
+        if isinstance(result, dict) and result.get("success") is True and result.get("id"):
+            created = result.get("created")
+            if not isinstance(created, bool):  # the docs' partial-failure example omits it
+                created = item.key not in self._known_ids
+            return Outcome(item.key, "created" if created else "updated", crm_id=result["id"],
+                           attempts=attempts)
+        errors = result.get("errors") if isinstance(result, dict) else None
+        if isinstance(result, dict) and result.get("success") is False and errors and \
+                isinstance(errors[0], dict):
+            error = errors[0]
+            fields = error.get("fields") or []
+            return Outcome(item.key, "failed", error_code=str(error.get("statusCode") or
+                                                              "FAILED"),
+                           message=str(error.get("message") or ""), http_status=200,
+                           transient=False, attempts=attempts,
+                           column=str(fields[0]) if fields else None)
+        return Outcome(item.key, "failed", error_code="MALFORMED_RESPONSE",
+                       message=f"unexpected result for this record: {str(result)[:200]}",
+                       http_status=200, transient=True, attempts=attempts,
+                       raw=str(result)[:2000])
+
+
+def _first_error(payload, text: str) -> tuple[str | None, str]:
+    """(errorCode, message) of a whole-request error: `[{"message", "errorCode"}]`."""
+    if isinstance(payload, list) and payload and isinstance(payload[0], dict):
+        return payload[0].get("errorCode"), str(payload[0].get("message") or "")
+    return None, text[:300]
+
+
+class SalesforceResource(CrmResource):
+    """Salesforce connection: instance URL (`SALESFORCE_BASE_URL`) and a session token
+    (`SALESFORCE_TOKEN`, an OAuth access token)."""
+
+    api_version: str = Field(default="62.0", description="REST API version, 46.0 or later")
+    daily_allowance_share: float = Field(
+        default=0.9, gt=0, le=1,
+        description="stop sending once this share of the org's daily API allowance is used")
+    # Salesforce documents no per-second limit, only the daily allowance and at most 25
+    # concurrent long-running (20 s+) requests per org. 4 requests in flight and 20 a second
+    # keep well inside both; one request carries 200 records, so that is 4,000 records/s.
+    max_concurrency: int = Field(default=4, ge=1, le=25, description="requests in flight")
+    requests_per_window: int = Field(default=20, ge=1, description="client-side rate limit")
+    batch_size: int | None = Field(default=200, ge=1, le=200,
+                                   description="records per collections request (max 200)")
+
+    connector_class: ClassVar[type[Connector]] = SalesforceConnector
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{2}\.0", value) or float(value) < MIN_API_VERSION:
+            raise ValueError(f"must look like '62.0' and be {MIN_API_VERSION} or later (the "
+                             f"collections upsert needs it), got {value!r}")
+        return value
+
+    def connector_options(self) -> dict:
+        return {"api_version": self.api_version,
+                "daily_allowance_share": self.daily_allowance_share}
+
+
+RESOURCE = SalesforceResource
