@@ -97,3 +97,24 @@ def test_auth_body_and_object_errors(sandbox):
     too_many = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}] * 1001})
     assert too_many.status_code == 400
     assert stored(sandbox, "superleap", "lead") == []
+
+
+def test_sandbox_serves_https_with_a_given_certificate(tmp_path):
+    import httpx
+    import trustme
+
+    from crm_sync.sandbox.server import sandbox_process
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, cafile = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    with sandbox_process(tmp_path / "tls.sqlite",
+                         extra_args=["--certfile", str(certfile), "--keyfile", str(keyfile)]) as url:
+        assert url.startswith("https://127.0.0.1:")
+        response = httpx.post(f"{url}{UPSERT}", headers=AUTH, verify=str(cafile),
+                              json={"values": [{"name": "over TLS"}]})
+        assert response.status_code == 200
+        assert response.json()["data"]["records_created"] == 1
