@@ -1,3 +1,370 @@
-"""Hubspot connector (filled in by the "Four CRM connectors" issue)."""
+"""HubSpot: `POST /crm/v3/objects/{objectType}/batch/upsert` with `{"inputs": [...]}`.
 
-RESOURCE = None
+Each input names its record by a unique property (`idProperty` = the sync's matching_key, e.g.
+`email` for contacts) and that property's value (`id`). HubSpot updates the record holding the
+value or creates one, so a rerun updates the same records without crm_sync keeping HubSpot ids,
+and a request may be resent after a dropped connection without creating anything twice.
+
+Every input carries `objectWriteTraceId` = the row's source key. With it HubSpot answers a batch
+with some bad inputs by 207 Multi-Status: the good ones are written, the bad ones come back in
+`errors` with the trace id in their context. Results are matched by trace id, never by position
+(HubSpot does not answer in input order). A whole-batch 400 (duplicate ids, or an answer that
+does not say which input was bad) is bisected, so that only the bad record fails.
+
+Limits: 100 inputs per request; 100 requests per rolling 10 s on Free/Starter (190 on
+Professional/Enterprise, 250 with the API limit increase pack), read back from the
+`X-HubSpot-RateLimit-*` headers; a daily allowance (250,000 on Free/Starter).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import ClassVar
+
+import httpx
+from pydantic import Field
+
+from crm_sync.connectors.base import Connector, CrmResource
+from crm_sync.connectors.core import (
+    AllowanceReserveReached, FatalCrmError, Item, Outcome, TransientFailure, failed_all,
+)
+from crm_sync.rules import HUBSPOT_MAX_INPUTS
+from crm_sync.spec import SyncSpec
+
+LOCKED_PAUSE_SECONDS = 2.0  # documented: a 423 lock lasts 2 seconds
+LOCKED_TRIES = 3
+# Whole-batch answers that bisecting can help: one input (or the batch's size) caused them.
+_SPLITTABLE_STATUS = frozenset({400, 409, 413})
+# 400 messages that no smaller batch would change: the sync itself is misconfigured.
+_FATAL_400 = ("Unable to infer object type from", "Unable to perform update/upsert by non-unique")
+# Per-input error categories that may pass on their own; the rest are the record's fault.
+_TRANSIENT_CATEGORIES = frozenset({"RATE_LIMITS", "LOCKED", "INTERNAL_ERROR", "TIMEOUT"})
+_VALIDATION_PREFIX = "Property values were not valid: "
+
+
+def property_value(value) -> str:
+    """HubSpot property values are strings: numbers as their text, booleans as true/false."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+class HubSpotConnector(Connector):
+    crm = "hubspot"
+    max_records = HUBSPOT_MAX_INPUTS
+    prefix = b'{"inputs":['
+    suffix = b"]}"
+
+    def __init__(self, spec: SyncSpec, core, batch_size: int | None = None):
+        super().__init__(spec, core, batch_size)
+        self._rejections: dict[str, Outcome] = {}  # source key -> why its lone input was refused
+        self._daily_spent = False
+
+    @property
+    def path(self) -> str:
+        return f"/crm/v3/objects/{self.spec.object}/batch/upsert"
+
+    def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
+        # crm_id is not needed: HubSpot finds the record by the unique property's value.
+        properties = {name: property_value(v) for name, v in fields.items() if v is not None}
+        return {"id": properties.get(self.spec.matching_key, ""),
+                "idProperty": self.spec.matching_key,
+                "properties": properties,
+                "objectWriteTraceId": key}
+
+    def identity(self, item: Item) -> tuple[str, str]:
+        """Which HubSpot record an input addresses. Emails are matched case-insensitively
+        (HubSpot stores them lowercased)."""
+        prop = item.record["idProperty"]
+        return prop, _normalize(prop, item.record["id"])
+
+    # -- sending ---------------------------------------------------------------------------------
+    async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
+        """Inputs without a matching-key value fail here; inputs addressing the same record go
+        out in successive rounds (HubSpot rejects a batch holding one id twice), in source
+        order, so the last row wins as it would have had they been sent one by one."""
+        outcomes = [
+            Outcome(i.key, "failed", error_code="MISSING_MATCHING_KEY", transient=False,
+                    column=self._source_column(self.spec.matching_key),
+                    message=f"no value for {self.spec.matching_key!r}, the unique property "
+                            f"HubSpot matches {self.spec.object} on")
+            for i in items if not i.record["id"]]
+        for round_items in self._rounds([i for i in items if i.record["id"]]):
+            outcomes.extend(await super().upsert(round_items))
+        return outcomes
+
+    def _rounds(self, items: list[Item]) -> list[list[Item]]:
+        rounds: list[list[Item]] = []
+        seen: dict[tuple[str, str], int] = defaultdict(int)
+        for item in items:
+            n = seen[self.identity(item)]
+            seen[self.identity(item)] += 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(item)
+        return rounds
+
+    async def send_batch(self, batch: list[Item]) -> list[Outcome]:
+        return await self.split_on_rejection(batch, self._send, self._rejected)
+
+    async def _send(self, batch: list[Item]) -> list[Outcome] | None:
+        """One request; the outcomes, or None when HubSpot refused the batch as a whole."""
+        if self._daily_spent:
+            return failed_all(batch, "ALLOWANCE_RESERVE_REACHED", "HubSpot's daily API "
+                              "allowance is spent; the rows go out on the next run",
+                              transient=True)
+        try:
+            response, payload, attempts = await self._post(batch)
+        except TransientFailure as exc:  # only this part of a bisected batch failed
+            return failed_all(batch, exc.code, str(exc), status=exc.status, transient=True,
+                              attempts=exc.attempts)
+        except AllowanceReserveReached as exc:
+            return failed_all(batch, "ALLOWANCE_RESERVE_REACHED", str(exc), transient=True)
+        status = response.status_code
+        body = payload if isinstance(payload, dict) else {}
+        message = self.core.redact(str(body.get("message") or response.text[:300]))
+        self._raise_if_fatal(status, message)
+        if status in _SPLITTABLE_STATUS:
+            if len(batch) == 1:
+                self._rejections[batch[0].key] = self._failure(batch[0].key, body, message,
+                                                               status, attempts)
+            return None
+        if status == 423:
+            return failed_all(batch, "LOCKED", message, status=status, transient=True,
+                              attempts=attempts)
+        if status == 477:  # account migrating between data centres; Retry-After is ~hours
+            return failed_all(batch, "MIGRATION_IN_PROGRESS", message, status=status,
+                              transient=True, attempts=attempts)
+        if not 200 <= status < 300:
+            return failed_all(batch, f"HTTP_{status}", message, status=status, transient=False,
+                              attempts=attempts)
+        return self._outcomes(batch, payload, response, attempts)
+
+    async def _post(self, batch: list[Item]) -> tuple[httpx.Response, object, int]:
+        # Upserts by a unique property are idempotent: resending after a dropped connection
+        # updates the record the first attempt may have written, so transport errors retry.
+        total = 0
+        for _ in range(LOCKED_TRIES):
+            response, payload, attempts = await self.core.call("POST", self.path,
+                                                               content=self.body(batch))
+            total += attempts
+            if response.status_code != 423:
+                break
+            self.core.pause(LOCKED_PAUSE_SECONDS)
+        return response, payload, total
+
+    def _rejected(self, item: Item) -> Outcome:
+        return self._rejections.pop(item.key, None) or Outcome(
+            item.key, "failed", error_code="REJECTED", transient=False,
+            message="HubSpot refused this record")
+
+    def _raise_if_fatal(self, status: int, message: str) -> None:
+        sync = self.spec.name
+        if status == 401:
+            raise FatalCrmError(f"HubSpot refused the token (HTTP 401: {message}): check "
+                                f"HUBSPOT_TOKEN for sync {sync!r}")
+        if status == 403:
+            raise FatalCrmError(f"HubSpot denied access (HTTP 403: {message}): the token in "
+                                f"HUBSPOT_TOKEN lacks a scope for {self.spec.object} (sync "
+                                f"{sync!r})")
+        if status == 404:
+            raise FatalCrmError(f"HubSpot has no endpoint {self.path} (HTTP 404, sync {sync!r}):"
+                                f" check HUBSPOT_BASE_URL and the object type")
+        if status == 400 and message.startswith(_FATAL_400):
+            raise FatalCrmError(
+                f"HubSpot cannot upsert {self.spec.object!r} by {self.spec.matching_key!r} "
+                f"(sync {sync!r}): {message}. The object must exist and matching_key must be "
+                f"a property with unique values (email for contacts, or a custom property "
+                f"created with hasUniqueValue)")
+
+    # -- reading the answer ----------------------------------------------------------------------
+    def _outcomes(self, batch: list[Item], payload, response: httpx.Response,
+                  attempts: int) -> list[Outcome]:
+        status = response.status_code
+        if not isinstance(payload, dict) or not isinstance(payload.get("results"), list) or \
+                not isinstance(payload.get("errors", []), list):
+            return failed_all(batch, "MALFORMED_RESPONSE", "HubSpot's answer has no results "
+                              "list", status=status, transient=True, attempts=attempts,
+                              raw=response.text[:2000])
+        keys = {item.key for item in batch}
+        by_identity = {self.identity(item): item.key for item in batch}
+        found: dict[str, list[Outcome]] = defaultdict(list)
+        for result in payload["results"]:
+            key = self._result_key(result, by_identity)
+            found[key].append(self._success(key, result, status, attempts))
+        for err in payload.get("errors", []):
+            for key in self._error_keys(err, by_identity):
+                found[key].append(self._failure(key, err, None, status, attempts))
+        if set(found) - keys - {None}:
+            # Results for records this batch did not send: the answer is not this batch's.
+            return failed_all(batch, "MALFORMED_RESPONSE", "HubSpot's answer names records "
+                              "this batch did not send", status=status, transient=True,
+                              attempts=attempts, raw=response.text[:2000])
+        return [found[item.key][0] if len(found[item.key]) == 1 else
+                self._unaccounted(item, len(found[item.key]), response, attempts)
+                for item in batch]
+
+    def _result_key(self, result, by_identity: dict) -> str | None:
+        if not isinstance(result, dict):
+            return None
+        trace = result.get("objectWriteTraceId")
+        if isinstance(trace, str):
+            return trace
+        # No trace id echoed: fall back to the unique property's value (lowercased emails).
+        props = result.get("properties") if isinstance(result.get("properties"), dict) else {}
+        value = props.get(self.spec.matching_key)
+        if not isinstance(value, str):
+            return None
+        prop = self.spec.matching_key
+        return by_identity.get((prop, _normalize(prop, value)))
+
+    def _error_keys(self, err, by_identity: dict) -> list[str | None]:
+        context = err.get("context") if isinstance(err, dict) else None
+        context = context if isinstance(context, dict) else {}
+        traces = context.get("objectWriteTraceId")
+        if isinstance(traces, list) and traces:
+            return [t for t in traces if isinstance(t, str)] or [None]
+        ids = context.get("ids") or context.get("id")
+        if isinstance(ids, list) and ids:
+            prop = self.spec.matching_key
+            return [by_identity.get((prop, _normalize(prop, str(i)))) for i in ids]
+        return [None]
+
+    def _success(self, key: str | None, result, status: int, attempts: int) -> Outcome:
+        record_id = result.get("id") if isinstance(result, dict) else None
+        new = result.get("new") if isinstance(result, dict) else None
+        if isinstance(record_id, int):
+            record_id = str(record_id)
+        if not (isinstance(record_id, str) and record_id) or not isinstance(new, bool):
+            return Outcome(key or "", "failed", error_code="MALFORMED_RESPONSE",
+                           message=f"a result without an id or `new` flag: {str(result)[:200]}",
+                           http_status=status, transient=True, attempts=attempts,
+                           raw=str(result)[:2000])
+        return Outcome(key or "", "created" if new else "updated", crm_id=record_id,
+                       http_status=status, attempts=attempts)
+
+    def _failure(self, key: str, err: dict, message: str | None, status: int,
+                 attempts: int) -> Outcome:
+        details = _details(err)
+        prop = _error_property(err, details)
+        category = err.get("category") if isinstance(err.get("category"), str) else None
+        text = "; ".join(d["message"] for d in details if d.get("message")) or message or \
+            str(err.get("message") or "HubSpot refused this record")
+        return Outcome(key, "failed", error_code=_error_code(err, details, category),
+                       message=self.core.redact(text)[:1000], http_status=status,
+                       transient=category in _TRANSIENT_CATEGORIES, attempts=attempts,
+                       column=self._source_column(prop) if prop else None)
+
+    def _unaccounted(self, item: Item, count: int, response: httpx.Response,
+                     attempts: int) -> Outcome:
+        what = "no result" if count == 0 else f"{count} results"
+        return Outcome(item.key, "failed", error_code="MALFORMED_RESPONSE",
+                       message=f"HubSpot's answer holds {what} for this record",
+                       http_status=response.status_code, transient=True, attempts=attempts,
+                       raw=response.text[:2000])
+
+    def _source_column(self, prop: str) -> str:
+        mapping = self.spec.fields.get(prop)
+        return mapping.column if mapping else prop
+
+    # -- rate limits -----------------------------------------------------------------------------
+    def on_response(self, response: httpx.Response) -> float | None:
+        """Read HubSpot's limit headers. A spent daily allowance stops the run's sending; a
+        spent ten-secondly window pauses all requests for about one slot."""
+        headers = response.headers
+        if _int(headers.get("x-hubspot-ratelimit-daily-remaining")) == 0:
+            self._daily_spent = True  # this answer still counts; the next batches wait
+        if response.status_code == 429 and _policy(response) == "DAILY":
+            self._daily_spent = True
+            raise AllowanceReserveReached(
+                f"HubSpot's daily API allowance is spent (429, policy DAILY; sync "
+                f"{self.spec.name!r}); it resets at midnight in the account's time zone")
+        remaining = _int(headers.get("x-hubspot-ratelimit-remaining"))
+        interval_ms = _int(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
+        if remaining is not None and remaining <= 0 and interval_ms:
+            allowance = _int(headers.get("x-hubspot-ratelimit-max")) or 1
+            return interval_ms / 1000 / max(allowance, 1)
+        return None
+
+
+def _normalize(prop: str, value: str) -> str:
+    # HubSpot stores email addresses lowercased, so they match whatever their case.
+    return value.lower() if prop == "email" else value
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _policy(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("policyName") if isinstance(body, dict) else None
+
+
+def _details(err: dict) -> list[dict]:
+    """The per-property details of an error: its `errors[]`, else the validation results
+    HubSpot packs into the message (`Property values were not valid: [...]`)."""
+    listed = err.get("errors")
+    if isinstance(listed, list) and listed:
+        return [d for d in listed if isinstance(d, dict)]
+    message = err.get("message")
+    if isinstance(message, str) and message.startswith(_VALIDATION_PREFIX):
+        try:
+            parsed = json.loads(message[len(_VALIDATION_PREFIX):])
+        except ValueError:
+            return []
+        return [{"message": r.get("message"), "code": r.get("error"), "in": r.get("name")}
+                for r in parsed if isinstance(r, dict)] if isinstance(parsed, list) else []
+    return []
+
+
+def _error_code(err: dict, details: list[dict], category: str | None) -> str:
+    for detail in details:
+        if isinstance(detail.get("code"), str) and detail["code"]:
+            return detail["code"]
+    return category or "FAILED"
+
+
+def _error_property(err: dict, details: list[dict]) -> str | None:
+    for detail in details:
+        context = detail.get("context")
+        names = context.get("propertyName") if isinstance(context, dict) else None
+        if isinstance(names, list) and names and isinstance(names[0], str):
+            return names[0]
+        if isinstance(detail.get("in"), str) and detail["in"]:
+            return detail["in"]
+    return None
+
+
+class HubSpotResource(CrmResource):
+    """HubSpot connection: base URL and private-app token (`HUBSPOT_TOKEN`).
+
+    The client-side limit defaults to HubSpot's TEN_SECONDLY_ROLLING allowance of Free and
+    Starter accounts (and of public OAuth apps): 100 requests per 10 s. Professional and
+    Enterprise accounts allow 190 per 10 s (250 with the API limit increase pack): set
+    requests_per_window accordingly. The allowance is per account, shared by every app and run
+    using it, so parallel runs should share it (Dagster pool `crm_hubspot`).
+    """
+
+    requests_per_window: int = Field(default=100, ge=1,
+                                     description="requests per rolling window (HubSpot: 100 "
+                                                 "per 10 s on Free/Starter, 190 on Pro/Ent.)")
+    window_seconds: float = Field(default=10.0, gt=0, description="rolling window, seconds")
+    batch_size: int | None = Field(default=HUBSPOT_MAX_INPUTS, ge=1, le=HUBSPOT_MAX_INPUTS,
+                                   description="inputs per batch/upsert request (max 100)")
+    connector_class: ClassVar[type[Connector]] = HubSpotConnector
+
+
+RESOURCE = HubSpotResource
