@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="token a CRM accepts (default: $<CRM>_TOKEN or sandbox-<crm>-token)")
     sandbox.add_argument("--hubspot-rate-limit", type=int, default=100,
                          help="HubSpot requests per 10 s rolling window (0 = off)")
+    sandbox.add_argument("--hubspot-window-seconds", type=float, default=10.0,
+                         help="length of HubSpot's rolling window (default 10 s)")
     sandbox.add_argument("--brevo-rate-limit", type=int, default=0,
                          help="Brevo requests per second (0 = off)")
     sandbox.add_argument("--superleap-rate-limit", type=int, default=0,
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CRM sandbox on http://{args.host}:{args.port} (db {args.db})", flush=True)
         serve(args.host, args.port, args.db, certfile=args.certfile, keyfile=args.keyfile,
               tokens=tokens, hubspot_rate_limit=args.hubspot_rate_limit or None,
+              hubspot_window_seconds=args.hubspot_window_seconds,
               brevo_rate_limit=args.brevo_rate_limit or None,
               superleap_rate_limit=args.superleap_rate_limit or None,
               salesforce_daily_limit=args.salesforce_daily_limit)
