@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +79,18 @@ class TransientFailure(RuntimeError):
 
 class AllowanceReserveReached(RuntimeError):
     """The CRM's daily allowance is spent down to the configured reserve: stop sending."""
+
+
+class _GiveUp(Exception):
+    """A failure after which the request must not be resent (it may have been applied)."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _transport_failure(message: str, code: str, retry: bool) -> Exception:
+    return _Retryable(message, None, code) if retry else _GiveUp(message, code)
 
 
 class _Retryable(Exception):
@@ -214,6 +225,8 @@ class HttpCore:
                                                    retry_transport_errors), attempts)
         except _Retryable as exc:
             raise TransientFailure(self.redact(str(exc)), exc.status, attempts, exc.code) from None
+        except _GiveUp as exc:
+            raise TransientFailure(self.redact(str(exc)), None, attempts, exc.code) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, retry_state) -> float:
@@ -240,17 +253,11 @@ class HttpCore:
                 raise _Retryable(f"could not connect: {type(exc).__name__}", None,
                                  "CONNECTION_ERROR") from None
             except httpx.TimeoutException as exc:
-                if not retry_transport_errors:
-                    raise TransientFailure(f"request timed out ({type(exc).__name__})", None, 1,
-                                           "TIMEOUT") from None
-                raise _Retryable(f"request timed out ({type(exc).__name__})", None,
-                                 "TIMEOUT") from None
+                raise _transport_failure(f"request timed out ({type(exc).__name__})", "TIMEOUT",
+                                         retry_transport_errors) from None
             except httpx.TransportError as exc:
-                if not retry_transport_errors:
-                    raise TransientFailure(f"connection dropped ({type(exc).__name__})", None, 1,
-                                           "CONNECTION_DROPPED") from None
-                raise _Retryable(f"connection dropped ({type(exc).__name__})", None,
-                                 "CONNECTION_DROPPED") from None
+                raise _transport_failure(f"connection dropped ({type(exc).__name__})",
+                                         "CONNECTION_DROPPED", retry_transport_errors) from None
         if self._on_response is not None:
             pause = self._on_response(response)
             if pause:
@@ -285,12 +292,7 @@ def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | 
             for i in items]
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else 0
-
-
 __all__ = [
     "Item", "Outcome", "Stats", "FatalCrmError", "TransientFailure", "AllowanceReserveReached",
     "HttpCore", "HttpSettings", "make_batches", "serialize", "parse_retry_after", "failed_all",
-    "math",
 ]
