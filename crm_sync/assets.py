@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
+from crm_sync.mirror import mirror_deletes
 from crm_sync.reporting import markdown_table
 from crm_sync.replay import retry_transient
 from crm_sync.resources import StoreResource
@@ -139,6 +140,10 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             # Rows that earlier runs lost to a transient failure go again now (on any partition).
             retried = retry_transient(sync, context.resources.source, resource, store,
                                       before=started, log=context.log.info)
+        mirrored = None
+        if sync.mode == "mirror":  # rows that left the source: delete their CRM records
+            mirrored = mirror_deletes(sync, context.resources.source, resource, store,
+                                      log=context.log.info, dry_run=config.dry_run)
         quarantined = store.quarantine_frame(sync.name)
         quarantined = quarantined[quarantined["partition"] == context.partition_key]
         metadata = {
@@ -154,6 +159,11 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
         metadata["retried_transient"] = dg.MetadataValue.int(retried.candidates if retried else 0)
         metadata["recovered_transient"] = dg.MetadataValue.int(retried.recovered if retried else 0)
+        if mirrored is not None and mirrored.dry_run:
+            metadata["would_delete"] = dg.MetadataValue.int(mirrored.would_delete)
+        elif mirrored is not None:
+            metadata["deleted"] = dg.MetadataValue.int(mirrored.deleted)
+            metadata["delete_failed"] = dg.MetadataValue.int(mirrored.failed)
         for code, count in sorted(report.failed_by_code.items()):
             metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
         metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(

@@ -71,6 +71,35 @@ class SourceResource(dg.ConfigurableResource):
                                 f"WHERE CAST({key_column} AS VARCHAR) IN (SELECT unnest(?))",
                                 [list(keys)]).df()
 
+    def all_keys(self, table: str, key_column: str) -> set[str]:
+        """Every value of `key_column` in the whole table, as text (mirror: which synced rows
+        are still in the source). Rows without a key are left out."""
+        if not (_TABLE_NAME.match(table) and _TABLE_NAME.match(key_column)):
+            raise SourceError(f"invalid table or column name: {table}.{key_column}")
+        if self.url:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            query = sa.text(f"SELECT DISTINCT {key_column} FROM {table} "  # nosec B608: names
+                            f"WHERE {key_column} IS NOT NULL")  # validated above
+            try:
+                with engine.connect() as conn:
+                    return {str(row[0]) for row in conn.execute(query)}
+            except sa.exc.SQLAlchemyError as exc:
+                raise SourceError(f"cannot read the keys of source table {table!r}: "
+                                  f"{type(exc).__name__}") from None
+            finally:
+                engine.dispose()
+        relation = self._relation(table)
+        with self._connect() as conn:
+            try:
+                rows = conn.execute(f"SELECT DISTINCT CAST({key_column} AS VARCHAR) "  # nosec B608
+                                    f"FROM {relation} WHERE {key_column} IS NOT NULL").fetchall()
+            except duckdb.Error as exc:
+                raise SourceError(f"cannot read the keys of source table {table!r}: "
+                                  f"{exc}") from None
+        return {row[0] for row in rows}
+
     def day_fingerprints(self, table: str) -> dict[str, str]:
         """Per day of `updated_at`: a fingerprint of that day's rows. A sensor compares them
         with the last ones it saw to start the syncs of the days that changed."""

@@ -27,6 +27,14 @@ MATCHING_KEYS_BY_CRM = {
 }
 
 
+# `mode: mirror` deletes the CRM records of rows that left the source, so the CRM needs an API
+# to delete records (crm_sync/mirror.py). Why each CRM left out cannot mirror:
+MIRROR_UNSUPPORTED = {
+    "superleap": "Superleap documents no API to delete records, so crm_sync could not remove "
+                 "the records of rows that left the source; use mode 'upsert' for this sync",
+}
+
+
 class SpecError(ValueError):
     """The sync spec is invalid; the message names the sync and the field."""
 
@@ -101,6 +109,13 @@ class SyncSpec(BaseModel):
                 f"matching_key {self.matching_key!r} must also be a mapped field "
                 f"(the {self.crm} upsert sends it as a property)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mode_fits_crm(self):
+        if self.mode == "mirror" and self.crm in MIRROR_UNSUPPORTED:
+            raise ValueError(f"mode 'mirror' is not available for {self.crm}: "
+                             f"{MIRROR_UNSUPPORTED[self.crm]}")
         return self
 
     @property

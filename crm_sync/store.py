@@ -116,6 +116,17 @@ class SyncStore:
             query = "SELECT * FROM sync_state" + (" WHERE sync = ?" if sync else "")
             return pd.read_sql_query(query, conn, params=(sync,) if sync else ())
 
+    def forget(self, sync: str, keys: Iterable[str]) -> int:
+        """In one transaction, drop the state (and any quarantine entry) of source keys whose
+        CRM record is gone (mirror deletes); return how many state rows were dropped."""
+        rows = [(sync, str(key)) for key in keys]
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM sync_state WHERE sync = ? AND source_key = ?", rows)
+            dropped = conn.total_changes - before
+            conn.executemany("DELETE FROM quarantine WHERE sync = ? AND source_key = ?", rows)
+        return dropped
+
     # -- quarantine --------------------------------------------------------------------------
     def record_results(
         self,

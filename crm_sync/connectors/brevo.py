@@ -20,6 +20,12 @@ has no filter by ext_id, so it pages through the object) to confirm every record
 
 Reads are shared: a batch whose process completed before the latest read started reuses it,
 so concurrent batches cost one pass over the object, not one each.
+
+Mirror syncs delete with `POST /v3/objects/{object_type}/batch/delete` (`{"identifiers":
+{"ids": [...]}}`, at most 1000, 202 + processId), by the Brevo record ids kept in the state:
+that id is what the upsert confirmed, whatever identified the record (an ext_id, or `id` with
+`matching_key: id`), and the state does not keep ext_ids. The process is polled like an
+upsert's and, as Brevo reports nothing per record, a read-back confirms each deletion.
 """
 
 from __future__ import annotations
@@ -304,6 +310,64 @@ class BrevoConnector(Connector):
             log.warning("sync %s: Brevo silently ignored attributes not defined on %r "
                         "(records written without them): %s", self.spec.name, self.spec.object,
                         top)
+
+    # -- deleting (mirror) ---------------------------------------------------------------------
+    async def delete(self, crm_ids: list[str]) -> list[Outcome]:
+        """Delete records by Brevo id, 1000 per request; one Outcome per id (key = the id),
+        `deleted` once a read-back no longer finds the record, else `failed`. Retries are safe:
+        deleting an id whose record is already gone deletes nothing else (Brevo's ids are
+        never reused), so a request resent after a lost answer is harmless."""
+        ids = list(dict.fromkeys(str(i) for i in crm_ids))
+        outcomes = [Outcome(i, "failed", crm_id=i, error_code="INVALID_ID", transient=False,
+                            message=f"{i!r} is not a Brevo record id (a positive integer)")
+                    for i in ids if not (i.isdigit() and int(i) > 0)]
+        valid = [i for i in ids if i.isdigit() and int(i) > 0]
+        size = self.max_records  # "Each request can contain up to 1000 object record ids"
+        results = await asyncio.gather(*(self._delete_batch(valid[i:i + size])
+                                         for i in range(0, len(valid), size)))
+        return outcomes + [outcome for result in results for outcome in result]
+
+    async def _delete_batch(self, ids: list[str]) -> list[Outcome]:
+        def failed(code, message, transient, status=None, attempts=1, raw=None):
+            return [Outcome(i, "failed", crm_id=i, error_code=code, message=message,
+                            http_status=status, transient=transient, attempts=attempts, raw=raw)
+                    for i in ids]
+
+        content = json.dumps({"identifiers": {"ids": [int(i) for i in ids]}}).encode()
+        try:
+            response, payload, attempts = await self.core.call(
+                "POST", f"/v3/objects/{self.spec.object}/batch/delete", content=content)
+        except TransientFailure as exc:
+            return failed(exc.code, str(exc), True, exc.status, exc.attempts)
+        status, body = response.status_code, payload if isinstance(payload, dict) else {}
+        if status == 403:
+            raise FatalCrmError(f"Brevo refused to delete {self.spec.object!r} records (HTTP "
+                                f"403, sync {self.spec.name!r}): "
+                                f"{body.get('message', 'forbidden')}")
+        self._raise_if_fatal(status, body)
+        message = str(body.get("message") or response.text[:300])
+        if not 200 <= status < 300:  # Brevo documents 202
+            return failed(str(body.get("code") or f"HTTP_{status}"), message, False, status,
+                          attempts)
+        process_id = body.get("processId")
+        if not isinstance(process_id, int) or isinstance(process_id, bool):
+            return failed("MALFORMED_RESPONSE", "Brevo accepted the delete without a "
+                          "processId", True, status, attempts, response.text[:2000])
+        state = await self._wait_for(process_id)
+        if state == "timeout":
+            return failed("PROCESS_TIMEOUT", f"Brevo delete process {process_id} did not finish "
+                          f"within {self.process_timeout:g} s; resending it is safe", True,
+                          attempts=attempts)
+        if state != "completed":
+            return failed("PROCESS_FAILED", f"Brevo delete process {process_id} ended "
+                          f"{state!r}; no deletion is confirmed", True, attempts=attempts)
+        after = await self._snapshot_after(time.monotonic())
+        return [Outcome(i, "failed", crm_id=i, error_code="NOT_CONFIRMED", transient=True,
+                        attempts=attempts, message=f"Brevo completed delete process "
+                        f"{process_id} but still holds {self.spec.object} record {i}")
+                if int(i) in after.attributes else
+                Outcome(i, "deleted", crm_id=i, http_status=status, attempts=attempts)
+                for i in ids]
 
     # -- rate limit ----------------------------------------------------------------------------
     def on_response(self, response: httpx.Response) -> float | None:

@@ -41,7 +41,7 @@ class Outcome:
     """What became of one input record. Exactly one per input record."""
 
     key: str
-    status: str  # "created" | "updated" | "failed"
+    status: str  # "created" | "updated" | "deleted" (mirror) | "failed"
     crm_id: str | None = None
     error_code: str | None = None
     message: str | None = None
@@ -53,7 +53,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("created", "updated")
+        return self.status in ("created", "updated", "deleted")
 
 
 @dataclass

@@ -14,10 +14,14 @@ does not say which input was bad) is bisected, so that only the bad record fails
 Limits: 100 inputs per request; 100 requests per rolling 10 s on Free/Starter (190 on
 Professional/Enterprise, 250 with the API limit increase pack), read back from the
 `X-HubSpot-RateLimit-*` headers; a daily allowance (250,000 on Free/Starter).
+
+Mirror syncs delete with `POST /crm/v3/objects/{objectType}/batch/archive` (`{"inputs":
+[{"id": <HubSpot record id>}]}`, at most 100, 204 No Content), by the ids kept in the state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -182,6 +186,53 @@ class HubSpotConnector(Connector):
                 f"(sync {sync!r}): {message}. The object must exist and matching_key must be "
                 f"a property with unique values (email for contacts, or a custom property "
                 f"created with hasUniqueValue)")
+
+    # -- deleting (mirror) -----------------------------------------------------------------------
+    async def delete(self, crm_ids: list[str]) -> list[Outcome]:
+        """Archive records by HubSpot id, 100 per request; one Outcome per id (key = the id),
+        `deleted` or `failed`. Retries are safe: HubSpot answers 204 for an id that is already
+        archived or was never there, so a request resent after a lost answer (the core retries
+        transport errors, 429 and 5xx) changes nothing more."""
+        ids = list(dict.fromkeys(crm_ids))
+        batches = [ids[i:i + HUBSPOT_MAX_INPUTS] for i in range(0, len(ids), HUBSPOT_MAX_INPUTS)]
+        results = await asyncio.gather(*(self._archive(batch) for batch in batches))
+        return [outcome for result in results for outcome in result]
+
+    async def _archive(self, ids: list[str]) -> list[Outcome]:
+        def failed(code: str, message: str, transient: bool, status=None, attempts=1):
+            return [Outcome(i, "failed", crm_id=i, error_code=code, message=message,
+                            http_status=status, transient=transient, attempts=attempts)
+                    for i in ids]
+
+        if self._daily_spent:
+            return failed("ALLOWANCE_RESERVE_REACHED", "HubSpot's daily API allowance is spent; "
+                          "the records are deleted on the next run", True)
+        path = f"/crm/v3/objects/{self.spec.object}/batch/archive"
+        content = json.dumps({"inputs": [{"id": i} for i in ids]}).encode()
+        try:
+            response, payload, attempts = await self.core.call("POST", path, content=content)
+        except TransientFailure as exc:
+            return failed(exc.code, str(exc), True, exc.status, exc.attempts)
+        except AllowanceReserveReached as exc:
+            return failed("ALLOWANCE_RESERVE_REACHED", str(exc), True)
+        status = response.status_code
+        if 200 <= status < 300:  # documented: 204 No Content
+            return [Outcome(i, "deleted", crm_id=i, http_status=status, attempts=attempts)
+                    for i in ids]
+        body = payload if isinstance(payload, dict) else {}
+        message = self.core.redact(str(body.get("message") or response.text[:300]))
+        sync = self.spec.name
+        if status in (401, 403):
+            raise FatalCrmError(f"HubSpot refused to archive {self.spec.object} records (HTTP "
+                                f"{status}: {message}): check HUBSPOT_TOKEN and its scopes for "
+                                f"sync {sync!r}")
+        if status == 404 or (status == 400 and message.startswith(_FATAL_400[0])):
+            raise FatalCrmError(f"HubSpot cannot archive {self.spec.object!r} records (HTTP "
+                                f"{status}, sync {sync!r}): {message}")
+        # 423 (locked) and 477 (account migrating) pass: the next run deletes these records.
+        code = {423: "LOCKED", 477: "MIGRATION_IN_PROGRESS"}.get(status) or \
+            str(body.get("category") or f"HTTP_{status}")
+        return failed(code, message, status in (423, 477), status, attempts)
 
     # -- reading the answer ----------------------------------------------------------------------
     def _outcomes(self, batch: list[Item], payload, response: httpx.Response,

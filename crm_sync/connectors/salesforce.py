@@ -10,6 +10,10 @@ Salesforce has no per-second limit on this API but a daily allowance of requests
 reported on every answer as `Sforce-Limit-Info: api-usage=N/M`. A sync stops sending once N/M
 reaches `daily_allowance_share`, so the rest of the org's integrations keep their share; the
 rows it did not send fail transient and go out on the next run.
+
+Mirror syncs delete with the sObject Collections delete, `DELETE /services/data/vXX.X/composite/
+sobjects?ids=<id>,<id>&allOrNone=false` (at most 200 ids, one DeleteResult per id in order), by
+the record ids kept in the state.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46
 ROLLED_BACK = "ALL_OR_NONE_OPERATION_ROLLED_BACK"
 RESERVE_CODE = "ALLOWANCE_RESERVE_REACHED"
 LIMIT_CODE = "REQUEST_LIMIT_EXCEEDED"
+ALREADY_DELETED = "ENTITY_IS_DELETED"  # a delete of a record in the recycle bin
 # Whole-request 400s that no record of this sync could get past: the mapping names a field the
 # org does not have, or the sObject type is wrong. Bisecting would only spend the allowance.
 FATAL_400 = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MISSING_ARGUMENT"})
@@ -155,6 +160,75 @@ class SalesforceConnector(Connector):
 
     def _reject(self, item: Item) -> Outcome:
         return self._rejected.pop(item.key)
+
+    # -- deleting (mirror) -------------------------------------------------------------------
+    async def delete(self, crm_ids: list[str]) -> list[Outcome]:
+        """Delete records by Salesforce id, 200 per request, allOrNone=false; one Outcome per
+        id (key = the id), `deleted` or `failed`. Retries are safe: a record that a first
+        attempt deleted (its answer lost) answers ENTITY_IS_DELETED the second time, which
+        counts as deleted, so a resent request deletes nothing else."""
+        ids = list(dict.fromkeys(crm_ids))
+        size = self.max_records  # "A list of up to 200 IDs"
+        results = await asyncio.gather(*(self._delete_batch(ids[i:i + size])
+                                         for i in range(0, len(ids), size)))
+        return [outcome for result in results for outcome in result]
+
+    async def _delete_batch(self, ids: list[str]) -> list[Outcome]:
+        def failed(code, message, transient, status=None, attempts=1, raw=None):
+            return [Outcome(i, "failed", crm_id=i, error_code=code, message=message,
+                            http_status=status, transient=transient, attempts=attempts, raw=raw)
+                    for i in ids]
+
+        async with self._gate:
+            if self.stopped:
+                return failed(RESERVE_CODE, self.stopped, True)
+            try:
+                response, payload, attempts = await self.core.call(
+                    "DELETE", f"/services/data/v{self.api_version}/composite/sobjects",
+                    params={"ids": ",".join(ids), "allOrNone": "false"})
+            except TransientFailure as exc:
+                return failed(exc.code, str(exc), True, exc.status, exc.attempts)
+        status = response.status_code
+        if status == 200:
+            if not isinstance(payload, list) or len(payload) != len(ids):
+                return failed("MALFORMED_RESPONSE", f"Salesforce's answer does not list one "
+                              f"result per id ({len(ids)} sent)", True, status, attempts,
+                              response.text[:2000])
+            return [self._deleted(i, result, attempts) for i, result in zip(ids, payload)]
+        code, message = _first_error(payload, response.text)
+        if status == 401:
+            raise FatalCrmError(f"Salesforce refused the session token (HTTP 401 {code}) for "
+                                f"sync {self.spec.name!r}: check SALESFORCE_TOKEN")
+        if status == 403 and code == LIMIT_CODE:
+            self.stopped = self.stopped or (
+                f"Salesforce's daily API request limit is spent: sync {self.spec.name!r} "
+                f"deleted nothing more; the remaining records are deleted on the next run")
+            return failed(LIMIT_CODE, f"{message}: the org's daily API request limit is spent",
+                          True, status, attempts)
+        if status in (403, 404):
+            raise FatalCrmError(f"Salesforce cannot delete {self.spec.object} records for sync "
+                                f"{self.spec.name!r} (HTTP {status} {code}): {message}")
+        return failed(code or f"HTTP_{status}", message, False, status, attempts,
+                      response.text[:2000])
+
+    def _deleted(self, crm_id: str, result, attempts: int) -> Outcome:
+        if isinstance(result, dict) and result.get("success") is True:
+            return Outcome(crm_id, "deleted", crm_id=crm_id, http_status=200, attempts=attempts)
+        errors = result.get("errors") if isinstance(result, dict) else None
+        error = errors[0] if isinstance(errors, list) and errors and \
+            isinstance(errors[0], dict) else None
+        if isinstance(result, dict) and result.get("success") is False and error:
+            code = str(error.get("statusCode") or "FAILED")
+            if code == ALREADY_DELETED:  # gone already (e.g. a resent request): that is done
+                return Outcome(crm_id, "deleted", crm_id=crm_id, http_status=200,
+                               attempts=attempts, message="already deleted")
+            return Outcome(crm_id, "failed", crm_id=crm_id, error_code=code,
+                           message=str(error.get("message") or ""), http_status=200,
+                           transient=False, attempts=attempts)
+        return Outcome(crm_id, "failed", crm_id=crm_id, error_code="MALFORMED_RESPONSE",
+                       message=f"unexpected result for this id: {str(result)[:200]}",
+                       http_status=200, transient=True, attempts=attempts,
+                       raw=str(result)[:2000])
 
     # -- reading the answer ------------------------------------------------------------------
     def _results(self, batch: list[Item], payload, raw: str, attempts: int) -> list[Outcome]:

@@ -155,7 +155,8 @@ def _route_name(path: str) -> str:
     if path.startswith("/api/v1/org/objects/"):
         return f"superleap {parts[-1]}"
     if path.startswith("/v3/objects/"):
-        return "brevo " + ("batch/upsert" if path.endswith("/batch/upsert") else "objects")
+        return "brevo " + ("/".join(parts[-2:]) if len(parts) > 4 and parts[-2] == "batch"
+                           else "objects")
     if path.startswith("/v3/processes/"):
         return "brevo processes"
     if path.startswith("/crm/v3/objects/"):

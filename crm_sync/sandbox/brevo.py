@@ -1,6 +1,7 @@
 """Brevo custom objects, as developers.brevo.com and the brevo-python SDK describe them:
 
     POST /v3/objects/{object_type}/batch/upsert   -> 202 {"message", "processId"}, work done later
+    POST /v3/objects/{object_type}/batch/delete   -> 202 {"message", "processId"}, work done later
     GET  /v3/processes/{processId}                -> {"id", "name", "status"}
     GET  /v3/objects/{object_type}/records        -> {"count", "records": [...]} (paged)
 
@@ -44,6 +45,7 @@ MAX_PAGE_SIZE = 1000  # getrecords: `limit` 0-1000
 MAX_ASSOCIATION_ENTRIES = 20  # SDK: "Maximum 20 total entries ... 10 link and 10 unlink"
 ASSOCIATIONS_SHOWN = 5  # getrecords: "5 associated records per association"
 PROCESS_NAME = "OBJECT_RECORDS_UPSERT"  # invented: Brevo's name enum has no custom-object type
+PROCESS_NAMES = {"upsert": PROCESS_NAME, "delete": "OBJECT_RECORDS_DELETE"}  # invented too
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -184,6 +186,33 @@ def request_problem(body, schema: ObjectSchema) -> tuple[str, str] | None:
     return None
 
 
+def delete_request_problem(body) -> tuple[str, str] | None:
+    """(code, message) of the first rule a batch delete request breaks, or None."""
+    identifiers = body.get("identifiers") if isinstance(body, dict) else None
+    if identifiers is None:
+        return "missing_parameter", "identifiers is required: either ids or ext_ids"
+    if not isinstance(identifiers, dict):
+        return "invalid_parameter", "identifiers must be an object"
+    unknown = set(identifiers) - {"ids", "ext_ids"}
+    if unknown:
+        return "invalid_parameter", f"identifiers: unknown key(s) {sorted(unknown)}"
+    if len(identifiers) != 1:
+        return ("invalid_parameter" if identifiers else "missing_parameter",
+                "identifiers: provide either ids or ext_ids, but not both")
+    (kind, values), = identifiers.items()
+    if not isinstance(values, list):
+        return "invalid_parameter", f"identifiers.{kind} must be an array"
+    if not 1 <= len(values) <= BREVO_MAX_RECORDS:
+        return "out_of_range", (f"identifiers.{kind} cannot be empty or more than "
+                                f"{BREVO_MAX_RECORDS}")
+    for i, value in enumerate(values):
+        if kind == "ids" and not (_is_int(value) and value > 0):
+            return "invalid_parameter", f"identifiers.ids[{i}] must be a positive integer"
+        if kind == "ext_ids" and not (isinstance(value, str) and value.strip()):
+            return "invalid_parameter", f"identifiers.ext_ids[{i}] must be a non-empty string"
+    return None
+
+
 # -- processing (inside the async process) -----------------------------------------------------
 def value_fits(kind: str, value) -> bool:
     if kind == "text":
@@ -280,6 +309,23 @@ class Processor:
             self.state.db.set_unique(CRM, self.object_type, "ext_id",
                                      current["identifiers"]["ext_id"], rid)
         self.mirror_links(int(rid), old_links, links)
+
+    def delete_all(self, identifiers: dict) -> tuple[int, list[dict]]:
+        """Delete the records named by `ids` or `ext_ids`; (deleted, not found). An identifier
+        without a record is skipped (deleting is idempotent), and links to the deleted
+        records are removed from the records on the other side."""
+        (kind, values), = identifiers.items()
+        deleted, missing = 0, []
+        for value in values:
+            wanted = {"id": value} if kind == "ids" else {"ext_id": value}
+            rid, record = self.find(self.object_type, wanted)
+            if record is None:
+                missing.append({"identifiers": wanted, "reason": "no such record"})
+                continue
+            self.mirror_links(int(rid), record.get("associations", {}), {})
+            self.state.db.delete(CRM, self.object_type, rid)  # and its ext_id index entry
+            deleted += 1
+        return deleted, missing
 
     def known_attributes(self, attributes: dict) -> dict:
         """Keep the schema's attributes (unknown keys are silently ignored, as documented);
@@ -400,6 +446,27 @@ def routes(state: SandboxState) -> list[Route]:
         return JSONResponse({"message": "Batch request accepted for processing of upsert "
                                         "object records", "processId": process_id}, 202)
 
+    async def batch_delete(request: Request):
+        object_type = request.path_params["object_type"]
+        if object_type in STANDARD_OBJECTS:
+            return error(403, "permission_denied", "deletion of Brevo standard object records "
+                         "is not supported via this endpoint")
+        if denied := object_type_error(object_type, writing=False):
+            return denied
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "bad_request", "the request body is not valid JSON")
+        if problem := delete_request_problem(body):
+            return error(400, *problem)
+        process_id = state.db.new_process(CRM, {
+            "crm": CRM, "kind": "delete", "object_type": object_type,
+            "identifiers": body["identifiers"], "status": "queued", "polls": 0,
+            "rejected": [], "written": 0, "fails": state.faults.brevo_process_fails(),
+        })
+        return JSONResponse({"message": "Batch request accepted for deletion of object records",
+                             "processId": process_id}, 202)
+
     def advance(process_id: int, data: dict) -> dict:
         """One poll: queued on the first, in_process until `brevo_process_steps` polls have
         been seen, then completed (writes applied) or failed (nothing written)."""
@@ -414,6 +481,11 @@ def routes(state: SandboxState) -> list[Route]:
             if data["fails"]:
                 data["status"] = "failed"
                 state.count("brevo processes failed")
+            elif data.get("kind") == "delete":
+                data["written"], data["rejected"] = Processor(
+                    state, data["object_type"]).delete_all(data["identifiers"])
+                data["status"] = "completed"
+                state.count("brevo records deleted", data["written"])
             else:
                 data["rejected"] = Processor(state, data["object_type"]).apply_all(
                     data["records"])
@@ -432,7 +504,8 @@ def routes(state: SandboxState) -> list[Route]:
         if data is None or data.get("crm") != CRM:
             return error(404, "document_not_found", "Process ID not found")
         data = advance(process_id, data)
-        return JSONResponse({"id": process_id, "name": PROCESS_NAME, "status": data["status"]})
+        return JSONResponse({"id": process_id, "name": PROCESS_NAMES[data.get("kind", "upsert")],
+                             "status": data["status"]})
 
     def int_param(request: Request, name: str, low: int, high: int | None):
         raw = request.query_params.get(name)
@@ -469,7 +542,8 @@ def routes(state: SandboxState) -> list[Route]:
         data = state.db.get_process(int(request.path_params["process_id"]))
         if data is None or data.get("crm") != CRM:
             return JSONResponse({"message": "no such Brevo process"}, 404)
-        return JSONResponse({k: v for k, v in data.items() if k != "records"})
+        return JSONResponse({k: v for k, v in data.items() if k not in ("records",
+                                                                         "identifiers")})
 
     async def settings(request: Request):
         if request.method == "POST":
@@ -491,6 +565,7 @@ def routes(state: SandboxState) -> list[Route]:
 
     return [
         Route("/v3/objects/{object_type}/batch/upsert", endpoint(upsert), methods=["POST"]),
+        Route("/v3/objects/{object_type}/batch/delete", endpoint(batch_delete), methods=["POST"]),
         Route("/v3/objects/{object_type}/records", endpoint(records), methods=["GET"]),
         Route("/v3/processes/{process_id}", endpoint(process), methods=["GET"]),
         Route("/_sandbox/brevo/processes/{process_id:int}", process_details),

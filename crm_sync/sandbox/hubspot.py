@@ -2,6 +2,7 @@
 
     POST /crm/v3/objects/{objectType}/batch/upsert   {"inputs": [{"id", "idProperty",
                                                       "properties", "objectWriteTraceId"}]}
+    POST /crm/v3/objects/{objectType}/batch/archive  {"inputs": [{"id": "<record id>"}]} -> 204
     GET  /crm/v3/objects/{objectType}/{objectId}     (?idProperty=email&properties=a,b)
 
 As ../shared/crm-docs and HubSpot's reference describe them; docs/sandbox/hubspot.md lists what
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crm_sync.rules import EMAIL_PATTERN, HUBSPOT_MAX_INPUTS
@@ -216,6 +217,32 @@ def _input_shape_problem(entry) -> str | None:
     if trace is not None and not isinstance(trace, str):
         return "objectWriteTraceId must be a string"
     return None
+
+
+def parse_archive_inputs(raw: bytes) -> tuple[list[str] | None, str | None]:
+    """(record ids, None) of a batch/archive request, or (None, the message of its 400)."""
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"Invalid input JSON on line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    except UnicodeDecodeError:
+        return None, "Invalid input JSON: the body is not UTF-8"
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        return None, 'Invalid input JSON: expected an object {"inputs": [...]}'
+    inputs = body["inputs"]
+    if not inputs:
+        return None, "inputs must contain at least one input"
+    if len(inputs) > HUBSPOT_MAX_INPUTS:
+        return None, (f"The maximum number of inputs supported in a batch request is "
+                      f"{HUBSPOT_MAX_INPUTS}. Please reduce the number of items and try again")
+    ids = []
+    for index, entry in enumerate(inputs):
+        if not isinstance(entry, dict) or set(entry) != {"id"} or \
+                not isinstance(entry["id"], str) or not entry["id"].strip():
+            return None, (f'Invalid input JSON: inputs[{index}] must be {{"id": "<record id>"}} '
+                          "with the record id as a non-empty string")
+        ids.append(entry["id"])
+    return ids, None
 
 
 def as_text(value) -> str | None:
@@ -450,6 +477,27 @@ def routes(state: SandboxState) -> list[Route]:
         return error(status, failure["message"], failure["category"], errors=failure["errors"],
                      context=context or None, headers=headers)
 
+    async def batch_archive(request: Request):
+        """Archive (delete) records by their HubSpot id. Like HubSpot, it answers 204 with no
+        body, also for ids that hold no record (already archived, or never there): archiving
+        is idempotent. The sandbox keeps no recycling bin: records and their unique values
+        are dropped, so the values can be used by new records at once."""
+        denied, headers = admit(request)
+        if denied:
+            return denied
+        type_name = request.path_params["objectType"]
+        obj = object_type(type_name)
+        if obj is None:
+            return error(400, f"Unable to infer object type from: {type_name}", None,
+                         headers=headers)
+        ids, problem = parse_archive_inputs(await request.body())
+        if problem:
+            return error(400, problem, headers=headers)
+        with state.db.transaction():
+            archived = sum(state.db.delete(CRM, obj.name, record_id) for record_id in ids)
+        state.count("hubspot records archived", archived)
+        return Response(status_code=204, headers=headers)
+
     async def read_one(request: Request):
         denied, headers = admit(request)
         if denied:
@@ -481,5 +529,6 @@ def routes(state: SandboxState) -> list[Route]:
     base = "/crm/v3/objects/{objectType}"
     return [
         Route(f"{base}/batch/upsert", batch_upsert, methods=["POST"]),
+        Route(f"{base}/batch/archive", batch_archive, methods=["POST"]),
         Route(f"{base}/{{objectId}}", read_one, methods=["GET"]),
     ]

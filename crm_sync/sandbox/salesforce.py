@@ -4,6 +4,8 @@ the few REST resources the official SDK (simple-salesforce) reaches for.
     PATCH /services/data/vXX.X/composite/sobjects/{SObject}/{ExternalIdField}   (v46.0+)
           {"allOrNone": false, "records": [{"attributes": {"type": "Account"}, ...}]}
       ->  200 [{"id", "success", "errors": [{"statusCode", "message", "fields"}], "created"}]
+    DELETE /services/data/vXX.X/composite/sobjects?ids=<id>,<id>[&allOrNone=false]  (v42.0+)
+      ->  200 [{"id", "success", "errors"}]   (DeleteResults, in the order of the ids)
 
 Every authenticated request spends one unit of the org's daily allowance (a rolling 24 hours,
 kept in the sandbox database so a restart or a second process sees the same usage) and every
@@ -33,6 +35,8 @@ from crm_sync.sandbox.app import SandboxState, bearer_ok, now_ms
 
 CRM = "salesforce"
 MIN_UPSERT_VERSION = 46  # "This request is available in API version 46 and later."
+MIN_COLLECTIONS_VERSION = 42  # sObject Collections (create/update/delete): 42.0 and later
+RECYCLE_BIN = "_recycle_bin"  # where deleted records' ids are kept (ENTITY_IS_DELETED)
 OLDEST_VERSION, LATEST_VERSION = 31, 68  # the versions an org answers to (older ones retired)
 MAX_RECORDS = SALESFORCE_MAX_RECORDS  # "The list can contain up to 200 objects."
 SCHEMA_OBJECT = "_sobject_types"  # where sObject types registered at run time are stored
@@ -537,9 +541,95 @@ class Salesforce:
                 results.append({"id": rid, "success": True, "errors": [], "created": created})
             return results
 
+    # the collections delete -----------------------------------------------------------------
+    def sobject_by_prefix(self, key_prefix: str) -> SObjectType | None:
+        for sobj in BUILTIN_SOBJECTS.values():
+            if sobj.key_prefix == key_prefix:
+                return sobj
+        for data in self.db.list(CRM, SCHEMA_OBJECT):
+            if data["key_prefix"] == key_prefix:
+                return sobject_from_dict(data)
+        return None
+
+    def plan_delete(self, raw_id: str) -> tuple[str, SObjectType | None, dict | None]:
+        """(18-character id, its sObject type, the record) of one id to delete, or raise a
+        DeleteError with the DeleteResult error Salesforce gives for it."""
+        rid = canonical_id(raw_id)
+        if rid is None:
+            raise DeleteError(None, "MALFORMED_ID", f"malformed id {raw_id}")
+        if self.db.get(CRM, RECYCLE_BIN, rid) is not None:
+            raise DeleteError(rid, "ENTITY_IS_DELETED", "entity is deleted")
+        sobj = self.sobject_by_prefix(rid[:3])
+        record = self.db.get(CRM, sobj.name, rid) if sobj else None
+        if record is None:
+            raise DeleteError(rid, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        return rid, sobj, record
+
+    def delete_record(self, sobj: SObjectType, rid: str, record: dict) -> None:
+        """Delete one record: out of the records and the external id / unique index (values
+        other records share stay indexed for them), into the recycle bin."""
+        for name, fld in sobj.fields.items():
+            value = record.get(name)
+            if (fld.external_id or fld.unique) and value is not None and \
+                    [i for i in self.matches(sobj, name, value) if i != rid]:
+                self._index(sobj, name, value, rid, add=False)
+        self.db.delete(CRM, sobj.name, rid)  # drops the index rows only this record held
+        self.db.put(CRM, RECYCLE_BIN, rid, {"Id": rid, "type": sobj.name, "IsDeleted": True},
+                    now_ms())
+
+    def delete_collection(self, ids: list[str], all_or_none: bool) -> list[dict]:
+        """Delete records in the order given; one DeleteResult per id, in that order."""
+        with self.db.transaction():  # every delete of the request lands together, or none
+            results, planned = [], []
+            for raw_id in ids:
+                try:
+                    rid, sobj, record = self.plan_delete(raw_id)
+                except DeleteError as exc:
+                    results.append(exc.result())
+                    continue
+                if all_or_none:  # nothing is deleted before every id is known to be fine
+                    planned.append((len(results), rid, sobj, record))
+                    results.append({"id": rid, "success": True, "errors": []})
+                    continue
+                self.delete_record(sobj, rid, record)
+                results.append({"id": rid, "success": True, "errors": []})
+            if all_or_none and any(not r["success"] for r in results):
+                for index, rid, _, _ in planned:
+                    results[index] = {"id": rid, "success": False,
+                                      "errors": [save_error(*ROLLED_BACK)]}
+            elif all_or_none:
+                for _, rid, sobj, record in planned:
+                    self.delete_record(sobj, rid, record)
+            return results
+
     def as_resource(self, sobj: SObjectType, record: dict, version: str) -> dict:
         url = f"/services/data/v{version}/sobjects/{sobj.name}/{record['Id']}"
         return {"attributes": {"type": sobj.name, "url": url}, **record}
+
+
+class DeleteError(Exception):
+    """One id of a collections delete that cannot be deleted (the others go on)."""
+
+    def __init__(self, rid: str | None, code: str, message: str):
+        super().__init__(message)
+        self.rid, self.code, self.message = rid, code, message
+
+    def result(self) -> dict:
+        # The documentation's example of a failed DeleteResult has no `id`: it is only shown
+        # when the id was understood.
+        entry = {"success": False, "errors": [save_error(self.code, self.message)]}
+        return {"id": self.rid, **entry} if self.rid else entry
+
+
+def canonical_id(value: str) -> str | None:
+    """The 18-character form of a record id (15 characters get their case-safe suffix), or
+    None when the value is not a well-formed record id."""
+    if len(value) == 15 and value.isalnum() and value.isascii():
+        return value + case_safe_suffix(value)
+    if len(value) == 18 and value.isalnum() and value.isascii() and \
+            value[15:].upper() == case_safe_suffix(value[:15]):
+        return value[:15] + case_safe_suffix(value[:15])
+    return None
 
 
 def _rolled_back(plan: Plan) -> dict:
@@ -711,6 +801,21 @@ def routes(state: SandboxState) -> list[Route]:
         return (201 if created else 200), {"id": rid, "success": True, "errors": [],
                                             "created": created}
 
+    def collections_delete(request: Request, body):
+        raw = request.query_params.get("ids")
+        ids = [i.strip() for i in (raw or "").split(",") if i.strip()]
+        if not ids:
+            raise RequestError(400, "MISSING_ARGUMENT", "ids: a list of record ids is required")
+        if len(ids) > MAX_RECORDS:
+            raise RequestError(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit "
+                                                         f"more than {MAX_RECORDS} records into "
+                                                         "this call")
+        flag = request.query_params.get("allOrNone", "false").lower()
+        if flag not in ("true", "false"):
+            raise RequestError(400, "INVALID_QUERY_PARAMETER_VALUE",
+                               f"allOrNone must be true or false, not {flag!r}")
+        return 200, org.delete_collection(ids, flag == "true")
+
     def limits(request: Request, body):
         used = org.usage()
         return 200, {"DailyApiRequests": {"Max": state.salesforce_daily_limit,
@@ -752,6 +857,8 @@ def routes(state: SandboxState) -> list[Route]:
         Route(collection, api(collections_upsert, MIN_UPSERT_VERSION, json_body=True),
               methods=["PATCH"]),
         Route(collection, method_not_allowed, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route(f"{base}/composite/sobjects", api(collections_delete, MIN_COLLECTIONS_VERSION),
+              methods=["DELETE"]),
         Route(f"{base}/limits", api(limits), methods=["GET"]),
         Route(f"{base}/limits/", api(limits), methods=["GET"]),
         Route(f"{base}/sobjects/{{sobject}}", api(create, json_body=True), methods=["POST"]),

@@ -1,0 +1,144 @@
+"""Mirror syncs: after the upsert, delete the CRM records of rows that left the source.
+
+A sync with `mode: mirror` is an upsert plus this step. Candidates are the source keys in the
+sync's state (rows crm_sync created or updated before) that are no longer in the source table
+at all, whatever their day. Their CRM records are deleted through the CRM's delete API, by the
+record ids the state keeps:
+
+- a confirmed deletion removes the key from the state (and any quarantine entry of it), in one
+  transaction, so a later run does not see it again;
+- a failed deletion keeps the key in the state and puts it in the quarantine (stage `crm`, the
+  CRM's code and message, transient or not): nothing is lost, and the next mirror run tries
+  again (deleting a record that is already gone is harmless in every supported CRM);
+- a gone key whose CRM record another source row still maps to (two rows matched on one
+  record, e.g. one HubSpot email) is only forgotten: deleting would remove a live row's record.
+
+Order matters: the state is read before the source, so a row synced by a concurrent run after
+the source was read can never look gone. A source table that holds no rows at all deletes
+nothing (an empty extract is far more often a broken one than an intended wipe of the CRM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from crm_sync.connectors.base import CrmResource
+from crm_sync.connectors.core import Outcome
+from crm_sync.sources import SourceResource
+from crm_sync.spec import MIRROR_UNSUPPORTED, SpecError, SyncSpec
+from crm_sync.store import SyncStore
+
+QUARANTINE_PARTITION = "mirror"  # the quarantine's `partition` of failed deletions
+
+
+@dataclass
+class MirrorReport:
+    sync: str
+    candidates: int = 0  # synced keys whose source row is gone
+    deleted: int = 0  # their CRM record is deleted and the key forgotten
+    failed: int = 0  # the deletion failed: still in the state, and in the quarantine
+    failed_transient: int = 0
+    forgotten: int = 0  # the record belongs to a row still in the source: key forgotten only
+    dry_run: bool = False
+    would_delete: int = 0  # dry run: keys whose record a real run would delete
+    skipped: str | None = None  # why nothing was deleted although there were candidates
+    requests: int = 0
+    failed_by_code: Counter = field(default_factory=Counter)
+
+
+def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource,
+                   store: SyncStore, log=None, dry_run: bool = False) -> MirrorReport:
+    """Delete the CRM records of the sync's synced rows that left the source table."""
+    if spec.crm in MIRROR_UNSUPPORTED:
+        raise SpecError(f"sync {spec.name!r}: mode 'mirror' is not available for {spec.crm}: "
+                        f"{MIRROR_UNSUPPORTED[spec.crm]}")
+    report = MirrorReport(spec.name, dry_run=dry_run)
+    state = store.state_frame(spec.name)  # before the source: see the module docstring
+    if state.empty:
+        return report
+    present = source.all_keys(spec.source, spec.source_key)
+    gone = state[~state["source_key"].isin(present)]
+    report.candidates = len(gone)
+    if gone.empty:
+        return report
+    if not present:
+        report.skipped = (f"source table {spec.source!r} holds no rows; deleting all "
+                          f"{len(gone)} records of sync {spec.name!r} was not attempted")
+        _say(log, f"{spec.name}: {report.skipped}")
+        return report
+
+    live_ids = set(state.loc[state["source_key"].isin(present), "crm_id"].dropna())
+    shared = gone[gone["crm_id"].isin(live_ids)]
+    no_id = gone[gone["crm_id"].isna()]
+    targets: dict[str, list[str]] = defaultdict(list)  # CRM id -> the gone keys mapped to it
+    for key, crm_id in gone.loc[~gone.index.isin(shared.index.union(no_id.index)),
+                                ["source_key", "crm_id"]].itertuples(index=False):
+        targets[str(crm_id)].append(key)
+    if dry_run:
+        report.would_delete = sum(len(keys) for keys in targets.values())
+        return report
+
+    outcomes, report.requests = asyncio.run(_delete(spec, resource, list(targets)))
+    to_forget = list(shared["source_key"])  # no deletion needed: the record is another row's
+    report.forgotten = len(to_forget)
+    quarantined = [_quarantine(spec, key, None, Outcome(
+        key, "failed", error_code="NO_CRM_ID", transient=False,
+        message="the state holds no CRM record id for this row, so its record cannot be "
+                "deleted")) for key in no_id["source_key"]]
+    for outcome in outcomes:
+        keys = targets.get(outcome.key, [])
+        if outcome.status == "deleted":
+            to_forget += keys
+            report.deleted += len(keys)
+            continue
+        quarantined += [_quarantine(spec, key, outcome.key, outcome) for key in keys]
+    for entry in quarantined:
+        report.failed += 1
+        report.failed_transient += int(entry["transient"])
+        report.failed_by_code[entry["error_code"]] += 1
+    store.forget(spec.name, to_forget)  # only confirmed deletions (and shared records)
+    if quarantined:
+        store.record_results(spec.name, succeeded=[], quarantined=quarantined)
+    if report.deleted + report.failed + report.forgotten != report.candidates:
+        raise AssertionError(f"sync {spec.name!r}: mirror accounted for "
+                             f"{report.deleted + report.failed + report.forgotten} of "
+                             f"{report.candidates} candidates")
+    _say(log, f"{spec.name}: {report.candidates} synced rows left the source: {report.deleted} "
+              f"deleted in {spec.crm}, {report.failed} failed (quarantined), "
+              f"{report.forgotten} forgotten (their record belongs to another row)")
+    return report
+
+
+async def _delete(spec: SyncSpec, resource: CrmResource,
+                  crm_ids: list[str]) -> tuple[list[Outcome], int]:
+    if not crm_ids:
+        return [], 0
+    async with resource.open(spec) as connector:
+        outcomes = await connector.delete(crm_ids)
+        requests = connector.core.stats.requests
+    if sorted(o.key for o in outcomes) != sorted(crm_ids):
+        raise AssertionError(f"sync {spec.name!r}: the {spec.crm} connector returned "
+                             f"{len(outcomes)} outcomes for {len(crm_ids)} deletions")
+    return outcomes, requests
+
+
+def _quarantine(spec: SyncSpec, key: str, crm_id: str | None, outcome: Outcome) -> dict:
+    """A quarantine entry for a row whose CRM record could not be deleted."""
+    reason = outcome.message or "no reason given"
+    return {"source_key": key, "partition": QUARANTINE_PARTITION, "stage": "crm",
+            "error_code": outcome.error_code or "FAILED",
+            "message": f"the source row is gone but deleting {spec.crm} {spec.object} record "
+                       f"{crm_id} failed: {reason}" if crm_id else reason,
+            "http_status": outcome.http_status, "attempts": outcome.attempts,
+            "transient": outcome.transient,
+            "payload": {"operation": "delete", "crm_id": crm_id}}
+
+
+def _say(log, message: str) -> None:
+    if log is not None:
+        log(message)
+
+
+__all__ = ["MirrorReport", "mirror_deletes", "QUARANTINE_PARTITION"]
