@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all ui sandbox clean
+.PHONY: demo test test-all ui sandbox bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ ui: $(VENV)/.installed
 
 sandbox: $(VENV)/.installed
 	$(BIN)/crm-sync sandbox
+
+bench: $(VENV)/.installed  # ~15 min: figures as in BENCHMARKS.md (not part of `make test`)
+	$(BIN)/crm-sync bench
 
 clean:
 	rm -rf .crm_sync

@@ -12,7 +12,9 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
+from crm_sync.errors import readable_crm_errors
 from crm_sync.mirror import mirror_deletes
+from crm_sync.masking import MASK, sensitive_names
 from crm_sync.reporting import markdown_table
 from crm_sync.replay import retry_transient
 from crm_sync.resources import StoreResource
@@ -45,8 +47,21 @@ def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDe
     )
     def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
         window = context.partition_time_window
-        frame = source.read_partition(table, window.start, window.end)
-        context.add_output_metadata({"rows": dg.MetadataValue.int(len(frame))})
+        # Rows whose updated_at is missing or not a timestamp are in no partition: they come
+        # along with every partition (flagged `_no_partition`) so the syncs quarantine them.
+        frame = source.read_partition(table, window.start, window.end, include_unpartitioned=True)
+        orphans = frame[frame["_no_partition"]] if "_no_partition" in frame.columns \
+            else frame.iloc[0:0]
+        if len(orphans):
+            samples = ", ".join(repr(v) for v in orphans["updated_at"].head(5))
+            context.log.warning(
+                f"source table {table!r}: {len(orphans)} row(s) have an updated_at that is "
+                f"missing or not a timestamp ({samples}); they belong to no daily partition "
+                f"and are quarantined as INVALID_UPDATED_AT until updated_at is fixed")
+        context.add_output_metadata({
+            "rows": dg.MetadataValue.int(len(frame) - len(orphans)),
+            "rows_without_valid_updated_at": dg.MetadataValue.int(len(orphans)),
+        })
         return frame
 
     return _source
@@ -61,6 +76,7 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         partitions_def=partitions,
         group_name=sync.crm,
         kinds={"pandera", "pandas"},
+        tags={"crm": sync.crm},
         description=f"`{sync.source}` rows checked against {sync.crm}'s documented rules for "
                     f"`{sync.object}`; failing rows go to the quarantine.",
         check_specs=[dg.AssetCheckSpec(
@@ -73,7 +89,7 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         result = validate_partition(sync, rows)
         store.get().record_results(
             sync.name, succeeded=[],
-            quarantined=[{**f, "partition": context.partition_key} for f in result.failures])
+            quarantined=[{"partition": context.partition_key, **f} for f in result.failures])
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
@@ -106,6 +122,24 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
     return _validated
 
 
+def _field_schema(sync: SyncSpec) -> dg.TableSchema:
+    """The CRM fields the sync writes, shown as the upsert asset's columns in the UI."""
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, type=m.type, description=f"from source column `{m.column}`"
+                       + (" (sensitive: masked in previews)" if m.sensitive else ""),
+                       constraints=dg.TableColumnConstraints(nullable=not m.required))
+        for name, m in sync.fields.items()])
+
+
+def _by_error_code(quarantined: pd.DataFrame) -> str:
+    """Quarantined rows of one partition counted by stage and error code (markdown)."""
+    if quarantined.empty:
+        return "_no row of this partition is in the quarantine_"
+    counts = (quarantined.groupby(["stage", "error_code"]).size().rename("rows")
+              .reset_index().sort_values(["rows", "error_code"], ascending=[False, True]))
+    return markdown_table(counts)
+
+
 def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=sync.name,
@@ -113,6 +147,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         partitions_def=partitions,
         group_name=sync.crm,
         kinds={CRM_KINDS[sync.crm]},
+        tags={"crm": sync.crm},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
         required_resource_keys={sync.crm, "store", "source"},
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
@@ -121,8 +156,11 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
             "mode": sync.mode,
             "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
+            "source": f"{sync.source} (key: {sync.source_key})",
+            "dagster/column_schema": _field_schema(sync),
         },
     )
+    @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
     def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
                 valid: pd.DataFrame) -> dg.MaterializeResult:
         resource = getattr(context.resources, sync.crm)
@@ -164,17 +202,34 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         elif mirrored is not None:
             metadata["deleted"] = dg.MetadataValue.int(mirrored.deleted)
             metadata["delete_failed"] = dg.MetadataValue.int(mirrored.failed)
+        metadata["quarantined_by_error_code"] = dg.MetadataValue.md(_by_error_code(quarantined))
+        metadata["quarantine_table"] = dg.MetadataValue.path(str(store.path))
+        metadata["quarantine_query"] = dg.MetadataValue.text(
+            f"SELECT * FROM quarantine WHERE sync = '{sync.name}' "  # nosec B608  # shown, never run
+            f"AND partition = '{context.partition_key}'")
         for code, count in sorted(report.failed_by_code.items()):
             metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
         metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
             quarantined[["source_key", "stage", "error_code", "message"]].head(20),
-            sensitive=sync.sensitive_fields))
+            sensitive=_masked_preview_columns(sync)))
         return dg.MaterializeResult(metadata=metadata)
 
     return _upsert
 
 
-def quarantine_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+def _masked_preview_columns(sync: SyncSpec) -> set[str]:
+    """Preview columns to mask: quarantine entries are stored with their sensitive values
+    masked already (crm_sync/masking.py), except the source key, which identifies the row; it
+    is masked in previews when its column is sensitive."""
+    masked = set(sync.sensitive_fields)
+    if sync.source_key in sensitive_names(sync):
+        masked.add("source_key")
+    return masked
+
+
+def quarantine_asset(upstream: list[dg.AssetKey],
+                     masked_keys: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
+    """`masked_keys`: the syncs whose source key column is sensitive (masked in the preview)."""
     @dg.asset(
         name="quarantine",
         deps=upstream,
@@ -194,7 +249,9 @@ def quarantine_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
             "store_path": dg.MetadataValue.path(str(sync_store.path)),
             "by_error_code": dg.MetadataValue.md(markdown_table(counts)),
             "preview": dg.MetadataValue.md(markdown_table(
-                frame[["sync", "source_key", "stage", "error_code", "message"]].head(50))),
+                frame[["sync", "source_key", "stage", "error_code", "message"]].head(50).assign(
+                    source_key=lambda f: f["source_key"].where(~f["sync"].isin(list(masked_keys)),
+                                                               MASK)))),
         }
         for sync_name, n in frame.groupby("sync").size().items():
             metadata[f"rows_{sync_name}"] = dg.MetadataValue.int(int(n))
@@ -210,5 +267,6 @@ def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     assets = [source_asset(t, partitions) for t in tables]
     assets += [validated_asset(s, partitions) for s in syncs]
     assets += [upsert_asset(s, partitions) for s in syncs]
-    assets.append(quarantine_asset([dg.AssetKey(s.name) for s in syncs]))
+    assets.append(quarantine_asset([dg.AssetKey(s.name) for s in syncs], frozenset(
+        s.name for s in syncs if s.source_key in sensitive_names(s))))
     return assets

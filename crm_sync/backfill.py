@@ -22,15 +22,17 @@ def day_range(start: str, end: str) -> list[str]:
 
 def sync_partitions(partitions: list[str], spec: Spec | None = None,
                     instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
-                    log=print, syncs: list[str] | None = None) -> list[dict]:
+                    log=print, syncs: list[str] | None = None,
+                    resources: dict | None = None) -> list[dict]:
     """Materialize the partitioned assets of `syncs` (default: all) for each partition, one
-    partition after the other, then the quarantine asset. Returns one summary row per sync."""
+    partition after the other, then the quarantine asset. Returns one summary row per sync.
+    `resources` replaces the default ones (`build_resources()`), e.g. with other rate limits."""
     from crm_sync.assets import build_assets
     from crm_sync.definitions import build_resources
 
     spec = spec or load_spec()
     assets = build_assets(spec)
-    resources = build_resources()
+    resources = resources or build_resources()
     if syncs:
         unknown = set(syncs) - {s.name for s in spec.syncs}
         if unknown:

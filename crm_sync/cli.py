@@ -6,6 +6,7 @@
                                        2026-11-01 --end 2026-11-07)
     crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
+    crm-sync bench                     is the CRM the bottleneck? figures in BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -62,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--scale", type=float, default=1.0, help="1 = the bundled 4,000 rows")
     gen.add_argument("--seed", type=int, default=42)
 
-    args = parser.parse_args(argv)
+    bench = sub.add_parser("bench", add_help=False,
+                           help="benchmark the pipeline against the sandbox (crm-sync bench -h)")
+    bench.add_argument("options", nargs=argparse.REMAINDER)
+
+    args, extra = parser.parse_known_args(argv)  # bench's own options are its parser's
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "demo":
         from pathlib import Path
 
@@ -114,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = generate(args.out, scale=args.scale, seed=args.seed)
         print(", ".join(f"{name}: {n} rows" for name, n in sizes.items()) + f" -> {args.out}")
         return 0
+    if args.command == "bench":
+        from crm_sync.bench import main as bench_main
+
+        return bench_main(extra + args.options)
     return 2
 
 

@@ -17,11 +17,14 @@ from crm_sync.spec import load_spec
 
 def crm_resources() -> dict[str, dg.ConfigurableResource]:
     """One resource per CRM. Tokens come from the environment (never from code or config
-    files); base URLs default to the local sandbox and are changed with <CRM>_BASE_URL."""
+    files); base URLs default to the local sandbox and are changed with <CRM>_BASE_URL.
+    A token variable that is not set leaves the token empty: only the runs that need that CRM
+    fail, with a message naming the sync and the variable (not Dagster's config error)."""
     return {
         crm: cls(
             base_url=os.environ.get(f"{crm.upper()}_BASE_URL", SANDBOX_URL),
-            token=dg.EnvVar(TOKEN_ENV[crm]),
+            token=dg.EnvVar(TOKEN_ENV[crm]) if os.environ.get(TOKEN_ENV[crm]) else "",
+            token_env=TOKEN_ENV[crm],
         )
         for crm, cls in RESOURCE_CLASSES.items()
     }

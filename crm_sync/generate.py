@@ -160,17 +160,22 @@ def projects(rng: random.Random, n: int, n_companies: int):
         yield row
 
 
+def _rng(seed: int, table: str) -> random.Random:
+    """The generator of one table: the same seed gives the same data (no security use)."""
+    return random.Random(f"{seed}-{table}")  # nosec B311  # reproducible test data, no secrets
+
+
 def generate(out: str | Path, scale: float = 1.0, seed: int = 42) -> dict[str, int]:
     """Write leads/contacts/companies/projects CSVs into ``out``; return rows per table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = {name: max(1, int(size * scale)) for name, size in BASE_SIZES.items()}
     tables = {
-        "leads": leads(random.Random(f"{seed}-leads"), sizes["leads"]),
-        "contacts": contacts(random.Random(f"{seed}-contacts"), sizes["contacts"],
+        "leads": leads(_rng(seed, "leads"), sizes["leads"]),
+        "contacts": contacts(_rng(seed, "contacts"), sizes["contacts"],
                              sizes["companies"]),
-        "companies": companies(random.Random(f"{seed}-companies"), sizes["companies"]),
-        "projects": projects(random.Random(f"{seed}-projects"), sizes["projects"],
+        "companies": companies(_rng(seed, "companies"), sizes["companies"]),
+        "projects": projects(_rng(seed, "projects"), sizes["projects"],
                              sizes["companies"]),
     }
     for name, rows in tables.items():

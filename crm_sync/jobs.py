@@ -90,6 +90,8 @@ def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
            description="Send again the quarantined rows that failed transiently or whose "
                        "source row changed since; a row leaves the quarantine when it succeeds.")
     def replay_quarantine_op(context: dg.OpExecutionContext, config: ReplayConfig):
+        from crm_sync.connectors.core import FatalCrmError
+        from crm_sync.errors import crm_failure
         from crm_sync.replay import replay_sync
 
         store = context.resources.store.get()
@@ -99,9 +101,12 @@ def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
         for sync in spec.syncs:
             if (config.syncs and sync.name not in config.syncs) or sync.crm not in crms:
                 continue
-            report = replay_sync(sync, context.resources.source,
-                                 getattr(context.resources, sync.crm), store,
-                                 log=context.log.info)
+            resource = getattr(context.resources, sync.crm)
+            try:
+                report = replay_sync(sync, context.resources.source, resource, store,
+                                     log=context.log.info)
+            except FatalCrmError as exc:  # one readable failure, no HTTP traceback
+                raise crm_failure(sync, resource, exc) from None
             context.log.info(
                 f"{sync.name}: {report.candidates} quarantined, {report.recovered} recovered, "
                 f"{report.still_invalid} still invalid, {report.unchanged_permanent} unchanged "

@@ -132,7 +132,7 @@ def _quarantine(spec: SyncSpec, key: str, crm_id: str | None, outcome: Outcome) 
             "message": f"the source row is gone but deleting {spec.crm} {spec.object} record "
                        f"{crm_id} failed: {reason}" if crm_id else reason,
             "http_status": outcome.http_status, "attempts": outcome.attempts,
-            "transient": outcome.transient,
+            "transient": outcome.transient, "raw": outcome.raw,  # an answer not understood
             "payload": {"operation": "delete", "crm_id": crm_id}}
 
 

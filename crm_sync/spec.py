@@ -190,7 +190,7 @@ def _describe(exc, raw) -> str:
                 where = f"sync {raw['syncs'][loc[1]].get('name', loc[1])!r}: " + ".".join(
                     str(p) for p in loc[2:]
                 )
-            except Exception:
-                pass
+            except (LookupError, TypeError, AttributeError):
+                pass  # the spec's shape is what is wrong: name the location as pydantic does
         lines.append(f"  - {where}: {err.get('msg')}")
     return "\n".join(lines)

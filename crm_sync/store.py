@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from crm_sync import writeahead
 from crm_sync.spec import PROJECT_ROOT
 
 DEFAULT_STORE_PATH = PROJECT_ROOT / ".crm_sync" / "crm_sync.sqlite"
 
 QUARANTINE_COLUMNS = [
     "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
-    "message", "http_status", "attempts", "transient", "payload", "quarantined_at",
+    "message", "http_status", "attempts", "transient", "payload", "raw", "quarantined_at",
 ]
 
 _SCHEMA = """
@@ -49,12 +50,16 @@ CREATE TABLE IF NOT EXISTS quarantine (
     attempts INTEGER,
     transient INTEGER NOT NULL DEFAULT 0,
     payload TEXT,
+    raw TEXT,                     -- the CRM's answer when it could not be understood (truncated)
     quarantined_at REAL NOT NULL,
     claimed_by TEXT,              -- the run retrying this row right now (transient failures)
     claimed_at REAL,
     PRIMARY KEY (sync, source_key)
 );
 """
+
+# How much of a CRM answer the quarantine keeps (`raw`).
+RAW_LIMIT = 2000
 
 # A claim older than this is considered abandoned (its run crashed) and can be taken again.
 CLAIM_TIMEOUT_SECONDS = 3600
@@ -71,7 +76,8 @@ class SyncStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + writeahead.SCHEMA)
+            _add_missing_columns(conn)
 
     @contextmanager
     def _connect(self):
@@ -85,8 +91,12 @@ class SyncStore:
             conn.close()
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, durable: bool = False):
+        """One write transaction. `durable`: its COMMIT is synced to disk (synchronous=FULL), so
+        it survives a power loss too (the write-ahead log of creates needs that)."""
         with self._connect() as conn:
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -98,23 +108,19 @@ class SyncStore:
     # -- state -------------------------------------------------------------------------------
     def get_state(self, sync: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
         """source_key -> (crm_id, payload_hash) for the keys that were synced before."""
-        keys = list(keys)
-        found: dict[str, tuple[str | None, str]] = {}
+        # The keys travel as one JSON array (json_each): one statement, no temporary table.
+        wanted = json.dumps([str(k) for k in keys], ensure_ascii=False)
         with self._connect() as conn:
-            conn.execute("CREATE TEMP TABLE wanted (k TEXT PRIMARY KEY)")
-            conn.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((k,) for k in keys))
-            for key, crm_id, digest in conn.execute(
-                "SELECT s.source_key, s.crm_id, s.payload_hash FROM sync_state s "
-                "JOIN wanted w ON w.k = s.source_key WHERE s.sync = ?",
-                (sync,),
-            ):
-                found[key] = (crm_id, digest)
-        return found
+            return {key: (crm_id, digest) for key, crm_id, digest in conn.execute(
+                "SELECT source_key, crm_id, payload_hash FROM sync_state WHERE sync = ? AND "
+                "source_key IN (SELECT value FROM json_each(?))", (sync, wanted))}
 
     def state_frame(self, sync: str | None = None) -> pd.DataFrame:
         with self._connect() as conn:
-            query = "SELECT * FROM sync_state" + (" WHERE sync = ?" if sync else "")
-            return pd.read_sql_query(query, conn, params=(sync,) if sync else ())
+            if sync:
+                return pd.read_sql_query("SELECT * FROM sync_state WHERE sync = ?", conn,
+                                         params=(sync,))
+            return pd.read_sql_query("SELECT * FROM sync_state", conn)
 
     def forget(self, sync: str, keys: Iterable[str]) -> int:
         """In one transaction, drop the state (and any quarantine entry) of source keys whose
@@ -137,12 +143,15 @@ class SyncStore:
     ) -> None:
         """In one transaction: rows that went through leave the quarantine, failed rows enter it
         (replacing their earlier entry: one entry per source row), and confirmed rows' state is
-        written. One transaction means a crash leaves either all of it or none of it."""
+        written. One transaction means a crash leaves either all of it or none of it.
+        Superleap creates whose outcome is now known leave the write-ahead log in it too."""
         now = time.time()
         with self.transaction() as conn:
-            conn.executemany(
-                "DELETE FROM quarantine WHERE sync = ? AND source_key = ?",
-                [(sync, key) for key in succeeded],
+            writeahead.settle(conn, sync, succeeded, quarantined)
+            conn.execute(
+                "DELETE FROM quarantine WHERE sync = ? AND source_key IN "
+                "(SELECT value FROM json_each(?))",
+                (sync, json.dumps([str(k) for k in succeeded], ensure_ascii=False)),
             )
             conn.executemany(
                 f"INSERT OR REPLACE INTO quarantine ({', '.join(QUARANTINE_COLUMNS)}) "
@@ -154,7 +163,9 @@ class SyncStore:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE SET "
                 "crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
                 "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at",
-                [(sync, key, crm_id, digest, now) for key, crm_id, digest in state_rows],
+                # in key order: neighbouring rows share index pages (fewer pages written)
+                sorted(((sync, key, crm_id, digest, now) for key, crm_id, digest in state_rows),
+                       key=lambda row: str(row[1])),
             )
 
     def claim_transient(self, sync: str, claimant: str, limit: int = 10_000,
@@ -180,9 +191,10 @@ class SyncStore:
 
     def quarantine_frame(self, sync: str | None = None) -> pd.DataFrame:
         with self._connect() as conn:
-            query = "SELECT * FROM quarantine" + (" WHERE sync = ?" if sync else "")
-            query += " ORDER BY sync, source_key"
-            return pd.read_sql_query(query, conn, params=(sync,) if sync else ())
+            if sync:
+                return pd.read_sql_query("SELECT * FROM quarantine WHERE sync = ? "
+                                         "ORDER BY sync, source_key", conn, params=(sync,))
+            return pd.read_sql_query("SELECT * FROM quarantine ORDER BY sync, source_key", conn)
 
     def quarantine_counts(self) -> pd.DataFrame:
         with self._connect() as conn:
@@ -191,6 +203,17 @@ class SyncStore:
                 "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code",
                 conn,
             )
+
+
+def _add_missing_columns(conn) -> None:
+    """Stores created before a column existed get it (several processes may race to do so)."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(quarantine)")}
+    if "raw" not in present:
+        try:
+            conn.execute("ALTER TABLE quarantine ADD COLUMN raw TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
@@ -212,6 +235,7 @@ def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
         "attempts": row.get("attempts"),
         "transient": int(bool(row.get("transient"))),
         "payload": payload,
+        "raw": None if row.get("raw") is None else str(row["raw"])[:RAW_LIMIT],
         "quarantined_at": now,
     }
     return tuple(values[c] for c in QUARANTINE_COLUMNS)

@@ -4,22 +4,31 @@ connector, and record every row's outcome (state for confirmed rows, quarantine 
 Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and payload hash in
 one transaction after the run; a rerun either skips them (same hash) or updates the same CRM
 record (known id / unique matching key). Rows that failed stay unmarked and are sent again.
+
+Throughput: change detection is vectorized (one 64-bit hash per row over the mapped columns,
+`change_digests`), only new or changed rows are converted to payloads, and chunks are
+pipelined: while one chunk's requests are in flight, the next chunk is planned and its records
+built in a worker thread, so the CRM is never left waiting on crm_sync's own CPU work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
+from crm_sync import safejson
 from crm_sync.connectors.core import Outcome
+from crm_sync.masking import mask_entry, redact_text, sensitive_names, sensitive_values
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
 
@@ -84,7 +93,7 @@ def convert(value, type_: str):
             raise ValueError(f"{value!r} is not a boolean")
         return text in ("true", "1", "yes")
     if type_ == "json":
-        return json.loads(value) if isinstance(value, str) else value
+        return safejson.loads(value) if isinstance(value, str) else value
     return str(value)
 
 
@@ -97,7 +106,7 @@ def mapped_fields(spec: SyncSpec, row: dict) -> dict:
             fields[crm_field] = value
     extra = row.get("_extra")
     if extra:
-        parsed = json.loads(extra) if isinstance(extra, str) else extra
+        parsed = safejson.loads(extra) if isinstance(extra, str) else extra
         if not isinstance(parsed, dict):
             raise ValueError(f"{spec.attributes_json_column} must hold a JSON object")
         for name, value in parsed.items():
@@ -115,13 +124,115 @@ def payload_hash(fields: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# Change detection. A digest is `h1:<mapping salt>:<64-bit hash of the row's mapped columns>`:
+# the hash covers every column the payload is built from (validated text, before type
+# conversion), the salt the mapping itself (fields, types, known attributes), so a changed value
+# or a changed mapping both mean "send again". State written before digests existed holds
+# sha256 payload hashes (64 hex characters): such rows are compared the old way once and their
+# state is upgraded to a digest.
+DIGEST_VERSION = "h1"
+
+
+def _mapping_salt(spec: SyncSpec) -> str:
+    mapping = json.dumps([DIGEST_VERSION, [(n, m.type) for n, m in spec.fields.items()],
+                          spec.attributes_json_column is not None, spec.known_attributes])
+    return f"{DIGEST_VERSION}:{hashlib.sha256(mapping.encode()).hexdigest()[:8]}:"
+
+
+def _digest_columns(spec: SyncSpec) -> list[str]:
+    return list(spec.fields) + (["_extra"] if spec.attributes_json_column else [])
+
+
+def change_digests(spec: SyncSpec, frame: pd.DataFrame) -> list[str]:
+    """One change-detection digest per row of a validated frame, vectorized."""
+    if frame.empty:
+        return []
+    hashes = pd.util.hash_pandas_object(frame[_digest_columns(spec)], index=False,
+                                        categorize=False)
+    salt = _mapping_salt(spec)
+    return [f"{salt}{h:016x}" for h in hashes.tolist()]
+
+
+def _is_legacy_hash(digest: str) -> bool:
+    return len(digest) == 64 and not digest.startswith(f"{DIGEST_VERSION}:")
+
+
+def mapped_columns(spec: SyncSpec, frame: pd.DataFrame) -> list[tuple[dict | None, Exception | None]]:
+    """`mapped_fields` of every row of a validated frame, column by column: (fields, None) or
+    (None, the conversion error) per row. Same values, same key order, same first error."""
+    n = len(frame)
+    out: list[dict] = [{} for _ in range(n)]
+    errors: list[Exception | None] = [None] * n
+    for name, mapping in spec.fields.items():
+        values = frame[name].tolist()
+        kind = mapping.type
+        if kind in ("string", "email", "phone", "date"):
+            for record, value in zip(out, values):
+                if value is not None:
+                    record[name] = value if type(value) is str else str(value)
+            continue
+        for i, value in enumerate(values):
+            if value is None or errors[i] is not None:
+                continue
+            try:
+                converted = convert(value, kind)
+            except (ValueError, TypeError) as exc:
+                errors[i] = exc
+                continue
+            if converted is not None:
+                out[i][name] = converted
+    if "_extra" in frame.columns:
+        for i, extra in enumerate(frame["_extra"].tolist()):
+            if not extra or errors[i] is not None:
+                continue
+            try:
+                parsed = safejson.loads(extra) if isinstance(extra, str) else extra
+            except (ValueError, TypeError) as exc:
+                errors[i] = exc
+                continue
+            if not isinstance(parsed, dict):
+                errors[i] = ValueError(f"{spec.attributes_json_column} must hold a JSON object")
+                continue
+            record = out[i]
+            for key, value in parsed.items():
+                record.setdefault(key, value)
+    if spec.known_attributes is not None:
+        known = set(spec.known_attributes)
+        out = [{k: v for k, v in record.items() if k in known} for record in out]
+    return [(None, error) if error is not None else (record, None)
+            for record, error in zip(out, errors)]
+
+
 def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store: SyncStore,
                partition: str | None = None, full_resync: bool = False, dry_run: bool = False,
                chunk_rows: int = 10_000, log=None) -> SyncReport:
     """Send a partition's valid rows in chunks (bounded memory; the state of each chunk is
     recorded as soon as the CRM confirmed it, so an interrupted run loses nothing)."""
-    return asyncio.run(_run_upsert(spec, valid, resource, store, partition, full_resync, dry_run,
-                                   chunk_rows, log))
+    with _objects_set_aside():
+        return asyncio.run(_run_upsert(spec, valid, resource, store, partition, full_resync,
+                                       dry_run, chunk_rows, log))
+
+
+@contextmanager
+def _objects_set_aside():
+    """A run allocates millions of short-lived objects; each full garbage collection would walk
+    every object the process held before it (Dagster, pandas, the partition's frame) again.
+    Those are set aside for the run (gc.freeze) and handed back after (gc.unfreeze)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+# Chunks under way at once (being sent, or waiting for their outcomes to be recorded). While
+# they are, the next chunk is planned, so the CRM always has requests waiting; memory stays
+# bounded to a few chunks.
+PIPELINE_DEPTH = 3
+# Planning runs on the event loop in slices this small, yielding between them, so responses
+# keep being read and requests sent (no thread: a second Python thread would only contend for
+# the GIL).
+PLAN_SLICE_ROWS = 1000
 
 
 async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_run, chunk_rows,
@@ -129,16 +240,50 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
     started = time.monotonic()
     report = SyncReport(spec.name, spec.crm, spec.object, partition, rows_in=len(valid))
     report.dry_run = dry_run
+    total = len(valid)
     async with resource.open(spec) as connector:
-        for offset in range(0, len(valid), chunk_rows):
-            chunk = valid.iloc[offset:offset + chunk_rows]
-            plan = _plan(spec, chunk, store, partition, full_resync, report)
-            if dry_run:
-                continue
-            outcomes = await connector.send(plan.to_send) if plan.to_send else []
-            _record(spec, store, partition, plan, outcomes, report)
-            if log is not None and len(valid) > chunk_rows:
-                log(f"{spec.name}: {min(offset + chunk_rows, len(valid))}/{len(valid)} rows done")
+        connector.bind_store(store)  # Superleap: write-ahead log of creates (writeahead.py)
+
+        async def send_and_record(plan: _Plan, previous: asyncio.Task | None, done: int):
+            outcomes = await connector.upsert(plan.items) if plan.items else []
+            if previous is not None:  # record in order, one transaction at a time
+                await asyncio.wait([previous])
+            await asyncio.to_thread(_record, spec, store, partition, plan, outcomes, report)
+            if log is not None and total > chunk_rows:
+                log(f"{spec.name}: {done}/{total} rows done")
+
+        window: deque[tuple[asyncio.Task, set]] = deque()
+        previous = None
+        try:
+            for offset in range(0, total, chunk_rows):
+                chunk = valid.iloc[offset:offset + chunk_rows]
+                names = None if dry_run else _identities(spec, chunk)
+                # A chunk that names a record a chunk under way also names (same source key or
+                # matching value) waits until that one is recorded, as if sent one by one.
+                while window and (len(window) >= PIPELINE_DEPTH or any(
+                        not names.isdisjoint(other) for _, other in window)):
+                    await window.popleft()[0]
+                plan = _Plan()
+                for start in range(0, len(chunk), PLAN_SLICE_ROWS):
+                    plan.extend(_prepare(spec, chunk.iloc[start:start + PLAN_SLICE_ROWS],
+                                         store, partition, full_resync, report,
+                                         None if dry_run else connector))
+                    await asyncio.sleep(0)
+                if dry_run:
+                    continue
+                previous = asyncio.ensure_future(send_and_record(
+                    plan, previous, min(offset + chunk_rows, total)))
+                window.append((previous, names))
+            while window:
+                await window.popleft()[0]
+        except BaseException as exc:
+            # Chunks already under way are not abandoned: what the CRM confirmed is recorded.
+            pending = [task for task, _ in window]
+            if isinstance(exc, asyncio.CancelledError):
+                for task in pending:
+                    task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
         stats = connector.core.stats
     report.requests, report.retries = stats.requests, stats.retries
     report.rate_limited = stats.rate_limited
@@ -153,30 +298,77 @@ class _Plan:
     hashes: dict[str, str] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
+    upgraded: list[tuple[str, str | None, str]] = field(default_factory=list)  # legacy hashes
+    items: list = field(default_factory=list)  # the connector's records of to_send
+
+    def extend(self, other: _Plan) -> None:
+        self.to_send += other.to_send
+        self.hashes.update(other.hashes)
+        self.unchanged += other.unchanged
+        self.quarantined += other.quarantined
+        self.upgraded += other.upgraded
+        self.items += other.items
+
+
+def _prepare(spec, chunk, store, partition, full_resync, report, connector) -> _Plan:
+    """Plan a slice of rows and build the records to send."""
+    plan = _plan(spec, chunk, store, partition, full_resync, report)
+    if connector is not None and plan.to_send:
+        plan.items = [connector.item(key, fields, crm_id) for key, fields, crm_id in plan.to_send]
+    return plan
+
+
+def _identities(spec, chunk: pd.DataFrame) -> set[str]:
+    """What names a CRM record in a chunk: source keys, known CRM ids, matching values."""
+    found = {f"k:{key}" for key in chunk["_key"].tolist()}
+    if "_crm_id" in chunk.columns:
+        found.update(f"i:{v}" for v in chunk["_crm_id"].tolist() if v is not None)
+    names = {spec.matching_key} | {f for f, m in spec.fields.items()
+                                   if spec.matching_column and m.column == spec.matching_column}
+    for name in names & set(chunk.columns):
+        found.update(f"m:{str(v).lower()}" for v in chunk[name].tolist() if v is not None)
+    return found
 
 
 def _plan(spec, chunk, store, partition, full_resync, report) -> _Plan:
     """Decide, row by row, what to send: only new or changed rows, as the mode allows."""
     plan = _Plan()
-    rows = chunk.to_dict("records")
-    state = store.get_state(spec.name, [r["_key"] for r in rows])
-    for row in rows:
-        key = row["_key"]
-        try:
-            fields = mapped_fields(spec, row)
-        except (ValueError, TypeError) as exc:
-            plan.quarantined.append(_quarantine(
+    keys = chunk["_key"].tolist()
+    digests = change_digests(spec, chunk)
+    state = store.get_state(spec.name, keys)
+    crm_ids = chunk["_crm_id"].tolist() if "_crm_id" in chunk.columns else [None] * len(keys)
+    # Rows whose digest matches the state are unchanged without building their payload.
+    if full_resync or not state:
+        candidates = list(range(len(keys)))
+    else:
+        candidates = []
+        for pos, (key, digest) in enumerate(zip(keys, digests)):
+            known = state.get(key)
+            if known is not None and known[1] == digest:
+                plan.unchanged.append(key)
+            else:
+                candidates.append(pos)
+        report.unchanged += len(plan.unchanged)
+    rows = chunk if len(candidates) == len(keys) else chunk.iloc[candidates]
+    converted = mapped_columns(spec, rows) if candidates else []
+    for pos, (fields, error) in zip(candidates, converted):
+        key = keys[pos]
+        if error is not None:
+            row = chunk.iloc[pos].to_dict()
+            plan.quarantined.append(mask_entry(_quarantine(
                 key, partition, "validation", "PARSE_INVALID_FORMAT",
-                f"cannot convert the row's values: {exc}", row))
+                f"cannot convert the row's values: {error}", row), sensitive_names(spec)))
             report.failed += 1
             report.failed_by_code["PARSE_INVALID_FORMAT"] += 1
             continue
-        digest = payload_hash(fields)
+        digest = digests[pos]
         known_id, known_hash = state.get(key, (None, None))
-        crm_id = known_id or row.get("_crm_id")
+        crm_id = known_id or crm_ids[pos]
         exists = known_hash is not None or crm_id is not None
-        if not full_resync and known_hash == digest:
-            plan.unchanged.append(key)
+        if not full_resync and known_hash is not None and _is_legacy_hash(known_hash) and \
+                known_hash == payload_hash(fields):
+            plan.unchanged.append(key)  # synced before digests existed: upgrade its state
+            plan.upgraded.append((key, known_id, digest))
             report.unchanged += 1
         elif (spec.mode == "create_only" and exists) or (spec.mode == "update_only"
                                                          and not exists):
@@ -198,8 +390,11 @@ def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report
         raise AccountingError(f"sync {spec.name!r}: the connector returned {len(outcomes)} "
                               f"outcomes for {len(plan.to_send)} records")
     payloads = {key: fields for key, fields, _ in plan.to_send}
-    state_rows, succeeded = [], list(plan.unchanged)
+    state_rows, succeeded = list(plan.upgraded), list(plan.unchanged)
     quarantined = plan.quarantined
+    sensitive = sensitive_names(spec)
+    batch_secrets: list[str] | None = None  # a raw answer may echo any record of the batch
+    masked_raw: dict[str, str] = {}
     for outcome in outcomes:
         if outcome.ok:
             setattr(report, outcome.status, getattr(report, outcome.status) + 1)
@@ -209,12 +404,23 @@ def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report
         report.failed += 1
         report.failed_transient += int(outcome.transient)
         report.failed_by_code[outcome.error_code or "FAILED"] += 1
-        quarantined.append({
+        entry = {
             **_quarantine(outcome.key, partition, "crm", outcome.error_code or "FAILED",
                           outcome.message or "", payloads.get(outcome.key)),
             "http_status": outcome.http_status, "attempts": outcome.attempts,
             "transient": outcome.transient, "column_name": outcome.column,
-        })
+            "raw": outcome.raw,  # the CRM's answer when it could not be understood
+        }
+        if sensitive:  # sensitive values never reach the store (crm_sync/masking.py)
+            entry = mask_entry({**entry, "raw": None}, sensitive)
+            if outcome.raw:
+                if batch_secrets is None:
+                    batch_secrets = [v for fields in payloads.values()
+                                     for v in sensitive_values(fields, sensitive)]
+                if outcome.raw not in masked_raw:
+                    masked_raw[outcome.raw] = redact_text(outcome.raw, batch_secrets)
+                entry["raw"] = masked_raw[outcome.raw]
+        quarantined.append(entry)
     store.record_results(spec.name, succeeded, quarantined, state_rows)
 
 

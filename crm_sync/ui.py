@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess  # nosec B404: runs dagster dev with a fixed argument list
+import subprocess  # nosec B404  # runs dagster dev with a fixed argument list
 import sys
 
 from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
@@ -46,6 +46,7 @@ def run_ui(port: int = 3000, sandbox_port: int = 8765) -> int:
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                "-h", "127.0.0.1", "-p", str(port)]
         try:
+            # B603 (nosec below): a fixed argument list (dagster dev), no shell
             return subprocess.call(cmd, env={**os.environ, **env}, cwd=PROJECT_ROOT)  # nosec B603
         except KeyboardInterrupt:
             return 0

@@ -16,6 +16,7 @@ from crm_sync.connectors.core import (
     AllowanceReserveReached, HttpCore, HttpSettings, Item, Outcome, Stats, TransientFailure,
     failed_all, make_batches, serialize,
 )
+from crm_sync.connectors.core import MissingToken
 from crm_sync.spec import SyncSpec
 
 SANDBOX_URL = "http://127.0.0.1:8765"
@@ -46,6 +47,10 @@ class Connector(ABC):
     def on_response(self, response: httpx.Response) -> float | None:
         """Adapt to the server's rate-limit headers; return seconds to pause, if any."""
         return None
+
+    def bind_store(self, store) -> None:
+        """The sync store of the run (sync_runner calls this). Connectors whose creates are not
+        idempotent keep their write-ahead log in it (crm_sync/writeahead.py); others ignore it."""
 
     # -- shared ------------------------------------------------------------------------------
     def item(self, key: str, fields: dict, crm_id: str | None) -> Item:
@@ -78,7 +83,7 @@ class Connector(ABC):
             outcomes = await self.send_batch(batch)
         except TransientFailure as exc:
             return failed_all(batch, exc.code, str(exc), status=exc.status, transient=True,
-                              attempts=exc.attempts)
+                              attempts=exc.attempts, raw=exc.raw)
         except AllowanceReserveReached as exc:
             return failed_all(batch, "ALLOWANCE_RESERVE_REACHED", str(exc), transient=True)
         if sorted(o.key for o in outcomes) != sorted(i.key for i in batch):
@@ -114,7 +119,10 @@ class CrmResource(dg.ConfigurableResource):
     from the environment (`dg.EnvVar`)."""
 
     base_url: str = Field(default=SANDBOX_URL, description="CRM API base URL")
-    token: str = Field(description="API token (set with dg.EnvVar; never logged)", repr=False)
+    token: str = Field(default="", description="API token (set with dg.EnvVar; never logged)",
+                       repr=False)
+    token_env: str | None = Field(default=None, description="the environment variable the "
+                                  "token comes from (named when it is missing)")
     max_concurrency: int = Field(default=4, ge=1, description="requests in flight at once")
     requests_per_window: int = Field(default=10, ge=1, description="client-side rate limit")
     window_seconds: float = Field(default=1.0, gt=0, description="rate limit window")
@@ -152,6 +160,11 @@ class CrmResource(dg.ConfigurableResource):
     @asynccontextmanager
     async def open(self, spec: SyncSpec) -> AsyncIterator[Connector]:
         """A connector for one sync run: one HTTP client, limiter and set of counters."""
+        if not self.token:
+            where = f"the environment variable {self.token_env} is not set" if self.token_env \
+                else "the resource has no token"
+            raise MissingToken(f"no {self.connector_class.crm} API token: {where}",
+                               self.token_env)
         connector_holder: list[Connector] = []
 
         def on_response(response):

@@ -7,19 +7,31 @@ Brevo id is known is sent as `{"id": <int>}` instead (update only).
 The upsert is asynchronous: Brevo answers 202 with a `processId` and nothing else. This
 connector polls `GET /v3/processes/{id}` until the process is `completed` or `failed` (with a
 timeout), and then, because Brevo reports no per-record result for object upserts, reads the
-object's records back (`GET /v3/objects/{object_type}/records`, the only documented read; it
-has no filter by ext_id, so it pages through the object) to confirm every record:
+records back (`GET /v3/objects/{object_type}/records`, the only documented read: pages of up to
+1000 records in creation order, `sort=asc|desc`, with the total `count`; no filter by ext_id or
+id) to confirm every record:
 
-- found with the sent values -> `created` if its ext_id was not in Brevo before the run (one
-  read of the object before the first batch is sent), else `updated`; its Brevo id is the
-  outcome's crm_id. Attributes sent but absent from the record were silently ignored by Brevo
-  (not in the object's schema): the record still counts, the outcome's message and a warning
-  name them.
+- found with the sent values -> `created` if Brevo created it during this run, else `updated`;
+  its Brevo id is the outcome's crm_id. Attributes sent but absent from the record were silently
+  ignored by Brevo (not in the object's schema): the record still counts, the outcome's message
+  and a warning name them.
 - not found, or with other values -> failed, transient `NOT_CONFIRMED` (the next run resends
   it). A record sent by an `id` Brevo does not have -> failed, permanent `UNKNOWN_ID`.
 
-Reads are shared: a batch whose process completed before the latest read started reuses it,
-so concurrent batches cost one pass over the object, not one each.
+Reading is bounded by the batch, not by the object (reading the whole object after every
+batch would cost O(n^2) requests over a large sync):
+
+- before the first batch, one read of one record (`sort=desc&limit=1`) notes the newest record
+  of the object: every record above it in creation order is one this run created;
+- a row whose Brevo id is known (the sync state keeps the id each confirmation returned, or the
+  row is sent by `id`) is looked for on the pages that hold that id, found by bisecting the
+  pages in creation order (Brevo ids grow with creation): ~1 page per page of rows;
+- the other rows are looked for among the records this run created, newest first
+  (`sort=desc`), stopping as soon as the batch's records are all found (a batch's records are
+  among the newest when its process completes) or at the newest record from before the run;
+- only a row found by neither (a record made outside crm_sync, an id that moved because records
+  were deleted meanwhile, an unknown id) costs one read of the whole object, shared by the
+  batches that complete before it starts.
 
 Mirror syncs delete with `POST /v3/objects/{object_type}/batch/delete` (`{"identifiers":
 {"ids": [...]}}`, at most 1000, 202 + processId), by the Brevo record ids kept in the state:
@@ -52,6 +64,7 @@ from crm_sync.spec import SyncSpec
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000  # getrecords accepts `limit` up to 1000
+_UNREAD = object()  # the boundary (newest record before the run) is not known yet
 POLL_BACKOFF = 1.5
 DONE = ("completed", "failed", "cancelled")
 
@@ -81,7 +94,13 @@ class BrevoConnector(Connector):
         self.process_timeout = process_timeout_seconds
         self._ext_field = _ext_id_field(spec)
         self._read_lock = asyncio.Lock()
-        self._before: Snapshot | None = None
+        self._boundary: int | None | object = _UNREAD  # newest record id before the run
+        self._count = 0  # the object's record count, as the latest read reported it
+        self._known_ids: dict[str, int] = {}  # source key -> Brevo id, from the sync state
+        # Records this run created, seen while looking for a batch's records but not claimed yet
+        # (ext_id -> id, attributes): concurrent batches complete together, one read serves all.
+        self._created_seen: dict[str, tuple[int, dict]] = {}
+        self._scan_lock = asyncio.Lock()
         self._latest: Snapshot | None = None
         self._rejections: dict[str, Outcome] = {}
         self.ignored_attributes: Counter = Counter()
@@ -93,6 +112,8 @@ class BrevoConnector(Connector):
         if self.spec.matching_key == "id" and crm_id:
             identifiers = {"id": int(crm_id) if str(crm_id).isdigit() else crm_id}
         else:
+            if crm_id and str(crm_id).isdigit():
+                self._known_ids[key] = int(crm_id)  # where to look when confirming
             ext_id = key if self._ext_field is None else fields.get(self._ext_field)
             identifiers = {"ext_id": None if ext_id is None else str(ext_id)}
         return {"identifiers": identifiers, "attributes": attributes}
@@ -142,7 +163,7 @@ class BrevoConnector(Connector):
         return None
 
     async def send_batch(self, batch: list[Item]) -> list[Outcome]:
-        await self._snapshot_before()
+        await self._note_boundary()
         return await self.split_on_rejection(batch, self._send, self._rejected)
 
     async def _send(self, batch: list[Item]) -> list[Outcome] | None:
@@ -222,13 +243,86 @@ class BrevoConnector(Connector):
             interval = min(interval * POLL_BACKOFF, self.max_poll_interval)
 
     # -- reading back --------------------------------------------------------------------------
-    async def _snapshot_before(self) -> Snapshot:
-        # Any read before this run's writes tells which ext_ids already existed: within one run
-        # no two batches share an ext_id, so other batches' writes never change the answer.
+    async def _note_boundary(self) -> None:
+        """Once, before this run writes anything: the newest record of the object. Records
+        above it in creation order are the ones this run created."""
         async with self._read_lock:
-            if self._before is None:  # only which ext_ids exist matters here
-                self._before = await self._read_all(keep_attributes=False)
-            return self._before
+            if self._boundary is _UNREAD:
+                records = await self._page(1, "desc", limit=1)
+                self._boundary = records[0][0] if records else None
+
+    async def _page(self, page: int, sort: str, limit: int = PAGE_SIZE
+                    ) -> list[tuple[int, str | None, dict]]:
+        """One page of records: (Brevo id, ext_id, attributes) each."""
+        response, payload, attempts = await self.core.call(
+            "GET", f"/v3/objects/{self.spec.object}/records",
+            params={"limit": limit, "page_num": page, "sort": sort})
+        body = payload if isinstance(payload, dict) else {}
+        self._raise_if_fatal(response.status_code, body)
+        records = body.get("records")
+        if response.status_code != 200 or not isinstance(records, list):
+            raise TransientFailure(f"reading Brevo {self.spec.object} records back failed "
+                                   f"(HTTP {response.status_code})",
+                                   response.status_code, attempts, "READ_BACK_FAILED")
+        if isinstance(body.get("count"), int):
+            self._count = body["count"]
+        found = []
+        for record in records:
+            # A record of another shape confirms nothing (its rows stay unconfirmed).
+            identifiers = record.get("identifiers") if isinstance(record, dict) else None
+            if not isinstance(identifiers, dict) or not isinstance(identifiers.get("id"), int):
+                continue
+            stored = record.get("attributes")
+            ext_id = identifiers.get("ext_id")
+            found.append((identifiers["id"], None if ext_id is None else str(ext_id),
+                          stored if isinstance(stored, dict) else {}))
+        return found
+
+    async def _by_id(self, wanted: set[int]) -> dict[int, tuple[str | None, dict]]:
+        """The records of these ids, from the pages that hold them: pages in creation order
+        (ascending ids) bisected, one read serving every id on that page."""
+        found: dict[int, tuple[str | None, dict]] = {}
+
+        async def search(low: int, high: int, ids: list[int]) -> None:
+            while ids and low <= high:
+                middle = (low + high) // 2
+                records = await self._page(middle, "asc")
+                if not records:  # past the end (the object shrank): look lower
+                    high = middle - 1
+                    continue
+                for record_id, ext_id, attributes in records:
+                    if record_id in wanted:
+                        found[record_id] = (ext_id, attributes)
+                first = min(r[0] for r in records)
+                last = max(r[0] for r in records)
+                await search(low, middle - 1, [i for i in ids if i < first])
+                ids, low = [i for i in ids if i > last], middle + 1
+
+        pages = max(1, -(-max(self._count, 1) // PAGE_SIZE))
+        await search(1, pages, sorted(wanted))
+        return found
+
+    async def _created(self, wanted: set[str]) -> dict[str, tuple[int, dict]]:
+        """Records this run created with these ext_ids: newest first, down to the boundary or
+        until all are found. (Within a run no two batches share an ext_id, so a record above
+        the boundary is the one this run's batch wrote, whenever it was seen.)"""
+        async with self._scan_lock:
+            seen = self._created_seen
+            found = {ext_id: seen.pop(ext_id) for ext_id in wanted & seen.keys()}
+            page = 1
+            while len(found) < len(wanted):
+                records = await self._page(page, "desc")
+                for record_id, ext_id, attributes in records:
+                    if record_id == self._boundary:
+                        return found
+                    if ext_id in wanted:
+                        found.setdefault(ext_id, (record_id, attributes))
+                    elif ext_id is not None:
+                        seen[ext_id] = (record_id, attributes)
+                if len(records) < PAGE_SIZE:
+                    break
+                page += 1
+            return found
 
     async def _snapshot_after(self, since: float) -> Snapshot:
         async with self._read_lock:
@@ -255,10 +349,14 @@ class BrevoConnector(Connector):
                                        f"(HTTP {response.status_code})",
                                        response.status_code, attempts, "READ_BACK_FAILED")
             for record in records:
-                identifiers = (record or {}).get("identifiers") or {}
+                # A record of another shape confirms nothing (its rows stay unconfirmed).
+                identifiers = record.get("identifiers") if isinstance(record, dict) else None
+                if not isinstance(identifiers, dict):
+                    continue
                 if isinstance(identifiers.get("id"), int):
+                    stored = record.get("attributes")
                     attributes[identifiers["id"]] = \
-                        (record.get("attributes") or {}) if keep_attributes else {}
+                        (stored if isinstance(stored, dict) else {}) if keep_attributes else {}
                     if identifiers.get("ext_id") is not None:
                         ids_by_ext[str(identifiers["ext_id"])] = identifiers["id"]
             count = body.get("count")
@@ -268,26 +366,66 @@ class BrevoConnector(Connector):
 
     async def _confirm(self, batch: list[Item], completed_at: float,
                        attempts: int) -> list[Outcome]:
-        after = await self._snapshot_after(completed_at)
-        before = self._before
-        return [self._outcome(item, before, after, attempts) for item in batch]
+        found = await self._locate(batch, completed_at)
+        return [self._outcome(item, found.get(item.key), attempts) for item in batch]
 
-    def _outcome(self, item: Item, before: Snapshot, after: Snapshot, attempts: int) -> Outcome:
+    async def _locate(self, batch: list[Item], completed_at: float
+                      ) -> dict[str, tuple[int, dict, bool]]:
+        """source key -> (Brevo id, stored attributes, existed before the run) of the batch's
+        records, read after its process completed."""
+        located: dict[str, tuple[int, dict, bool]] = {}
+        by_id: dict[int, list[Item]] = {}
+        by_ext: dict[str, Item] = {}
+        for item in batch:
+            identifiers = item.record["identifiers"]
+            known = identifiers["id"] if "id" in identifiers else self._known_ids.get(item.key)
+            if known is not None:
+                by_id.setdefault(known, []).append(item)
+            else:
+                by_ext[identifiers["ext_id"]] = item
+        if by_id:
+            records = await self._by_id(set(by_id))
+            for record_id, items in by_id.items():
+                for item in items:
+                    identifiers = item.record["identifiers"]
+                    record = records.get(record_id)
+                    if record is not None and ("id" in identifiers or
+                                               record[0] == identifiers["ext_id"]):
+                        located[item.key] = (record_id, record[1], True)
+                    elif "ext_id" in identifiers:  # not where it was: maybe made anew
+                        by_ext[identifiers["ext_id"]] = item
+        if by_ext:
+            for ext_id, (record_id, attributes) in (await self._created(set(by_ext))).items():
+                located[by_ext[ext_id].key] = (record_id, attributes, False)
+        missing = [item for item in batch if item.key not in located]
+        if missing:  # the last resort: the whole object
+            after = await self._snapshot_after(completed_at)
+            order = {record_id: n for n, record_id in enumerate(after.attributes)}
+            boundary = order.get(self._boundary) if self._boundary is not None else -1
+            for item in missing:
+                identifiers = item.record["identifiers"]
+                record_id = identifiers["id"] if "id" in identifiers else \
+                    after.ids_by_ext.get(identifiers["ext_id"])
+                if record_id is None or record_id not in after.attributes:
+                    continue
+                existed = "id" in identifiers or (
+                    order[record_id] <= boundary if boundary is not None
+                    else record_id <= self._boundary)
+                located[item.key] = (record_id, after.attributes[record_id], existed)
+        return located
+
+    def _outcome(self, item: Item, located: tuple[int, dict, bool] | None,
+                 attempts: int) -> Outcome:
         identifiers = item.record["identifiers"]
-        if "id" in identifiers:
-            record_id, existed = identifiers["id"], True  # id is update-only
-            if record_id not in after.attributes:
+        if located is None:
+            if "id" in identifiers:
                 return _permanent(item, "UNKNOWN_ID", f"Brevo has no {self.spec.object} record "
-                                  f"with id {record_id}; the update was rejected", attempts)
-        else:
-            ext_id = identifiers["ext_id"]
-            record_id = after.ids_by_ext.get(ext_id)
-            existed = ext_id in before.ids_by_ext
-            if record_id is None:
-                return _not_confirmed(item, f"Brevo completed the process but holds no "
-                                      f"{self.spec.object} record with ext_id {ext_id!r}",
-                                      attempts)
-        stored = after.attributes[record_id]
+                                  f"with id {identifiers['id']}; the update was rejected",
+                                  attempts)
+            return _not_confirmed(item, f"Brevo completed the process but holds no "
+                                  f"{self.spec.object} record with ext_id "
+                                  f"{identifiers['ext_id']!r}", attempts)
+        record_id, stored, existed = located
         sent = item.record["attributes"]
         ignored = sorted(k for k in sent if k not in stored)
         differing = sorted(k for k in sent if k in stored and stored[k] != sent[k])

@@ -13,7 +13,10 @@ Three kinds of failure, as in singer-sdk:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,12 +72,32 @@ class FatalCrmError(RuntimeError):
     """The sync cannot go on (authentication, unknown object type, ...). Never retried."""
 
 
+class CrmUnreachable(FatalCrmError):
+    """No request of the run ever reached the CRM (connection refused, DNS, TLS handshake),
+    even after the retries: the base URL is wrong or the CRM is down. Rows are not quarantined
+    one by one as transient failures; the run fails and nothing is marked as synced."""
+
+    def __init__(self, message: str, base_url: str, reason: str = ""):
+        super().__init__(message)
+        self.base_url, self.reason = base_url, reason
+
+
+class MissingToken(FatalCrmError):
+    """The CRM resource has no token (its environment variable is not set)."""
+
+    def __init__(self, message: str, env_var: str | None):
+        super().__init__(message)
+        self.env_var = env_var
+
+
 class TransientFailure(RuntimeError):
     """A request that kept failing for reasons that may pass (retries exhausted)."""
 
-    def __init__(self, message: str, status: int | None, attempts: int, code: str):
+    def __init__(self, message: str, status: int | None, attempts: int, code: str,
+                 raw: str | None = None):
         super().__init__(message)
         self.status, self.attempts, self.code = status, attempts, code
+        self.raw = raw  # the last answer, when it could not be understood
 
 
 class AllowanceReserveReached(RuntimeError):
@@ -95,15 +118,19 @@ def _transport_failure(message: str, code: str, retry: bool) -> Exception:
 
 class _Retryable(Exception):
     def __init__(self, message: str, status: int | None, code: str,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, raw: str | None = None):
         super().__init__(message)
         self.status, self.code, self.retry_after = status, code, retry_after
+        self.raw = raw
+
+
+# json.dumps with these options, built once (json.dumps builds an encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def serialize(record: dict) -> bytes:
     """The exact bytes a record takes in a request body (NaN/inf are refused, not sent)."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(record).encode("utf-8")
 
 
 def make_batches(items: Sequence[Item], max_records: int, max_bytes: int | None,
@@ -161,6 +188,14 @@ class HttpSettings:
     secrets: tuple[str, ...] = field(default=())  # strings never to repeat in messages
 
 
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default certificate verification (certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR),
+    built once per process: building it parses the whole CA bundle (~0.1 s), and every sync
+    run opens a client."""
+    return httpx.create_ssl_context()
+
+
 class HttpCore:
     """An httpx AsyncClient with bounded concurrency, a client-side rate limit that adapts to
     what the server says, retries, and counters. One per sync run."""
@@ -169,10 +204,12 @@ class HttpCore:
                  on_response: Callable[[httpx.Response], float | None] | None = None):
         self.settings = settings
         self.stats = Stats()
+        self.reached = False  # did any request get an HTTP answer (whatever its status)?
         self._on_response = on_response
         self._client = httpx.AsyncClient(
             base_url=settings.base_url,
             headers=settings.headers,
+            verify=_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
             timeout=settings.timeout_seconds,
             limits=httpx.Limits(max_connections=settings.max_concurrency,
                                 max_keepalive_connections=settings.max_concurrency),
@@ -206,7 +243,9 @@ class HttpCore:
 
         Non-retryable statuses (2xx, 4xx) are returned for the connector to interpret.
         `retry_transport_errors=False` is for requests that are not idempotent (a create that
-        may have been applied before the connection dropped): those are not resent blind.
+        may have been applied before the connection dropped): those are not resent blind. Only
+        a 429 is retried (the CRM refused the request before processing it); a 5xx is returned
+        to the connector, since a gateway may answer it after the CRM applied the request.
         """
         attempts = 0
         retryable = (_Retryable,)
@@ -224,7 +263,11 @@ class HttpCore:
                     return (*await self._send_once(method, path, content, params,
                                                    retry_transport_errors), attempts)
         except _Retryable as exc:
-            raise TransientFailure(self.redact(str(exc)), exc.status, attempts, exc.code) from None
+            if exc.code == "CONNECTION_ERROR" and not self.reached:
+                raise CrmUnreachable(self.redact(f"cannot reach {self.settings.base_url}: {exc}"),
+                                     self.settings.base_url, self.redact(str(exc))) from None
+            raise TransientFailure(self.redact(str(exc)), exc.status, attempts, exc.code,
+                                   raw=self.redact(exc.raw) if exc.raw else None) from None
         except _GiveUp as exc:
             raise TransientFailure(self.redact(str(exc)), None, attempts, exc.code) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -258,12 +301,13 @@ class HttpCore:
             except httpx.TransportError as exc:
                 raise _transport_failure(f"connection dropped ({type(exc).__name__})",
                                          "CONNECTION_DROPPED", retry_transport_errors) from None
+        self.reached = True
         if self._on_response is not None:
             pause = self._on_response(response)
             if pause:
                 self.pause(pause)
         status = response.status_code
-        if status in RETRYABLE_STATUS:
+        if status in RETRYABLE_STATUS and (status == 429 or retry_transport_errors):
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if status == 429:
                 self.stats.rate_limited += 1
@@ -275,9 +319,13 @@ class HttpCore:
         except ValueError:
             if 200 <= status < 300 and retry_transport_errors:
                 raise _Retryable(f"HTTP {status} with a body that is not JSON: "
-                                 f"{_snippet(response)}", status, "MALFORMED_RESPONSE") from None
+                                 f"{_snippet(response)}", status, "MALFORMED_RESPONSE",
+                                 raw=response.text[:RAW_LIMIT]) from None
             payload = None
         return response, payload
+
+
+RAW_LIMIT = 2000  # characters of an answer that could not be understood kept for the quarantine
 
 
 def _snippet(response: httpx.Response, limit: int = 300) -> str:
@@ -293,6 +341,7 @@ def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | 
 
 
 __all__ = [
-    "Item", "Outcome", "Stats", "FatalCrmError", "TransientFailure", "AllowanceReserveReached",
+    "Item", "Outcome", "Stats", "FatalCrmError", "CrmUnreachable", "MissingToken",
+    "TransientFailure", "AllowanceReserveReached",
     "HttpCore", "HttpSettings", "make_batches", "serialize", "parse_retry_after", "failed_all",
 ]

@@ -127,7 +127,7 @@ class HubSpotConnector(Connector):
             response, payload, attempts = await self._post(batch)
         except TransientFailure as exc:  # only this part of a bisected batch failed
             return failed_all(batch, exc.code, str(exc), status=exc.status, transient=True,
-                              attempts=exc.attempts)
+                              attempts=exc.attempts, raw=exc.raw)
         except AllowanceReserveReached as exc:
             return failed_all(batch, "ALLOWANCE_RESERVE_REACHED", str(exc), transient=True)
         status = response.status_code

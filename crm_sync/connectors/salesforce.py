@@ -128,7 +128,7 @@ class SalesforceConnector(Connector):
                     "PATCH", self.path, content=self.body(batch))
             except TransientFailure as exc:
                 return failed_all(batch, exc.code, str(exc), status=exc.status, transient=True,
-                                  attempts=exc.attempts)
+                                  attempts=exc.attempts, raw=exc.raw)
         status = response.status_code
         if status == 200:
             return self._results(batch, payload, response.text, attempts)

@@ -5,16 +5,36 @@ own ids only, so crm_sync keeps each source row's Superleap id in its state stor
 on the next run: that is what makes a rerun update instead of creating a duplicate.
 The answer's `records` list accounts for every input in input order (`CREATED`, `UPDATED`,
 `FAILED` with `error_message`); `failed_records` carries the failures.
+
+A create has no idempotency key. Run by sync_runner, the connector keeps a write-ahead log of
+creates in the sync store (crm_sync/writeahead.py) and, before creating a row whose earlier
+create has an unknown outcome, looks the record up by `external_id` (`POST .../filter`): a record
+found is adopted (updated by its id), never created a second time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import FatalCrmError, Item, Outcome, failed_all
+from crm_sync.connectors.core import (
+    FatalCrmError, HttpCore, Item, Outcome, TransientFailure, failed_all, serialize,
+)
+from crm_sync.spec import SyncSpec
+from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
+
+log = logging.getLogger(__name__)
+
+MATCH_FIELD = "external_id"  # what a record whose create went unanswered is looked up by
+LOOKUP_VALUES = 100  # external ids per Filter Object Data request
+LOOKUP_PAGE_SIZE = 1000
 
 
 class SuperleapConnector(Connector):
@@ -22,6 +42,16 @@ class SuperleapConnector(Connector):
     max_records = 1000  # undocumented; the sandbox enforces 1000, batch_size sets the real one
     prefix = b'{"values":['
     suffix = b"]}"
+
+    def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None, *,
+                 reconcile_after_seconds: float = 60.0):
+        super().__init__(spec, core, batch_size)
+        self.reconcile_after = reconcile_after_seconds
+        self.journal: WriteAheadLog | None = None
+        self.adopted = 0  # records an earlier, unanswered create had made: adopted, not re-created
+
+    def bind_store(self, store) -> None:
+        self.journal = WriteAheadLog(store, self.spec.name)
 
     def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
         record = dict(fields)
@@ -33,7 +63,123 @@ class SuperleapConnector(Connector):
     def path(self) -> str:
         return f"/api/v1/org/objects/{self.spec.object}/record/bulk_upsert"
 
+    async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
+        """One chunk of the run: settle the rows whose earlier create is still open, log the
+        chunk's creates (one durable transaction, before any of its requests leaves), send."""
+        if self.journal is None:  # no sync store (a resource used on its own)
+            return await super().upsert(items)
+        items, unresolved = await self._reconcile(list(items))
+        creates = [(i.key, i.record.get(MATCH_FIELD)) for i in items if "id" not in i.record]
+        if creates:  # committed before a request leaves: a crash from here on is recoverable
+            await asyncio.to_thread(self.journal.log, creates)
+        outcomes = await super().upsert(items) if items else []
+        # Creates that failed with an answer (not a timeout or a drop, nor a gateway's 504) are
+        # no longer in progress at Superleap: the next run may look them up at once.
+        created = {key for key, _ in creates}
+        answered = [o.key for o in outcomes if o.transient and o.http_status is not None
+                    and o.http_status != 504 and o.key in created]
+        if answered:
+            await asyncio.to_thread(self.journal.answered, answered)
+        return unresolved + outcomes
+
     async def send_batch(self, batch: list[Item]) -> list[Outcome]:
+        return await self._send(batch)
+
+    # -- reconciliation of creates whose outcome is unknown -----------------------------------
+    async def _reconcile(self, batch: list[Item]) -> tuple[list[Item], list[Outcome]]:
+        """Rows about to be created whose earlier create is still open in the write-ahead log:
+        adopt the record that create made, if Superleap has it; (items to send, outcomes of
+        the rows that cannot be decided now)."""
+        creates = [i.key for i in batch if "id" not in i.record]
+        pending = await asyncio.to_thread(self.journal.pending, creates) if creates else {}
+        if not pending:
+            return batch, []
+        now, unresolved, lookup = time.time(), [], {}
+        for item in batch:
+            entry = pending.get(item.key) if "id" not in item.record else None
+            if entry is None:
+                continue
+            if entry.match_value is None:
+                unresolved.append(_unknown(
+                    item, transient=False, message=f"an earlier create of this row (batch "
+                    f"{entry.batch_id}) got no answer, and the row has no {MATCH_FIELD} to find "
+                    f"its record by: check Superleap, then put the record's id in the sync's "
+                    f"matching_column (or map {MATCH_FIELD} in the sync spec)"))
+            elif entry.maybe_in_progress(now, self.reconcile_after):
+                unresolved.append(_unknown(
+                    item, transient=True, message=f"an earlier create of this row (batch "
+                    f"{entry.batch_id}) got no answer {now - entry.sent_at:.0f} s ago and may "
+                    f"still be in progress; a later run looks the record up"))
+            else:
+                lookup[item.key] = entry.match_value
+        found: dict[str, str] = {}
+        if lookup:
+            try:
+                found = await self.find_ids(sorted(set(lookup.values())))
+            except TransientFailure as exc:
+                unresolved += [_unknown(item, transient=True, attempts=exc.attempts,
+                                        message=f"an earlier create of this row got no answer "
+                                                f"and looking its record up failed: {exc}")
+                               for item in batch if item.key in lookup]
+                lookup = {}
+        decided = {o.key for o in unresolved}
+        items = []
+        for item in batch:
+            if item.key in decided:
+                continue
+            crm_id = found.get(lookup.get(item.key))
+            if crm_id:  # the earlier create went through: update that record, never a second one
+                record = {**item.record, "id": crm_id}
+                item = Item(key=item.key, record=record, body=serialize(record))
+                self.adopted += 1
+            items.append(item)
+        return items, unresolved
+
+    @property
+    def filter_path(self) -> str:
+        return f"/api/v1/org/objects/{self.spec.object}/filter"
+
+    async def find_ids(self, values: list[str]) -> dict[str, str]:
+        """Superleap ids of the records whose `external_id` is one of `values` (token()s), by
+        Filter Object Data; with several records for one value, the oldest."""
+        found: dict[str, str] = {}
+        for start in range(0, len(values), LOOKUP_VALUES):
+            chunk = values[start:start + LOOKUP_VALUES]
+            conditions = [{"field": MATCH_FIELD, "operator": "eq", "value": json.loads(v)}
+                          for v in chunk]
+            page = 1
+            while True:
+                query = {"fields": ["id", MATCH_FIELD, "created_at"],
+                         "filters": {"or": conditions},
+                         "sort": [{"field": "created_at", "direction": "asc"}],
+                         "pagination": {"page": page, "page_size": LOOKUP_PAGE_SIZE}}
+                response, payload, attempts = await self.core.call(
+                    "POST", self.filter_path, content=serialize({"query": query}))
+                status = response.status_code
+                if status in (401, 403):
+                    raise FatalCrmError(f"Superleap refused the token (HTTP {status}): check "
+                                        f"SUPERLEAP_TOKEN for sync {self.spec.name!r}")
+                data = payload.get("data") if isinstance(payload, dict) else None
+                records = data.get("records") if isinstance(data, dict) else None
+                if not 200 <= status < 300 or not isinstance(records, list):
+                    raise TransientFailure(
+                        f"Filter Object Data by {MATCH_FIELD} answered HTTP {status} without a "
+                        f"record list", status, attempts, "LOOKUP_FAILED")
+                for rec in records:
+                    if isinstance(rec, dict) and rec.get("id") and rec.get(MATCH_FIELD) is not None:
+                        value = token(rec[MATCH_FIELD])
+                        if value in found and found[value] != rec["id"]:
+                            log.warning("sync %s: several Superleap records have %s %s; "
+                                        "adopting the oldest, %s", self.spec.name, MATCH_FIELD,
+                                        value, found[value])
+                        found.setdefault(value, rec["id"])
+                if len(records) < LOOKUP_PAGE_SIZE:
+                    break
+                page += 1
+        return found
+
+    # -- the request --------------------------------------------------------------------------
+    async def _send(self, batch: list[Item]) -> list[Outcome]:
         # A create has no idempotency key: resending it after a dropped connection could create
         # the record twice, so batches with creates are not resent on transport errors.
         creates = any("id" not in item.record for item in batch)
@@ -48,10 +194,10 @@ class SuperleapConnector(Connector):
         if status == 404:
             raise FatalCrmError(f"Superleap has no object {self.spec.object!r} (sync "
                                 f"{self.spec.name!r}): {error.get('message', 'not found')}")
-        if not 200 <= status < 300:
+        if not 200 <= status < 300:  # a 5xx here answered creates: their outcome is unknown
             return failed_all(batch, error.get("error_code") or f"HTTP_{status}",
                               error.get("message") or response.text[:300], status=status,
-                              transient=False, attempts=attempts)
+                              transient=status >= 500, attempts=attempts)
         records = error.get("records") if isinstance(error, dict) else None
         if not isinstance(records, list) or len(records) != len(batch):
             return failed_all(batch, "MALFORMED_RESPONSE",
@@ -81,6 +227,11 @@ class SuperleapConnector(Connector):
                        http_status=status, transient=True, attempts=attempts, raw=str(rec)[:2000])
 
 
+def _unknown(item: Item, *, transient: bool, message: str, attempts: int = 1) -> Outcome:
+    return Outcome(item.key, "failed", error_code=UNKNOWN_OUTCOME, message=message,
+                   transient=transient, attempts=attempts)
+
+
 def _code(message: str) -> str:
     lowered = message.lower()
     if lowered.startswith("invalid id detected"):
@@ -105,7 +256,14 @@ class SuperleapResource(CrmResource):
 
     batch_size: int | None = Field(default=100, ge=1, le=1000,
                                    description="records per bulk_upsert request")
+    reconcile_after_seconds: float = Field(
+        default=60.0, ge=0,
+        description="a create that got no answer is looked up (and adopted or sent again) once "
+                    "it is this old: until then Superleap may still be processing it")
     connector_class: ClassVar[type[Connector]] = SuperleapConnector
+
+    def connector_options(self) -> dict:
+        return {"reconcile_after_seconds": self.reconcile_after_seconds}
 
 
 RESOURCE = SuperleapResource

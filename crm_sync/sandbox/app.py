@@ -144,7 +144,7 @@ class FaultMiddlewareShim:
             return await self.app(scope, receive, send)
         self.state.count(f"requests {scope['method']} {_route_name(scope['path'])}")
         self.state.count("requests total")
-        if await self.state.faults.maybe_inject(scope, receive, send, self.state):
+        if await self.state.faults.maybe_inject(scope, receive, send, self.state, app=self.app):
             return
         return await self.app(scope, receive, send)
 

@@ -531,10 +531,10 @@ def routes(state: SandboxState) -> list[Route]:
         if sort not in ("asc", "desc") or association not in ("true", "false"):
             return error(400, "invalid_parameter", "sort must be asc or desc; association "
                          "must be true or false")
-        rows = sorted(state.db.list(CRM, object_type),  # creation order = id order
-                      key=lambda r: r["identifiers"]["id"], reverse=sort == "desc")
-        window = rows[(page - 1) * limit: page * limit]
-        return JSONResponse({"count": len(rows), "records": [
+        # Creation order = id order; only the page asked for is read.
+        window = state.db.page(CRM, object_type, limit, (page - 1) * limit,
+                               descending=sort == "desc")
+        return JSONResponse({"count": state.db.count(CRM, object_type), "records": [
             public_record(r, association == "true") for r in window]})
 
     # -- sandbox-only helpers ------------------------------------------------------------------

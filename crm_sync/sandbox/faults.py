@@ -6,6 +6,12 @@ reliability run can be replayed exactly:
     {"seed": 7, "rate_429": 0.05, "rate_500": 0.02, "rate_503": 0.02, "rate_delay": 0.01,
      "delay_seconds": 40, "rate_drop": 0.01, "rate_truncated": 0.01, "rate_non_json": 0.01,
      "retry_after": true, "brevo_failed_processes": 0.0}
+
+The faults above answer before the CRM logic runs: nothing is written. The `*_after_commit`
+faults are the dangerous kind: the CRM endpoint processes the request completely (its
+transaction commits), then the answer is lost (`rate_drop_after_commit`: the connection drops),
+spoiled (`rate_truncated_after_commit`: half of the real body) or late
+(`rate_delay_after_commit`: the real answer after `delay_seconds`, past a short client timeout).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 
-KINDS = ("429", "500", "503", "delay", "drop", "truncated", "non_json")
+# New kinds go at the end: a seed keeps giving the same faults for settings that predate them.
+KINDS = ("429", "500", "503", "delay", "drop", "truncated", "non_json",
+         "drop_after_commit", "truncated_after_commit", "delay_after_commit")
 
 
 @dataclass
@@ -28,6 +36,9 @@ class FaultConfig:
     rate_drop: float = 0.0
     rate_truncated: float = 0.0
     rate_non_json: float = 0.0
+    rate_drop_after_commit: float = 0.0  # processed and committed, then the connection drops
+    rate_truncated_after_commit: float = 0.0  # processed and committed, half of the body sent
+    rate_delay_after_commit: float = 0.0  # processed and committed, answered delay_seconds later
     delay_seconds: float = 40.0
     retry_after: bool = True  # whether injected 429s carry a Retry-After header
     retry_after_seconds: int = 1
@@ -37,7 +48,8 @@ class FaultConfig:
 @dataclass
 class FaultInjector:
     config: FaultConfig = field(default_factory=FaultConfig)
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    # Seeded on purpose: a fault scenario replays identically (no security use).
+    rng: random.Random = field(default_factory=lambda: random.Random(0))  # nosec B311
     injected: dict = field(default_factory=dict)
 
     def configure(self, **settings) -> FaultConfig:
@@ -45,7 +57,7 @@ class FaultInjector:
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         self.config = FaultConfig(**settings)
-        self.rng = random.Random(self.config.seed)
+        self.rng = random.Random(self.config.seed)  # nosec B311  # seeded: reproducible faults
         self.injected = {}
         return self.config
 
@@ -64,13 +76,17 @@ class FaultInjector:
     def brevo_process_fails(self) -> bool:
         return self.rng.random() < self.config.brevo_failed_processes
 
-    async def maybe_inject(self, scope, receive, send, state) -> bool:
+    async def maybe_inject(self, scope, receive, send, state, app=None) -> bool:
+        """Answer the request with a fault (True) or leave it to the CRM (False). `app` is the
+        CRM endpoint, run first by the `*_after_commit` faults."""
         kind = self.draw()
-        if kind is None:
+        if kind is None or (app is None and kind.endswith("_after_commit")):
             return False
         self.injected[kind] = self.injected.get(kind, 0) + 1
         state.count(f"faults {kind}")
-        if kind == "429":
+        if kind.endswith("_after_commit"):
+            await self._after_commit(kind, app, scope, receive, send)
+        elif kind == "429":
             state.count("rate_limited total")
             headers = [(b"content-type", b"application/json")]
             if self.config.retry_after:
@@ -97,6 +113,30 @@ class FaultInjector:
             await _respond(send, 502, [(b"content-type", b"text/html")],
                            b"<html><body>Bad Gateway</body></html>")
         return True
+
+    async def _after_commit(self, kind: str, app, scope, receive, send) -> None:
+        """Run the CRM endpoint to the end (its writes are committed before it answers), keep
+        its answer, then lose it, cut it, or deliver it late."""
+        messages: list[dict] = []
+
+        async def keep(message) -> None:
+            messages.append(message)
+
+        await app(scope, receive, keep)
+        start = next((m for m in messages if m["type"] == "http.response.start"),
+                     {"status": 500, "headers": []})
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        if kind == "delay_after_commit":
+            await asyncio.sleep(self.config.delay_seconds)
+            await _respond(send, start["status"], headers, body)
+        elif kind == "truncated_after_commit":
+            await _respond(send, start["status"], headers, body[:len(body) // 2])
+        else:  # drop_after_commit: promise the real body, send none of it, and close
+            promised = str(max(len(body), 1)).encode()
+            await send({"type": "http.response.start", "status": start["status"],
+                        "headers": headers + [(b"content-length", promised)]})
+            raise ConnectionResetError("injected dropped connection after commit")
 
 
 async def _respond(send, status: int, headers: list, body: bytes) -> None:

@@ -293,7 +293,7 @@ def property_problems(obj: ObjectType, id_property: str, id_value: str,
 
 # -- the routes -----------------------------------------------------------------------------------
 def routes(state: SandboxState) -> list[Route]:
-    shuffle = random.Random()  # nosec B311: orders results, nothing secret
+    shuffle = random.Random()  # nosec B311  # orders results, nothing secret
 
     def owner(obj: ObjectType, prop: str, value: str) -> str | None:
         """The record holding `value` in unique property `prop` now (the index may be stale

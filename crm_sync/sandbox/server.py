@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess  # nosec B404: we start our own sandbox, with a fixed argument list
+import subprocess  # nosec B404  # we start our own sandbox, with a fixed argument list
 import sys
 import time
 from contextlib import contextmanager
@@ -38,6 +38,7 @@ def sandbox_process(db: str | Path, port: int | None = None, host: str = "127.0.
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "crm_sync.cli", "sandbox", "--host", host, "--port", str(port),
            "--db", str(db), *(extra_args or [])]
+    # B603 (nosec below): a fixed argument list (our own module), no shell
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})  # nosec B603
     tls = "--certfile" in (extra_args or [])
     url = f"{'https' if tls else 'http'}://{host}:{port}"

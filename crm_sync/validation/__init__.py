@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 from pandera.errors import SchemaErrors
 
+from crm_sync import safejson
+from crm_sync.masking import mask_entry, sensitive_names
 from crm_sync.spec import SyncSpec
 from crm_sync.validation.schemas import RULES, build_schema, rule_of
 
@@ -26,6 +28,7 @@ class ValidationResult:
     failures: list[dict] = field(default_factory=list)
     rows_in: int = 0
     warnings: Counter = field(default_factory=Counter)
+    unpartitioned: int = 0  # rows without a valid updated_at (in no partition), quarantined
 
     @property
     def by_rule(self) -> Counter:
@@ -33,7 +36,10 @@ class ValidationResult:
 
     @property
     def share_quarantined(self) -> float:
-        return len(self.failures) / self.rows_in if self.rows_in else 0.0
+        """Share of the partition's own rows that failed (rows that belong to no partition are
+        reported with every partition, so they do not count against one)."""
+        rows = self.rows_in - self.unpartitioned
+        return (len(self.failures) - self.unpartitioned) / rows if rows else 0.0
 
 
 def _blank(series: pd.Series) -> pd.Series:
@@ -82,28 +88,44 @@ def _add_brevo_measures(spec: SyncSpec, frame: pd.DataFrame) -> None:
 
 def _attribute_count(text) -> int:
     try:
-        value = json.loads(text)
+        value = safejson.loads(text)
     except (TypeError, ValueError):
         return -1
     return len(value) if isinstance(value, dict) else -1
 
 
 def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult:
-    frame = to_crm_frame(spec, source.reset_index(drop=True))
+    source = source.reset_index(drop=True)
+    # Rows the source flagged as having no valid updated_at (`SourceResource.read_partition(...,
+    # include_unpartitioned=True)`): they are in no daily partition, so they are quarantined
+    # here rather than lost, and take no part in the checks of the partition's rows.
+    orphan = source.pop("_no_partition").eq(True) if "_no_partition" in source.columns else None
+    frame = to_crm_frame(spec, source)
     failures: dict[int, list[tuple[str, str, object]]] = {}
+    unpartitioned = 0
+    if orphan is not None and orphan.any():
+        for idx in frame.index[orphan.to_numpy()]:
+            failures[idx] = [("updated_at", "_updated_at", frame.at[idx, "_updated_at"])]
+        unpartitioned = len(failures)
+    checked = frame.drop(index=list(failures)) if failures else frame
 
     # Two rows that would upsert the same CRM record: keep the newest by updated_at.
     # (pandera's `unique` flags every copy; here the newest must go on, so pandas decides.)
     key_col = spec.matching_key if spec.matching_key in frame.columns else "_key"
     for col in dict.fromkeys(["_key", key_col]):
-        present = frame[frame[col].notna()]
-        ordered = present.sort_values("_updated_at", kind="stable")
-        dupes = ordered.index[ordered.duplicated(subset=[col], keep="last")]
-        for idx in dupes:
-            failures.setdefault(idx, []).append(("duplicate_key", col, frame.at[idx, col]))
+        # Only rows whose value occurs more than once are sorted (a hash pass finds them).
+        shared = checked[col].notna() & checked[col].duplicated(keep=False)
+        if not shared.any():
+            continue
+        ordered = checked.loc[shared, [col, "_updated_at"]].sort_values("_updated_at",
+                                                                        kind="stable")
+        dupes = ordered[ordered.duplicated(subset=[col], keep="last")]
+        for idx, value in zip(dupes.index, dupes[col]):
+            failures.setdefault(idx, []).append(("duplicate_key", col, value))
 
     try:
-        build_schema(spec).validate(frame, lazy=True)
+        # inplace: nothing is coerced, so pandera need not copy the partition first
+        build_schema(spec).validate(checked, lazy=True, inplace=True)
     except SchemaErrors as exc:
         cases = exc.failure_cases
         whole_table = cases[cases["index"].isna()]
@@ -117,10 +139,14 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
                 value = frame.at[int(case.index), "_extra"]
             failures.setdefault(int(case.index), []).append((rule, case.column, value))
 
-    bad_rows = [_failure(spec, frame, idx, failures[idx]) for idx in sorted(failures)]
+    order = sorted(failures)
+    bad = frame.loc[order, ["_key", *spec.fields]].to_dict("index") if order else {}
+    sensitive = sensitive_names(spec)
+    bad_rows = [_failure(spec, bad[idx], idx, failures[idx], sensitive) for idx in order]
     valid = frame.drop(index=list(failures))
     return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
-                            warnings=unknown_attributes(spec, valid))
+                            warnings=unknown_attributes(spec, valid),
+                            unpartitioned=unpartitioned)
 
 
 def unknown_attributes(spec: SyncSpec, frame: pd.DataFrame) -> Counter:
@@ -142,12 +168,14 @@ def unknown_attributes(spec: SyncSpec, frame: pd.DataFrame) -> Counter:
 def _source_column(spec: SyncSpec, column: str) -> str:
     if column in spec.fields:
         return spec.fields[column].column
-    return {"_key": spec.source_key, "_crm_id": spec.matching_column,
+    return {"_key": spec.source_key, "_crm_id": spec.matching_column, "_updated_at": "updated_at",
             "_extra": spec.attributes_json_column,
             "_attribute_count": spec.attributes_json_column}.get(column) or column
 
 
-def _failure(spec: SyncSpec, frame: pd.DataFrame, idx: int, reasons: list) -> dict:
+def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list,
+             sensitive: frozenset[str]) -> dict:
+    """The quarantine entry of one failing row (`row`: its _key and mapped fields)."""
     rules = list(dict.fromkeys(r for r, _, _ in reasons))
     first_rule, column, value = reasons[0]
     code = RULES.get(first_rule, (first_rule.upper(), ""))[0]
@@ -156,8 +184,8 @@ def _failure(spec: SyncSpec, frame: pd.DataFrame, idx: int, reasons: list) -> di
             column=_source_column(spec, col), value=val)
         for rule, col, val in reasons
     ]
-    key = frame.at[idx, "_key"]
-    return {
+    key = row["_key"]
+    entry = {
         "source_key": key if key is not None else f"<row {idx + 1} without {spec.source_key}>",
         "stage": "validation",
         "error_code": code,
@@ -165,5 +193,8 @@ def _failure(spec: SyncSpec, frame: pd.DataFrame, idx: int, reasons: list) -> di
         "column_name": _source_column(spec, column),
         "value": value,
         "message": "; ".join(dict.fromkeys(messages)),
-        "payload": {k: frame.at[idx, k] for k in spec.fields},
+        "payload": {k: row[k] for k in spec.fields},
     }
+    if first_rule == "updated_at":
+        entry["partition"] = None  # it belongs to no daily partition
+    return mask_entry(entry, sensitive)  # sensitive values never reach the store

@@ -51,6 +51,16 @@ RULES: dict[str, tuple[str, str]] = {
         f"the record takes at least {{value}} bytes; a Brevo request may carry "
         f"{BREVO_MAX_BODY_BYTES} bytes",
     ),
+    "updated_at": (
+        "INVALID_UPDATED_AT",
+        "updated_at is missing or not a timestamp (got {value!r}): the row belongs to no daily "
+        "partition, so it is not synced until its updated_at is fixed",
+    ),
+    "nul_character": (
+        "INVALID_CHARACTER",
+        "{column} contains a NUL character (\\x00), which a CRM's text fields cannot hold "
+        "reliably; remove it at the source",
+    ),
     "duplicate_key": (
         "DUPLICATE_MATCHING_KEY",
         "another row of this partition has the same {column} ({value}) and a newer updated_at; "
@@ -143,12 +153,21 @@ def required_fields(spec: SyncSpec) -> set[str]:
     return fields & set(spec.fields)
 
 
+def _has_no_nul(series):
+    return ~series.str.contains("\x00", regex=False).eq(True)
+
+
+# A NUL character is not text: databases refuse it (PostgreSQL text) or cut the value at it, so
+# a row holding one is quarantined rather than sent and perhaps silently truncated.
+_NO_NUL = pa.Check(_has_no_nul, name="nul_character", error="nul_character")
+
+
 def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
     """The schema of one sync: the CRM's model plus a column per mapped field."""
     required = required_fields(spec)
     columns: dict[str, pa.Column] = {}
     for crm_field, mapping in spec.fields.items():
-        checks = []
+        checks = [_NO_NUL]
         if mapping.type in _FORMAT_CHECKS:
             rule, pattern = _FORMAT_CHECKS[mapping.type]
             checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))

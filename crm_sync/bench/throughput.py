@@ -1,0 +1,179 @@
+"""Sections 1-3: the upsert stage against its ceiling, crm_sync's CPU per row against each CRM's
+documented allowance, and saturation of HubSpot's rolling window."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from crm_sync.bench.ceiling import Recorder, replay
+from crm_sync.bench.util import (
+    Stopwatch, counters, cpu_seconds, fast_resource, read_table, reset,
+)
+from crm_sync.connectors.hubspot import HubSpotResource
+from crm_sync.sandbox.app import DEFAULT_TOKENS
+from crm_sync.spec import Spec, SyncSpec
+from crm_sync.store import SyncStore
+from crm_sync.sync_runner import run_upsert
+from crm_sync.validation import validate_partition
+
+# What each CRM documents, as rows per second (rows per call x calls per second) and why.
+ALLOWANCES = {
+    "hubspot": (100 * 190 / 10, "190 requests / 10 s (Professional/Enterprise) x 100 inputs"),
+    "salesforce": (200 * 10, "200 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
+    "brevo": (1000 * 10, "1000 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
+    "superleap": (None, "Superleap documents no rate limit"),
+}
+
+
+@dataclass
+class Throughput:
+    crm: str
+    sync: str
+    rows: int = 0  # rows handed to the upsert stage (valid rows)
+    sent: int = 0
+    pipeline_seconds: float = 0.0
+    client_cpu: float = 0.0
+    crm_cpu: float = 0.0  # the sandbox's CPU time while the pipeline ran
+    ceiling_seconds: float = 0.0
+    ceiling_crm_cpu: float = 0.0
+    requests: int = 0  # the pipeline's upsert requests (recorded, then replayed)
+    replayed: int = 0  # requests the ceiling sent (upserts, and Brevo's polls)
+    accounting: dict = field(default_factory=dict)
+
+    @property
+    def pipeline_rps(self) -> float:
+        return self.sent / self.pipeline_seconds if self.pipeline_seconds else 0.0
+
+    @property
+    def ceiling_rps(self) -> float:
+        return self.sent / self.ceiling_seconds if self.ceiling_seconds else 0.0
+
+    @property
+    def share_of_ceiling(self) -> float:
+        return self.pipeline_rps / self.ceiling_rps if self.ceiling_rps else 0.0
+
+    @property
+    def rows_per_core_second(self) -> float:
+        return self.sent / self.client_cpu if self.client_cpu else 0.0
+
+    @property
+    def headroom(self) -> float | None:
+        allowance = ALLOWANCES[self.crm][0]
+        return self.rows_per_core_second / allowance if allowance else None
+
+
+def upsert_vs_ceiling(spec: Spec, data: Path, rows: int, url: str, pid: int | None,
+                      workdir: Path, log=print) -> list[Throughput]:
+    """Per sync: `rows` source rows validated, then (1) the upsert stage (run_upsert: plan,
+    send, record) on an empty sandbox and store, its request bodies recorded; (2) the same
+    bodies replayed by the minimal client, with the same concurrency, on an empty sandbox."""
+    results = []
+    for sync in spec.syncs:
+        valid = validate_partition(sync, read_table(data, sync.source, rows)).valid
+        result = Throughput(sync.crm, sync.name, rows=len(valid))
+        resource = fast_resource(sync, url)
+        store_path = workdir / f"throughput-{sync.name}.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+        store = SyncStore(store_path)
+
+        reset(url)
+        recorder = Recorder()
+        crm_before = cpu_seconds(pid)
+        with recorder.active(), Stopwatch() as watch:
+            report = run_upsert(sync, valid, resource, store, partition="bench")
+        result.crm_cpu = cpu_seconds(pid) - crm_before
+        result.pipeline_seconds, result.client_cpu = watch.wall, watch.cpu
+        result.sent = report.sent
+        result.accounting = {"rows_in": report.rows_in, "created": report.created,
+                             "updated": report.updated, "unchanged": report.unchanged,
+                             "skipped": report.skipped, "failed": report.failed}
+
+        reset(url)
+        headers = {**resource.auth_headers(), "user-agent": "crm_sync-bench-ceiling"}
+        polls = (resource.poll_interval_seconds, resource.max_poll_interval_seconds) \
+            if sync.crm == "brevo" else None
+        crm_before = cpu_seconds(pid)
+        with Stopwatch() as watch:
+            result.replayed = asyncio.run(replay(url, headers, resource.max_concurrency,
+                                                 recorder.requests, polls))
+        result.requests = len(recorder.requests)
+        result.ceiling_seconds = watch.wall
+        result.ceiling_crm_cpu = cpu_seconds(pid) - crm_before
+        log(f"  {sync.crm}: {result.sent:,} rows, pipeline {result.pipeline_rps:,.0f} rows/s, "
+            f"ceiling {result.ceiling_rps:,.0f} rows/s ({result.share_of_ceiling:.0%}), "
+            f"{result.rows_per_core_second:,.0f} rows per client CPU second")
+        results.append(result)
+    reset(url)
+    return results
+
+
+@dataclass
+class Saturation:
+    allowance: int
+    window_seconds: float
+    seconds: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
+    rows_in: int = 0
+    confirmed: int = 0
+    quarantined: int = 0
+    lost: int = 0
+
+    @property
+    def per_window(self) -> float:
+        return self.requests / (self.seconds / self.window_seconds) if self.seconds else 0.0
+
+    @property
+    def saturation(self) -> float:
+        return self.per_window / self.allowance
+
+    @property
+    def limited_per_minute(self) -> float:
+        return self.rate_limited / (self.seconds / 60) if self.seconds else 0.0
+
+
+def rate_limit_saturation(spec: Spec, data: Path, url: str, workdir: Path, seconds: float,
+                          allowance: int, window: float) -> Saturation:
+    """HubSpot with the sandbox enforcing `allowance` requests per rolling `window` s and the
+    connector at its defaults for that allowance: as many rows as `seconds` of the allowance
+    can carry, counted on the sandbox side."""
+    sync = next(s for s in spec.syncs if s.crm == "hubspot")
+    rows = int(seconds / window * allowance * 100)
+    source = read_table(data, sync.source, int(rows * 1.1) + 100)
+    valid = validate_partition(sync, source).valid.iloc[:rows]
+    store_path = workdir / "saturation.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+    store = SyncStore(store_path)
+    resource = HubSpotResource(base_url=url, token=DEFAULT_TOKENS["hubspot"],
+                               requests_per_window=allowance, window_seconds=window)
+    result = Saturation(allowance, window, rows_in=len(valid))
+    reset(url)
+    before = counters(url)
+    with Stopwatch() as watch:
+        report = run_upsert(sync, valid, resource, store, partition="bench")
+    after = counters(url)
+    result.seconds = watch.wall
+    result.requests = after.get("requests total", 0) - before.get("requests total", 0)
+    result.rate_limited = after.get("rate_limited total", 0) - \
+        before.get("rate_limited total", 0)
+    # Lost: a row neither in the CRM (with its state) nor in the quarantine.
+    records = httpx.get(f"{url}/_sandbox/records/hubspot/{sync.object}", timeout=120).json()
+    in_crm = {r["properties"].get("crm_sync_id") for r in records["records"]}
+    state = set(store.state_frame(sync.name)["source_key"])
+    quarantined = set(store.quarantine_frame(sync.name)["source_key"])
+    keys = set(valid["_key"])
+    result.confirmed = len(keys & state & in_crm)
+    result.quarantined = len(keys & quarantined)
+    result.lost = len(keys - (state & in_crm) - quarantined)
+    report.check()
+    return result
+
+
+def sync_by_crm(spec: Spec) -> dict[str, SyncSpec]:
+    return {s.crm: s for s in spec.syncs}

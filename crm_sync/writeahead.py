@@ -1,0 +1,130 @@
+"""Write-ahead log of non-idempotent creates (Superleap): what is about to be sent, before it is.
+
+Superleap's bulk_upsert creates a record for every value without an `id` and has no idempotency
+key. A create whose answer is lost (the connection drops after Superleap committed, crm_sync is
+killed with the request in flight) must therefore never be resent blind: the record would exist
+twice. So:
+
+1. Before a batch holding creates is sent, one entry per create goes into the `write_ahead`
+   table of the sync store, in its own committed transaction: sync, source key, batch id, the
+   record's `external_id` (JSON text; what the record can be found by) and `sent_at`.
+2. The entry leaves the table in the transaction that records the row's known outcome
+   (`SyncStore.record_results`): its state with the CRM id, or a rejection Superleap answered.
+   A transient failure (timeout, dropped connection, unreadable answer) keeps it: the outcome is
+   unknown.
+3. When a row is about to be created and an entry of an earlier attempt is still there, the
+   connector looks the record up by `external_id` first (Superleap's Filter Object Data API):
+   found, it adopts the record's id and sends the row as an update of that record; not found
+   (and the request cannot still be in progress: the CRM answered it, with an error or an
+   unreadable body, or it was sent longer than the settle time ago), it creates the row; not
+   found but possibly in progress, or the lookup failed, the row fails transient and a later
+   run decides. A row with no `external_id` cannot be looked up: it fails with
+   `CREATE_OUTCOME_UNKNOWN`, permanent, and a person checks Superleap (docs/guarantees.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import sqlite3
+
+    from crm_sync.store import SyncStore
+
+UNKNOWN_OUTCOME = "CREATE_OUTCOME_UNKNOWN"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS write_ahead (
+    sync TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    match_value TEXT,             -- JSON text of the record's external_id (NULL: none sent)
+    sent_at REAL NOT NULL,        -- written before the request left
+    answered_at REAL,             -- the CRM answered (an error, an unreadable body): no longer
+                                  -- in progress; NULL: no answer (timeout, drop, crash)
+    PRIMARY KEY (sync, source_key)
+);
+"""
+
+
+def token(value) -> str | None:
+    """The canonical JSON text of a matching value (types kept: 7 and "7" differ)."""
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Pending:
+    source_key: str
+    batch_id: str
+    match_value: str | None  # token() of the external_id sent
+    sent_at: float
+    answered_at: float | None = None
+
+    def maybe_in_progress(self, now: float, settle_seconds: float) -> bool:
+        """Could the CRM still be processing the request? Not once it answered; else until
+        `settle_seconds` after it was sent."""
+        return self.answered_at is None and now - self.sent_at < settle_seconds
+
+
+class WriteAheadLog:
+    """The write-ahead entries of one sync in the sync store."""
+
+    def __init__(self, store: SyncStore, sync: str):
+        self.store, self.sync = store, sync
+
+    def log(self, entries: Sequence[tuple[str, object]]) -> str:
+        """Record (source key, external_id value) of creates about to be sent, in a committed
+        transaction of its own; return the batch id."""
+        batch_id, now = uuid.uuid4().hex, time.time()
+        # Synced to disk before the request leaves: not even a power loss can forget it.
+        with self.store.transaction(durable=True) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO write_ahead (sync, source_key, batch_id, match_value, "
+                "sent_at) VALUES (?, ?, ?, ?, ?)",
+                [(self.sync, str(key), batch_id, token(value), now) for key, value in entries])
+        return batch_id
+
+    def answered(self, keys: Sequence[str]) -> None:
+        """The CRM answered the request of these (still open) creates, with an error or an
+        unreadable body: it is not processing them any more."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE write_ahead SET answered_at = ? WHERE sync = ? AND source_key "
+                         "IN (SELECT value FROM json_each(?))", (time.time(), self.sync,
+                                                                 _keys(keys)))
+
+    def pending(self, keys: Iterable[str] | None = None) -> dict[str, Pending]:
+        """The entries still open (of `keys`, or all of the sync's)."""
+        columns = "source_key, batch_id, match_value, sent_at, answered_at"
+        with self.store._connect() as conn:
+            if keys is None:
+                rows = conn.execute(f"SELECT {columns} FROM write_ahead WHERE sync = ?",
+                                    (self.sync,)).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {columns} FROM write_ahead WHERE sync = ? AND source_key IN "
+                    "(SELECT value FROM json_each(?))", (self.sync, _keys(keys))).fetchall()
+        return {r[0]: Pending(*r) for r in rows}
+
+
+def settle(conn: sqlite3.Connection, sync: str, succeeded: Sequence[str],
+           quarantined: Sequence[dict]) -> None:
+    """Inside `SyncStore.record_results`' transaction: close the entries of rows whose outcome
+    is now known (confirmed, or rejected by the CRM). Transient failures stay open."""
+    if conn.execute("SELECT 1 FROM write_ahead WHERE sync = ? LIMIT 1", (sync,)).fetchone() is None:
+        return  # nothing open for this sync: the common case costs one lookup
+    known = [*succeeded, *(row["source_key"] for row in quarantined
+                           if row.get("stage") == "crm" and not row.get("transient")
+                           and row.get("error_code") != UNKNOWN_OUTCOME)]
+    conn.execute("DELETE FROM write_ahead WHERE sync = ? AND source_key IN "
+                 "(SELECT value FROM json_each(?))", (sync, _keys(known)))
+
+
+def _keys(keys: Iterable) -> str:
+    return json.dumps([str(k) for k in keys], ensure_ascii=False)

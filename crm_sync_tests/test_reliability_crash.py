@@ -1,0 +1,191 @@
+"""Crashes: the process running a sync is killed (SIGKILL, nothing runs after it) at random
+points of a large partition, between requests, with requests in flight, and inside the writes
+of the sync store; then the partition runs again.
+
+After every kill: the sync store passes `PRAGMA integrity_check`, no CRM record exists twice,
+every row the state calls synced is in the CRM with its values, and every Superleap record whose
+answer the dead run never read still has its write-ahead entry. After the reruns: the promise
+holds in full (crm_sync_tests/invariant.py), with no record created twice, Superleap included.
+
+The run is a forked child (`sync_once`: validation, run_upsert, the retry of transient rows)
+so that the kill is real; the sandbox delays some answers after committing (0.3 s) to widen
+the window in which a request has been applied but not answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from crm_sync.sources import SourceResource
+from crm_sync.store import SyncStore
+from crm_sync.writeahead import WriteAheadLog
+from crm_sync_tests import invariant as inv
+
+pytestmark = pytest.mark.reliability
+
+ROWS = 1200
+CHUNK_ROWS = 250  # several state transactions per run
+BATCH = {"superleap": 100, "hubspot": 100, "salesforce": 200, "brevo": 250}
+RECONCILE_AFTER = 0.5  # seconds; the reruns wait that long for unanswered creates
+FORK = multiprocessing.get_context("fork")
+
+
+def _child(crm: str, url: str, store_path: str, data_dir: str, kill_inside: tuple | None):
+    """The sync run that gets killed (runs in the forked process)."""
+    if kill_inside is not None:
+        _arm(*kill_inside)
+    spec = inv.spec_for(crm)
+    crm_resource = inv.resource(crm, url, batch_size=BATCH[crm], reconcile_after_seconds=
+                                RECONCILE_AFTER) if crm == "superleap" else \
+        inv.resource(crm, url, batch_size=BATCH[crm])
+    inv.sync_once(spec, SourceResource(data_dir=data_dir), crm_resource, SyncStore(store_path),
+                  chunk_rows=CHUNK_ROWS)
+
+
+def _arm(target: str, nth: int) -> None:
+    """Kill this process inside its `nth` write of `target` ("state": record_results with
+    confirmed rows; "write_ahead": the log of creates), after every statement of the
+    transaction ran and before its COMMIT."""
+    calls = itertools.count(1)
+    armed = threading.local()  # writes run in worker threads, several at once
+    transaction = SyncStore.transaction
+
+    @contextmanager
+    def dying_transaction(self, *args, **kwargs):
+        with transaction(self, *args, **kwargs) as conn:
+            yield conn
+            if getattr(armed, "now", False):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    SyncStore.transaction = dying_transaction
+    owner, name = (SyncStore, "record_results") if target == "state" else (WriteAheadLog, "log")
+    method = getattr(owner, name)
+
+    def counting(self, *args, **kwargs):
+        state_rows = args[3] if len(args) > 3 else kwargs.get("state_rows", ())
+        armed.now = (target == "write_ahead" or bool(state_rows)) and next(calls) == nth
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            armed.now = False
+
+    setattr(owner, name, counting)
+
+
+def _run_and_kill(crm, url, store, data_dir, *, when=None, after: float | None = None,
+                  kill_inside: tuple | None = None) -> bool:
+    """Start the run; SIGKILL it once `when()` is true, `after` seconds later (or let it kill
+    itself: `kill_inside`). True if it died by the signal, False if it finished first."""
+    proc = FORK.Process(target=_child, args=(crm, url, str(store.path), data_dir, kill_inside))
+    proc.start()
+    if when is not None:
+        deadline = time.monotonic() + 60
+        while proc.is_alive() and not when() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    proc.join(after or 0 if when is not None else 60)
+    if proc.is_alive():
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    assert proc.exitcode is not None, "the child did not end"
+    assert proc.exitcode in (0, -signal.SIGKILL), f"the run failed: exit code {proc.exitcode}"
+    return proc.exitcode == -signal.SIGKILL
+
+
+def _rerun_resource(crm, url):
+    if crm == "superleap":
+        return inv.resource(crm, url, batch_size=BATCH[crm],
+                            reconcile_after_seconds=RECONCILE_AFTER)
+    return inv.resource(crm, url, batch_size=BATCH[crm])
+
+
+def _setup(crm, seed, sandbox, tmp_path):
+    spec = inv.spec_for(crm)
+    source = inv.write_source(tmp_path / "data", crm, ROWS, seed)
+    sandbox.post("/_sandbox/faults", json={"seed": seed, "rate_delay_after_commit": 0.3,
+                                           "delay_seconds": 0.3}).raise_for_status()
+    return spec, source, inv.read_source(spec, source)
+
+
+def _after_kill(sandbox, store, spec, frame) -> inv.Tally:
+    assert inv.integrity(store.path) == "ok"
+    return inv.check(sandbox, store, spec, frame, settled=False, crashed=True)
+
+
+def _settle(crm, url, sandbox, store, spec, source, frame) -> tuple[inv.Tally, int]:
+    sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    runs = inv.converge(spec, source, _rerun_resource(crm, url), store, sandbox, rounds=5,
+                        pause=RECONCILE_AFTER)
+    assert inv.integrity(store.path) == "ok"
+    return inv.check(sandbox, store, spec, frame, settled=True), runs
+
+
+def _requests(sandbox) -> int:
+    return sandbox.get("/_sandbox/stats").json()["counters"].get("requests total", 0)
+
+
+# Requests a full run of ROWS rows makes, roughly (Brevo: upserts, polls and read-backs).
+REQUESTS = {"superleap": 12, "hubspot": 12, "salesforce": 6, "brevo": 24}
+
+
+@pytest.mark.parametrize("crm,seed", [("superleap", 41), ("superleap", 42), ("hubspot", 43),
+                                      ("salesforce", 44), ("brevo", 45)])
+def test_sigkill_at_random_points_then_rerun(crm, seed, sandbox, sandbox_url, store, tmp_path):
+    spec, source, frame = _setup(crm, seed, sandbox, tmp_path)
+    rng = random.Random(seed)
+    kills, points, unknown = 0, [], 0
+    for _ in range(3):  # killed, run again and killed again, ...
+        # A random point of the run: after its n-th request reached the CRM, plus a random
+        # delay (between requests, requests in flight, chunks being recorded).
+        n, delay = rng.randint(1, REQUESTS[crm]), round(rng.uniform(0.0, 0.3), 2)
+        points.append((n, delay))
+        start = _requests(sandbox)
+        kills += _run_and_kill(crm, sandbox_url, store, source.data_dir, after=delay,
+                               when=lambda: _requests(sandbox) >= start + n)
+        unknown += _after_kill(sandbox, store, spec, frame).unknown
+    faults = inv.injected(sandbox)
+    after, runs = _settle(crm, sandbox_url, sandbox, store, spec, source, frame)
+    inv.record("crash_random", crm, seed, after, faults, kills=kills,
+               kill_points=points, unanswered_at_kill=unknown, reruns=runs)
+
+
+@pytest.mark.parametrize("target,nth", [("state", 2), ("write_ahead", 3)])
+def test_sigkill_inside_a_sync_store_transaction(target, nth, sandbox, sandbox_url, store,
+                                                 tmp_path):
+    crm, seed = "superleap", 46
+    spec, source, frame = _setup(crm, seed, sandbox, tmp_path)
+    assert _run_and_kill(crm, sandbox_url, store, source.data_dir, kill_inside=(target, nth))
+    tally = _after_kill(sandbox, store, spec, frame)
+    confirmed = len(store.state_frame(spec.name))
+    assert confirmed < tally.valid and (confirmed > 0 or target != "state")
+    faults = inv.injected(sandbox)
+    after, runs = _settle(crm, sandbox_url, sandbox, store, spec, source, frame)
+    inv.record(f"crash_in_{target}", crm, seed, after, faults, kills=1, confirmed=confirmed,
+               unanswered_at_kill=tally.unknown, reruns=runs)
+
+
+def test_sigkill_after_superleap_committed_and_before_it_answered(sandbox, sandbox_url, store,
+                                                                  tmp_path):
+    crm, seed = "superleap", 47
+    spec, source, frame = _setup(crm, seed, sandbox, tmp_path)
+    # Every answer comes 3 s after Superleap committed: kill the run inside that window.
+    sandbox.post("/_sandbox/faults", json={"seed": seed, "rate_delay_after_commit": 1.0,
+                                           "delay_seconds": 3}).raise_for_status()
+    assert _run_and_kill(crm, sandbox_url, store, source.data_dir,
+                         when=lambda: len(inv.stored_records(sandbox, crm)) >= BATCH[crm])
+    tally = _after_kill(sandbox, store, spec, frame)
+    assert tally.unknown >= BATCH[crm]  # created in Superleap, unknown to the dead run
+    assert store.state_frame(spec.name).empty
+    faults = inv.injected(sandbox)
+    after, runs = _settle(crm, sandbox_url, sandbox, store, spec, source, frame)
+    assert after.duplicates == 0 and after.in_crm == after.valid  # adopted, not created twice
+    inv.record("crash_after_commit", crm, seed, after, faults, kills=1,
+               unanswered_at_kill=tally.unknown, reruns=runs)
