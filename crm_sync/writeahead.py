@@ -101,14 +101,15 @@ class WriteAheadLog:
 
     def pending(self, keys: Iterable[str] | None = None) -> dict[str, Pending]:
         """The entries still open (of `keys`, or all of the sync's)."""
-        columns = "source_key, batch_id, match_value, sent_at, answered_at"
-        with self.store._connect() as conn:
+        with self.store._connect() as conn:  # literal queries (bandit B608)
             if keys is None:
-                rows = conn.execute(f"SELECT {columns} FROM write_ahead WHERE sync = ?",
-                                    (self.sync,)).fetchall()
+                rows = conn.execute(
+                    "SELECT source_key, batch_id, match_value, sent_at, answered_at "
+                    "FROM write_ahead WHERE sync = ?", (self.sync,)).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {columns} FROM write_ahead WHERE sync = ? AND source_key IN "
+                    "SELECT source_key, batch_id, match_value, sent_at, answered_at "
+                    "FROM write_ahead WHERE sync = ? AND source_key IN "
                     "(SELECT value FROM json_each(?))", (self.sync, _keys(keys))).fetchall()
         return {r[0]: Pending(*r) for r in rows}
 

@@ -82,13 +82,19 @@ def read_source(spec: SyncSpec, source: SourceResource) -> pd.DataFrame:
 
 
 # -- resources tuned for tests ------------------------------------------------------------------
+# Unanswered Superleap creates are looked up once they are this old (production default: 60 s).
+# Long enough for a sandbox slowed down by a busy machine to have processed any request a
+# timed-out or killed client left behind; `converge` waits as long between its runs.
+RECONCILE_AFTER = 1.0
+
+
 def resource(crm: str, url: str, **overrides):
     """A resource with short waits: no client-side pacing to speak of, short backoffs."""
     common = {"base_url": url, "token": DEFAULT_TOKENS[crm], "requests_per_window": 1000,
               "max_backoff_seconds": 0.2, "timeout_seconds": 10.0}
     if crm == "superleap":
-        return SuperleapResource(**{**common, "batch_size": 10, "reconcile_after_seconds": 0.0,
-                                    **overrides})
+        return SuperleapResource(**{**common, "batch_size": 10,
+                                    "reconcile_after_seconds": RECONCILE_AFTER, **overrides})
     if crm == "hubspot":
         return HubSpotResource(**{**common, "batch_size": 25, **overrides})
     if crm == "salesforce":
@@ -115,7 +121,7 @@ def sync_once(spec: SyncSpec, source: SourceResource, crm_resource, store: SyncS
 
 
 def converge(spec: SyncSpec, source: SourceResource, crm_resource, store: SyncStore,
-             sandbox: httpx.Client, rounds: int = 4, pause: float = 0.0) -> int:
+             sandbox: httpx.Client, rounds: int = 4, pause: float = RECONCILE_AFTER) -> int:
     """Run again (faults off) until nothing transient is left; the runs it took."""
     for run in range(1, rounds + 1):
         sync_once(spec, source, crm_resource, store)

@@ -25,7 +25,7 @@ from crm_sync.spec import load_spec
 from crm_sync.sync_runner import mapped_fields
 
 SPEC = load_spec()
-SETTINGS = settings(max_examples=100, deadline=None,
+SETTINGS = settings(max_examples=75, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
 
 

@@ -151,13 +151,14 @@ def test_an_unanswered_create_is_not_resent_while_it_may_be_in_progress_or_unver
     assert report.failed_by_code == {UNKNOWN_OUTCOME: 6} and report.failed_transient == 6
     # The lookup fails: nothing is sent either.
     sandbox.post("/_sandbox/faults", json={"seed": 2, "rate_500": 1.0})
-    report = run_upsert(spec, valid, inv.resource("superleap", sandbox_url, max_attempts=1),
-                        store)
+    report = run_upsert(spec, valid, inv.resource("superleap", sandbox_url, max_attempts=1,
+                                                  reconcile_after_seconds=0), store)
     assert report.failed_by_code == {UNKNOWN_OUTCOME: 6} and report.requests == 1
     assert len(inv.stored_records(sandbox, "superleap")) == 6
 
     sandbox.post("/_sandbox/faults", json={})
-    report = run_upsert(spec, valid, inv.resource("superleap", sandbox_url), store)
+    report = run_upsert(spec, valid, inv.resource("superleap", sandbox_url,
+                                                  reconcile_after_seconds=0), store)
     assert report.updated == 6 and report.created == 0  # adopted
     inv.check(sandbox, store, spec, inv.read_source(spec, source), settled=True)
 
@@ -191,3 +192,25 @@ def test_a_row_without_external_id_is_held_until_a_person_names_its_record(
     assert store.quarantine_frame(spec.name).empty
     assert WriteAheadLog(store, spec.name).pending() == {}
     assert len(inv.stored_records(sandbox, "superleap")) == 3
+
+
+def test_an_entry_closes_only_when_the_rows_outcome_is_known(store):
+    log = WriteAheadLog(store, "s")
+    log.log([(k, k) for k in ("ok", "rejected", "transient", "invalid", "unknown")])
+    assert log.pending()["ok"].maybe_in_progress(log.pending()["ok"].sent_at + 1, 60)
+    log.answered(["transient"])
+    assert not log.pending()["transient"].maybe_in_progress(0, 60)
+    store.record_results("s", succeeded=["ok"], quarantined=[
+        {"source_key": "rejected", "stage": "crm", "error_code": "PARSE_INVALID_FORMAT",
+         "message": "invalid email format: x", "transient": False},
+        {"source_key": "transient", "stage": "crm", "error_code": "TIMEOUT",
+         "message": "request timed out", "transient": True},
+        {"source_key": "invalid", "stage": "validation", "error_code": "REQUIRED_FIELD_MISSING",
+         "message": "name is required"},
+        {"source_key": "unknown", "stage": "crm", "error_code": UNKNOWN_OUTCOME,
+         "message": "no external_id", "transient": False}],
+        state_rows=[("ok", "g1koYv_AAAAAAAA", "h1:x")])
+    # Confirmed or rejected by the CRM: known. Transient, a validation failure (a create of an
+    # earlier version may exist), an unverifiable create: still open.
+    assert sorted(log.pending()) == ["invalid", "transient", "unknown"]
+    assert WriteAheadLog(store, "other").pending() == {}

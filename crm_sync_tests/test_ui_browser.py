@@ -87,6 +87,7 @@ def dagster_ui(tmp_path_factory):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = (ARTIFACTS / "dagster-dev.log").open("w")
+        _STARTED[0] = time.monotonic()
         proc = subprocess.Popen(  # nosec B603: a fixed argument list
             [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
              "-h", "127.0.0.1", "-p", str(port)],
@@ -139,13 +140,13 @@ def page(browser):
         context.close()
 
 
-_STARTED = time.monotonic()
+_STARTED = [time.monotonic()]  # when `dagster dev` was started
 
 
 def _shot(page, name: str) -> None:
     """A screenshot in test-artifacts/, and when it was taken (printed with the test's output)."""
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    print(f"[{time.monotonic() - _STARTED:6.1f} s] {name}.png")
+    print(f"[{time.monotonic() - _STARTED[0]:6.1f} s] {name}.png")
 
 
 def test_materialize_one_partition_from_the_ui(dagster_ui, page):

@@ -4,6 +4,7 @@ documented allowance, and saturation of HubSpot's rolling window."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,49 +68,57 @@ class Throughput:
 
 
 def upsert_vs_ceiling(spec: Spec, data: Path, rows: int, url: str, pid: int | None,
-                      workdir: Path, log=print) -> list[Throughput]:
-    """Per sync: `rows` source rows validated, then (1) the upsert stage (run_upsert: plan,
-    send, record) on an empty sandbox and store, its request bodies recorded; (2) the same
-    bodies replayed by the minimal client, with the same concurrency, on an empty sandbox."""
+                      workdir: Path, repeat: int = 2, log=print) -> list[Throughput]:
+    """Per sync: `rows` source rows validated, then, `repeat` times in turn, (1) the upsert
+    stage (run_upsert: plan, send, record) on an empty sandbox and store, its request bodies
+    recorded the first time; (2) the same bodies replayed by the minimal client, with the same
+    concurrency, on an empty sandbox. The best time of each counts (the machine is shared:
+    the least disturbed run is the closest to what each side can do)."""
     results = []
     for sync in spec.syncs:
         valid = validate_partition(sync, read_table(data, sync.source, rows)).valid
         result = Throughput(sync.crm, sync.name, rows=len(valid))
         resource = fast_resource(sync, url)
-        store_path = workdir / f"throughput-{sync.name}.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{store_path}{suffix}").unlink(missing_ok=True)
-        store = SyncStore(store_path)
-
-        reset(url)
-        recorder = Recorder()
-        crm_before = cpu_seconds(pid)
-        with recorder.active(), Stopwatch() as watch:
-            report = run_upsert(sync, valid, resource, store, partition="bench")
-        result.crm_cpu = cpu_seconds(pid) - crm_before
-        result.pipeline_seconds, result.client_cpu = watch.wall, watch.cpu
-        result.sent = report.sent
-        result.accounting = {"rows_in": report.rows_in, "created": report.created,
-                             "updated": report.updated, "unchanged": report.unchanged,
-                             "skipped": report.skipped, "failed": report.failed}
-
-        reset(url)
         headers = {**resource.auth_headers(), "user-agent": "crm_sync-bench-ceiling"}
         polls = (resource.poll_interval_seconds, resource.max_poll_interval_seconds) \
             if sync.crm == "brevo" else None
-        crm_before = cpu_seconds(pid)
-        with Stopwatch() as watch:
-            result.replayed = asyncio.run(replay(url, headers, resource.max_concurrency,
-                                                 recorder.requests, polls))
+        recorder = Recorder()
+        for attempt in range(max(1, repeat)):
+            store = SyncStore(_fresh(workdir / f"throughput-{sync.name}.sqlite"))
+            reset(url)
+            crm_before = cpu_seconds(pid)
+            with (recorder.active() if attempt == 0 else nullcontext()), Stopwatch() as watch:
+                report = run_upsert(sync, valid, resource, store, partition="bench")
+            if attempt == 0 or watch.wall < result.pipeline_seconds:
+                result.pipeline_seconds = watch.wall
+                result.crm_cpu = cpu_seconds(pid) - crm_before
+            result.client_cpu = min(result.client_cpu or watch.cpu, watch.cpu)
+            result.sent = report.sent
+            result.accounting = {"rows_in": report.rows_in, "created": report.created,
+                                 "updated": report.updated, "unchanged": report.unchanged,
+                                 "skipped": report.skipped, "failed": report.failed}
+
+            reset(url)
+            crm_before = cpu_seconds(pid)
+            with Stopwatch() as watch:
+                result.replayed = asyncio.run(replay(url, headers, resource.max_concurrency,
+                                                     recorder.requests, polls))
+            if attempt == 0 or watch.wall < result.ceiling_seconds:
+                result.ceiling_seconds = watch.wall
+                result.ceiling_crm_cpu = cpu_seconds(pid) - crm_before
         result.requests = len(recorder.requests)
-        result.ceiling_seconds = watch.wall
-        result.ceiling_crm_cpu = cpu_seconds(pid) - crm_before
         log(f"  {sync.crm}: {result.sent:,} rows, pipeline {result.pipeline_rps:,.0f} rows/s, "
             f"ceiling {result.ceiling_rps:,.0f} rows/s ({result.share_of_ceiling:.0%}), "
             f"{result.rows_per_core_second:,.0f} rows per client CPU second")
         results.append(result)
     reset(url)
     return results
+
+
+def _fresh(path: Path) -> Path:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
 
 
 @dataclass
@@ -146,10 +155,7 @@ def rate_limit_saturation(spec: Spec, data: Path, url: str, workdir: Path, secon
     rows = int(seconds / window * allowance * 100)
     source = read_table(data, sync.source, int(rows * 1.1) + 100)
     valid = validate_partition(sync, source).valid.iloc[:rows]
-    store_path = workdir / "saturation.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
-    store = SyncStore(store_path)
+    store = SyncStore(_fresh(workdir / "saturation.sqlite"))
     resource = HubSpotResource(base_url=url, token=DEFAULT_TOKENS["hubspot"],
                                requests_per_window=allowance, window_seconds=window)
     result = Saturation(allowance, window, rows_in=len(valid))
