@@ -182,8 +182,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         if sync.mode == "mirror":  # rows that left the source: delete their CRM records
             mirrored = mirror_deletes(sync, context.resources.source, resource, store,
                                       log=context.log.info, dry_run=config.dry_run)
-        quarantined = store.quarantine_frame(sync.name)
-        quarantined = quarantined[quarantined["partition"] == context.partition_key]
+        quarantined = store.quarantine_frame(sync.name, partition=context.partition_key)
         metadata = {
             name: dg.MetadataValue.int(getattr(report, name))
             for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",

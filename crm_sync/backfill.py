@@ -4,6 +4,7 @@ upserts from running at once."""
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from datetime import date, timedelta
 
@@ -32,7 +33,10 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
 
     spec = spec or load_spec()
     assets = build_assets(spec)
-    resources = resources or build_resources()
+    # Every partition is one in-process run whose assets read only what the same run produced:
+    # outputs are handed over in memory (Dagster keeps every output of an in-process run until
+    # it ends anyway), not pickled to disk and read back as a second copy.
+    resources = {"io_manager": dg.mem_io_manager, **(resources or build_resources())}
     if syncs:
         unknown = set(syncs) - {s.name for s in spec.syncs}
         if unknown:
@@ -50,6 +54,10 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
     instance = instance or dg.DagsterInstance.ephemeral()
     for partition in partitions:
         log(f"syncing partition {partition} ...")
+        result = None
+        # The previous partition's frames are often held in reference cycles (Dagster's run
+        # objects): free them before this partition allocates its own (bounded memory).
+        gc.collect()
         result = dg.materialize(partitioned, partition_key=partition, resources=resources,
                                 instance=instance, run_config=run_config)
         for sync in spec.syncs:

@@ -189,8 +189,13 @@ class SyncStore:
             conn.execute("UPDATE quarantine SET claimed_by = NULL, claimed_at = NULL "
                          "WHERE sync = ? AND claimed_by = ?", (sync, claimant))
 
-    def quarantine_frame(self, sync: str | None = None) -> pd.DataFrame:
+    def quarantine_frame(self, sync: str | None = None,
+                         partition: str | None = None) -> pd.DataFrame:
         with self._connect() as conn:
+            if sync and partition is not None:  # one partition's entries (a run's metadata)
+                return pd.read_sql_query(
+                    "SELECT * FROM quarantine WHERE sync = ? AND partition = ? "
+                    "ORDER BY sync, source_key", conn, params=(sync, partition))
             if sync:
                 return pd.read_sql_query("SELECT * FROM quarantine WHERE sync = ? "
                                          "ORDER BY sync, source_key", conn, params=(sync,))

@@ -233,6 +233,7 @@ PIPELINE_DEPTH = 3
 # keep being read and requests sent (no thread: a second Python thread would only contend for
 # the GIL).
 PLAN_SLICE_ROWS = 1000
+_NOT_SYNCED = (None, None)
 
 
 async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_run, chunk_rows,
@@ -263,10 +264,17 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
                 while window and (len(window) >= PIPELINE_DEPTH or any(
                         not names.isdisjoint(other) for _, other in window)):
                     await window.popleft()[0]
+                keys = chunk["_key"].tolist()
+                digests = change_digests(spec, chunk)
+                state = store.get_state(spec.name, keys)
+                same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
+                        for key, digest in zip(keys, digests)]
                 plan = _Plan()
                 for start in range(0, len(chunk), PLAN_SLICE_ROWS):
-                    plan.extend(_prepare(spec, chunk.iloc[start:start + PLAN_SLICE_ROWS],
-                                         store, partition, full_resync, report,
+                    stop = start + PLAN_SLICE_ROWS
+                    plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
+                                         digests[start:stop], same[start:stop], state,
+                                         partition, full_resync, report,
                                          None if dry_run else connector))
                     await asyncio.sleep(0)
                 if dry_run:
@@ -310,9 +318,10 @@ class _Plan:
         self.items += other.items
 
 
-def _prepare(spec, chunk, store, partition, full_resync, report, connector) -> _Plan:
+def _prepare(spec, chunk, keys, digests, same, state, partition, full_resync, report,
+             connector) -> _Plan:
     """Plan a slice of rows and build the records to send."""
-    plan = _plan(spec, chunk, store, partition, full_resync, report)
+    plan = _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report)
     if connector is not None and plan.to_send:
         plan.items = [connector.item(key, fields, crm_id) for key, fields, crm_id in plan.to_send]
     return plan
@@ -330,25 +339,19 @@ def _identities(spec, chunk: pd.DataFrame) -> set[str]:
     return found
 
 
-def _plan(spec, chunk, store, partition, full_resync, report) -> _Plan:
-    """Decide, row by row, what to send: only new or changed rows, as the mode allows."""
+def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report) -> _Plan:
+    """Decide, row by row, what to send: only new or changed rows, as the mode allows.
+    `same[i]`: row i's digest equals its state's; `state`: key -> (crm_id, hash) of the rows
+    synced before."""
     plan = _Plan()
-    keys = chunk["_key"].tolist()
-    digests = change_digests(spec, chunk)
-    state = store.get_state(spec.name, keys)
     crm_ids = chunk["_crm_id"].tolist() if "_crm_id" in chunk.columns else [None] * len(keys)
-    # Rows whose digest matches the state are unchanged without building their payload.
-    if full_resync or not state:
-        candidates = list(range(len(keys)))
-    else:
-        candidates = []
-        for pos, (key, digest) in enumerate(zip(keys, digests)):
-            known = state.get(key)
-            if known is not None and known[1] == digest:
-                plan.unchanged.append(key)
-            else:
-                candidates.append(pos)
-        report.unchanged += len(plan.unchanged)
+    candidates = []
+    for pos, (key, unchanged) in enumerate(zip(keys, same)):
+        if unchanged and not full_resync:
+            plan.unchanged.append(key)
+        else:
+            candidates.append(pos)
+    report.unchanged += len(plan.unchanged)
     rows = chunk if len(candidates) == len(keys) else chunk.iloc[candidates]
     converted = mapped_columns(spec, rows) if candidates else []
     for pos, (fields, error) in zip(candidates, converted):

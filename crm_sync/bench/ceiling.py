@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -25,15 +26,17 @@ class Recorder:
 
     def __init__(self):
         self.requests: list[tuple[str, str, bytes]] = []
+        self.sent_at: list[float] = []  # when each was handed to the core (monotonic)
 
     @contextmanager
     def active(self):
         original = HttpCore.call
-        requests = self.requests
+        requests, sent_at = self.requests, self.sent_at
 
         async def call(core, method, path, *, content=None, **options):
             if content is not None:
                 requests.append((method, path, content))
+                sent_at.append(time.monotonic())
             return await original(core, method, path, content=content, **options)
 
         HttpCore.call = call

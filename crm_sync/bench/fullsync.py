@@ -4,7 +4,8 @@ two sizes), then an incremental sync after 1% of the rows changed."""
 from __future__ import annotations
 
 import json
-import subprocess  # nosec B404: our own module in a child process, fixed arguments, no shell
+# B404: our own module in a child process, with a fixed argument list and no shell.
+import subprocess  # nosec B404
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ def full_sync(label: str, spec: Spec, data: Path, store: Path, url: str,
     """Every partition with data, synced by a child process; its seconds and peak RSS."""
     config = {"data_dir": str(data), "store": str(store), "url": url,
               "partitions": partitions or partitions_with_data(spec, data)}
-    # A fixed argument list: this interpreter, our own module, a JSON config; no shell.
+    # B603: a fixed argument list (this interpreter, our own module, a JSON config), no shell.
     done = subprocess.run([sys.executable, "-m", "crm_sync.bench.child",  # nosec B603
                            json.dumps(config)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -79,18 +80,20 @@ def change_one_percent(spec: Spec, data: Path, store: Path) -> dict[str, int]:
     with duckdb.connect() as conn:
         for sync in spec.syncs:
             column, change = CHANGES[sync.source]
-            path = str(data / f"{sync.source}.csv").replace("'", "''")
-            temp = path + ".changed"
+            source, changed_file = data / f"{sync.source}.csv", data / f"{sync.source}.changed"
+            path, temp = (str(f).replace("'", "''") for f in (source, changed_file))
+            # B608: the names and expressions come from CHANGES and the sync spec, not input.
+            every = f"row_number() OVER () % {EVERY} = 0"
             conn.execute(
-                f"COPY (SELECT * REPLACE (CASE WHEN row_number() OVER () % {EVERY} = 0 "  # nosec B608
-                f"THEN {change} ELSE {column} END AS {column}) "
+                f"COPY (SELECT * REPLACE (CASE WHEN {every} THEN "  # nosec B608
+                f"{change} ELSE {column} END AS {column}) "
                 f"FROM read_csv('{path}', all_varchar=true, header=true)) "
                 f"TO '{temp}' (HEADER, DELIMITER ',')")
             changed = conn.execute(
                 f"SELECT {sync.source_key} FROM (SELECT {sync.source_key}, "  # nosec B608
                 f"row_number() OVER () AS n FROM read_csv('{path}', all_varchar=true, "
                 f"header=true)) WHERE n % {EVERY} = 0").fetchall()
-            Path(temp).replace(path)
+            changed_file.replace(source)
             synced = set(state.state_frame(sync.name)["source_key"])
             expected[sync.name] = sum(1 for (key,) in changed if key in synced)
     return expected

@@ -32,8 +32,9 @@ def rows(results) -> list[dict]:
     s = results.saturation
     if s is not None:
         add(3, f"HubSpot {s.allowance}/{s.window_seconds:g} s: requests per window / allowance",
-            f"{s.per_window:.1f} / {s.allowance} = {s.saturation:.1%} ({s.requests} requests "
-            f"in {s.seconds:.1f} s)", ">= 95%", s.saturation >= 0.95)
+            f"{s.per_window:.1f} / {s.allowance} = {s.saturation:.1%} ({s.upserts} requests in "
+            f"{s.syncing_seconds:.1f} s; {s.per_window_overall:.1f} counting the run's "
+            f"{s.seconds:.1f} s)", ">= 95%", s.saturation >= 0.95)
         add(3, "429 answers per minute", f"{s.limited_per_minute:.2f} ({s.rate_limited} in "
             f"{s.seconds:.0f} s)", "<= 1", s.limited_per_minute <= 1)
         add(3, "rows lost", f"{s.lost} of {s.rows_in:,} ({s.confirmed:,} in the CRM, "

@@ -4,6 +4,7 @@ quarantine with the rule, the column, the bad value and a message a person can a
 from __future__ import annotations
 
 import json
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -127,6 +128,9 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
         # inplace: nothing is coerced, so pandera need not copy the partition first
         build_schema(spec).validate(checked, lazy=True, inplace=True)
     except SchemaErrors as exc:
+        # pandera's frames (in the traceback) hold copies of the partition: free them now
+        # rather than whenever the garbage collector next finds the cycle.
+        traceback.clear_frames(exc.__traceback__)
         cases = exc.failure_cases
         whole_table = cases[cases["index"].isna()]
         if not whole_table.empty:
