@@ -104,11 +104,14 @@ class HubSpotConnector(Connector):
         return outcomes
 
     def _rounds(self, items: list[Item]) -> list[list[Item]]:
+        identities = [self.identity(item) for item in items]
+        if len(set(identities)) == len(identities):
+            return [items] if items else []  # the usual case: every input its own record
         rounds: list[list[Item]] = []
         seen: dict[tuple[str, str], int] = defaultdict(int)
-        for item in items:
-            n = seen[self.identity(item)]
-            seen[self.identity(item)] += 1
+        for item, identity in zip(items, identities):
+            n = seen[identity]
+            seen[identity] += 1
             if n == len(rounds):
                 rounds.append([])
             rounds[n].append(item)
@@ -244,7 +247,7 @@ class HubSpotConnector(Connector):
                               "list", status=status, transient=True, attempts=attempts,
                               raw=response.text[:2000])
         keys = {item.key for item in batch}
-        by_identity = {self.identity(item): item.key for item in batch}
+        by_identity = _ByIdentity(self, batch)
         found: dict[str, list[Outcome]] = defaultdict(list)
         for result in payload["results"]:
             key = self._result_key(result, by_identity)
@@ -261,7 +264,7 @@ class HubSpotConnector(Connector):
                 self._unaccounted(item, len(found[item.key]), response, attempts)
                 for item in batch]
 
-    def _result_key(self, result, by_identity: dict) -> str | None:
+    def _result_key(self, result, by_identity: "_ByIdentity") -> str | None:
         if not isinstance(result, dict):
             return None
         trace = result.get("objectWriteTraceId")
@@ -275,7 +278,7 @@ class HubSpotConnector(Connector):
         prop = self.spec.matching_key
         return by_identity.get((prop, _normalize(prop, value)))
 
-    def _error_keys(self, err, by_identity: dict) -> list[str | None]:
+    def _error_keys(self, err, by_identity: "_ByIdentity") -> list[str | None]:
         context = err.get("context") if isinstance(err, dict) else None
         context = context if isinstance(context, dict) else {}
         traces = context.get("objectWriteTraceId")
@@ -342,6 +345,19 @@ class HubSpotConnector(Connector):
             allowance = _int(headers.get("x-hubspot-ratelimit-max")) or 1
             return interval_ms / 1000 / max(allowance, 1)
         return None
+
+
+class _ByIdentity:
+    """identity -> source key of a batch's inputs, built only when an answer lacks the trace
+    ids (HubSpot echoes them for every input crm_sync sends, so it rarely is)."""
+
+    def __init__(self, connector: HubSpotConnector, batch: list[Item]):
+        self._connector, self._batch, self._map = connector, batch, None
+
+    def get(self, identity: tuple[str, str]) -> str | None:
+        if self._map is None:
+            self._map = {self._connector.identity(i): i.key for i in self._batch}
+        return self._map.get(identity)
 
 
 def _normalize(prop: str, value: str) -> str:
