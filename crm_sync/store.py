@@ -148,11 +148,14 @@ class SyncStore:
         now = time.time()
         with self.transaction() as conn:
             writeahead.settle(conn, sync, succeeded, quarantined)
-            conn.execute(
-                "DELETE FROM quarantine WHERE sync = ? AND source_key IN "
-                "(SELECT value FROM json_each(?))",
-                (sync, json.dumps([str(k) for k in succeeded], ensure_ascii=False)),
-            )
+            if succeeded and conn.execute("SELECT 1 FROM quarantine WHERE sync = ? LIMIT 1",
+                                          (sync,)).fetchone() is not None:
+                # (an empty quarantine, the usual case, is not searched key by key)
+                conn.execute(
+                    "DELETE FROM quarantine WHERE sync = ? AND source_key IN "
+                    "(SELECT value FROM json_each(?))",
+                    (sync, json.dumps([str(k) for k in succeeded], ensure_ascii=False)),
+                )
             conn.executemany(
                 f"INSERT OR REPLACE INTO quarantine ({', '.join(QUARANTINE_COLUMNS)}) "
                 f"VALUES ({', '.join('?' for _ in QUARANTINE_COLUMNS)})",

@@ -5,7 +5,10 @@ building, no parsing beyond what waiting for Brevo's processes needs, no state).
 `Recorder` captures the bodies while the pipeline runs (every request with a body that its
 connector's core sends); `replay` sends them again. For Brevo a batch is only done once its
 process is, so each upsert is followed by the same polls (same first wait and backoff as the
-connector) until the process is completed.
+connector) until the process is completed. Brevo reports nothing per record, so its connector
+reads the batch's records back (`GET /v3/objects/{type}/records` pages) to confirm them: those
+reads are recorded too and replayed once every upsert is done, so that both sides ask the
+sandbox for the same work.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import json
 import time
 from contextlib import contextmanager
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from crm_sync.connectors.core import HttpCore
 
@@ -27,16 +30,20 @@ class Recorder:
     def __init__(self):
         self.requests: list[tuple[str, str, bytes]] = []
         self.sent_at: list[float] = []  # when each was handed to the core (monotonic)
+        self.reads: list[str] = []  # Brevo's read-backs: path and query of each
 
     @contextmanager
     def active(self):
         original = HttpCore.call
-        requests, sent_at = self.requests, self.sent_at
+        requests, sent_at, reads = self.requests, self.sent_at, self.reads
 
         async def call(core, method, path, *, content=None, **options):
             if content is not None:
                 requests.append((method, path, content))
                 sent_at.append(time.monotonic())
+            elif method == "GET" and path.endswith("/records"):
+                params = options.get("params")
+                reads.append(f"{path}?{urlencode(params)}" if params else path)
             return await original(core, method, path, content=content, **options)
 
         HttpCore.call = call
@@ -105,10 +112,10 @@ class RawPool:
 
 async def replay(base_url: str, headers: dict[str, str], concurrency: int,
                  requests: list[tuple[str, str, bytes]], brevo_polls: tuple[float, float] | None
-                 = None) -> int:
+                 = None, reads: list[str] = ()) -> int:
     """Send every request (all at once, `concurrency` in flight); for Brevo, then poll each
     process until it is done, waiting (first, longest) seconds between polls with the
-    connector's backoff. Returns the number of requests sent."""
+    connector's backoff; then the recorded reads. Returns the number of requests sent."""
     pool = RawPool(base_url, headers, concurrency)
     sent = 0
 
@@ -130,8 +137,16 @@ async def replay(base_url: str, headers: dict[str, str], concurrency: int,
                 return
             wait = min(wait * 1.5, longest)
 
+    async def read(path: str) -> None:
+        nonlocal sent
+        status, payload = await pool.request("GET", path)
+        sent += 1
+        if status != 200:
+            raise RuntimeError(f"the sandbox answered {status} to GET {path}: {payload[:300]!r}")
+
     try:
         await asyncio.gather(*(one(*request) for request in requests))
+        await asyncio.gather(*(read(path) for path in reads))
     finally:
         pool.close()
     return sent

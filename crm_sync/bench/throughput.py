@@ -26,9 +26,14 @@ from crm_sync.validation import validate_partition
 ALLOWANCES = {
     "hubspot": (100 * 190 / 10, "190 requests / 10 s (Professional/Enterprise) x 100 inputs"),
     "salesforce": (200 * 10, "200 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
-    "brevo": (1000 * 10, "1000 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
+    # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
+    # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
+    "brevo": (1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),
     "superleap": (None, "Superleap documents no rate limit"),
 }
+# For scale only: Brevo's fastest documented tier for contact endpoints (10 requests/s), which
+# custom objects are not under.
+BREVO_CONTACTS_TIER = 1000 * 10
 
 
 @dataclass
@@ -43,7 +48,8 @@ class Throughput:
     ceiling_seconds: float = 0.0
     ceiling_crm_cpu: float = 0.0
     requests: int = 0  # the pipeline's upsert requests (recorded, then replayed)
-    replayed: int = 0  # requests the ceiling sent (upserts, and Brevo's polls)
+    replayed: int = 0  # requests the ceiling sent (upserts, and Brevo's polls and reads)
+    reads: int = 0  # Brevo's read-backs, recorded and replayed
     accounting: dict = field(default_factory=dict)
 
     @property
@@ -103,11 +109,11 @@ def upsert_vs_ceiling(spec: Spec, data: Path, rows: int, url: str, pid: int | No
             crm_before = cpu_seconds(pid)
             with Stopwatch() as watch:
                 result.replayed = asyncio.run(replay(url, headers, resource.max_concurrency,
-                                                     recorder.requests, polls))
+                                                     recorder.requests, polls, recorder.reads))
             if attempt == 0 or watch.wall < result.ceiling_seconds:
                 result.ceiling_seconds = watch.wall
                 result.ceiling_crm_cpu = cpu_seconds(pid) - crm_before
-        result.requests = len(recorder.requests)
+        result.requests, result.reads = len(recorder.requests), len(recorder.reads)
         log(f"  {sync.crm}: {result.sent:,} rows, pipeline {result.pipeline_rps:,.0f} rows/s, "
             f"ceiling {result.ceiling_rps:,.0f} rows/s ({result.share_of_ceiling:.0%}), "
             f"{result.rows_per_core_second:,.0f} rows per client CPU second")

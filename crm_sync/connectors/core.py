@@ -150,8 +150,9 @@ def serialize(record: dict) -> bytes:
 
 
 def parse_json(content: bytes):
-    """A CRM's answer as Python values: orjson, or the stdlib for what orjson refuses (integers
-    beyond 64 bits); ValueError when it is not JSON at all."""
+    """A CRM's answer as Python values: orjson, or the stdlib for what orjson refuses (NaN
+    literals); ValueError when it is not JSON at all. (orjson reads an integer beyond 64 bits
+    as a float; no CRM's record id or count comes near that.)"""
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
