@@ -52,17 +52,20 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
                   **(run_config or {})}
     instance = instance or dg.DagsterInstance.ephemeral()
+    # One run per sync and partition: a run holds every output of its assets until it ends,
+    # so one sync's frames at a time (not all syncs' at once) bound the memory of a backfill.
+    runs = [(sync, [a for a in partitioned if a.key.path[-1] in
+                    (f"source_{sync.source}", f"validated_{sync.name}", sync.name)])
+            for sync in spec.syncs if any(a.key == dg.AssetKey(sync.name) for a in partitioned)]
     for partition in partitions:
         log(f"syncing partition {partition} ...")
-        result = None
-        # The previous partition's frames are often held in reference cycles (Dagster's run
-        # objects): free them before this partition allocates its own (bounded memory).
-        gc.collect()
-        result = dg.materialize(partitioned, partition_key=partition, resources=resources,
-                                instance=instance, run_config=run_config)
-        for sync in spec.syncs:
-            if not any(a.key == dg.AssetKey(sync.name) for a in partitioned):
-                continue
+        for sync, selection in runs:
+            result = None
+            # The previous run's frames are often held in reference cycles (Dagster's run
+            # objects): free them before this run allocates its own (bounded memory).
+            gc.collect()
+            result = dg.materialize(selection, partition_key=partition, resources=resources,
+                                    instance=instance, run_config=run_config)
             validated = _metadata(result, f"validated_{sync.name}")
             upsert = _metadata(result, sync.name)
             row = totals[sync.name]

@@ -25,6 +25,9 @@ from crm_sync.validation import validate_partition
 # What each CRM documents, as rows per second (rows per call x calls per second) and why.
 ALLOWANCES = {
     "hubspot": (100 * 190 / 10, "190 requests / 10 s (Professional/Enterprise) x 100 inputs"),
+    # Salesforce sets no per-second rate, only an allocation over a rolling 24 h (100,000 calls
+    # + 1,000 per licence on Enterprise, REFERENCE.md §4): 10 calls/s is 864,000 calls a day,
+    # the allocation of an Enterprise org with ~760 licences.
     "salesforce": (200 * 10, "200 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
     # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
     # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
