@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from contextlib import contextmanager
 from urllib.parse import urlencode, urlsplit
 
@@ -29,18 +28,16 @@ class Recorder:
 
     def __init__(self):
         self.requests: list[tuple[str, str, bytes]] = []
-        self.sent_at: list[float] = []  # when each was handed to the core (monotonic)
         self.reads: list[str] = []  # Brevo's read-backs: path and query of each
 
     @contextmanager
     def active(self):
         original = HttpCore.call
-        requests, sent_at, reads = self.requests, self.sent_at, self.reads
+        requests, reads = self.requests, self.reads
 
         async def call(core, method, path, *, content=None, **options):
             if content is not None:
                 requests.append((method, path, content))
-                sent_at.append(time.monotonic())
             elif method == "GET" and path.endswith("/records"):
                 params = options.get("params")
                 reads.append(f"{path}?{urlencode(params)}" if params else path)

@@ -254,6 +254,14 @@ class BrevoConnector(Connector):
     async def _page(self, page: int, sort: str, limit: int = PAGE_SIZE
                     ) -> list[tuple[int, str | None, dict]]:
         """One page of records: (Brevo id, ext_id, attributes) each."""
+        records, count = await self._fetch_page(page, sort, limit)
+        if count is not None:
+            self._count = count
+        return _parse_records(records)
+
+    async def _fetch_page(self, page: int, sort: str, limit: int = PAGE_SIZE
+                          ) -> tuple[list, int | None]:
+        """One page as Brevo sent it: its records, and the object's record count if given."""
         response, payload, attempts = await self.core.call(
             "GET", f"/v3/objects/{self.spec.object}/records",
             params={"limit": limit, "page_num": page, "sort": sort})
@@ -264,19 +272,8 @@ class BrevoConnector(Connector):
             raise TransientFailure(f"reading Brevo {self.spec.object} records back failed "
                                    f"(HTTP {response.status_code})",
                                    response.status_code, attempts, "READ_BACK_FAILED")
-        if isinstance(body.get("count"), int):
-            self._count = body["count"]
-        found = []
-        for record in records:
-            # A record of another shape confirms nothing (its rows stay unconfirmed).
-            identifiers = record.get("identifiers") if isinstance(record, dict) else None
-            if not isinstance(identifiers, dict) or not isinstance(identifiers.get("id"), int):
-                continue
-            stored = record.get("attributes")
-            ext_id = identifiers.get("ext_id")
-            found.append((identifiers["id"], None if ext_id is None else str(ext_id),
-                          stored if isinstance(stored, dict) else {}))
-        return found
+        count = body.get("count")
+        return records, count if isinstance(count, int) else None
 
     async def _by_id(self, wanted: set[int]) -> dict[int, tuple[str | None, dict]]:
         """The records of these ids, from the pages that hold them: pages in creation order
@@ -338,29 +335,12 @@ class BrevoConnector(Connector):
         while True:
             # Ascending (creation) order: records created while we page go to the end, so
             # no record is skipped.
-            response, payload, attempts = await self.core.call(
-                "GET", f"/v3/objects/{self.spec.object}/records",
-                params={"limit": PAGE_SIZE, "page_num": page, "sort": "asc"})
-            body = payload if isinstance(payload, dict) else {}
-            self._raise_if_fatal(response.status_code, body)
-            records = body.get("records")
-            if response.status_code != 200 or not isinstance(records, list):
-                raise TransientFailure(f"reading Brevo {self.spec.object} records back failed "
-                                       f"(HTTP {response.status_code})",
-                                       response.status_code, attempts, "READ_BACK_FAILED")
-            for record in records:
-                # A record of another shape confirms nothing (its rows stay unconfirmed).
-                identifiers = record.get("identifiers") if isinstance(record, dict) else None
-                if not isinstance(identifiers, dict):
-                    continue
-                if isinstance(identifiers.get("id"), int):
-                    stored = record.get("attributes")
-                    attributes[identifiers["id"]] = \
-                        (stored if isinstance(stored, dict) else {}) if keep_attributes else {}
-                    if identifiers.get("ext_id") is not None:
-                        ids_by_ext[str(identifiers["ext_id"])] = identifiers["id"]
-            count = body.get("count")
-            if len(records) < PAGE_SIZE or (isinstance(count, int) and page * PAGE_SIZE >= count):
+            records, count = await self._fetch_page(page, "asc")
+            for record_id, ext_id, stored in _parse_records(records):
+                attributes[record_id] = stored if keep_attributes else {}
+                if ext_id is not None:
+                    ids_by_ext[ext_id] = record_id
+            if len(records) < PAGE_SIZE or (count is not None and page * PAGE_SIZE >= count):
                 return Snapshot(started, attributes, ids_by_ext)
             page += 1
 
@@ -577,3 +557,18 @@ class BrevoResource(CrmResource):
 
 
 RESOURCE = BrevoResource
+
+
+def _parse_records(records: list) -> list[tuple[int, str | None, dict]]:
+    """(Brevo id, ext_id, attributes) of each record of a page. A record of another shape
+    confirms nothing (its rows stay unconfirmed)."""
+    found = []
+    for record in records:
+        identifiers = record.get("identifiers") if isinstance(record, dict) else None
+        if not isinstance(identifiers, dict) or not isinstance(identifiers.get("id"), int):
+            continue
+        stored = record.get("attributes")
+        ext_id = identifiers.get("ext_id")
+        found.append((identifiers["id"], None if ext_id is None else str(ext_id),
+                      stored if isinstance(stored, dict) else {}))
+    return found
