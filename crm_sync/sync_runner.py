@@ -345,13 +345,13 @@ def _identities(spec, chunk: pd.DataFrame) -> set[str]:
 
 def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report) -> _Plan:
     """Decide, row by row, what to send: only new or changed rows, as the mode allows.
-    `same[i]`: row i's digest equals its state's; `state`: key -> (crm_id, hash) of the rows
-    synced before."""
+    `same[i]`: row i is unchanged (its digest equals its state's, and this is no full
+    resync); `state`: key -> (crm_id, hash) of the rows synced before."""
     plan = _Plan()
     crm_ids = chunk["_crm_id"].tolist() if "_crm_id" in chunk.columns else [None] * len(keys)
     candidates = []
     for pos, (key, unchanged) in enumerate(zip(keys, same)):
-        if unchanged and not full_resync:
+        if unchanged:
             plan.unchanged.append(key)
         else:
             candidates.append(pos)
