@@ -178,6 +178,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             # Rows that earlier runs lost to a transient failure go again now (on any partition).
             retried = retry_transient(sync, context.resources.source, resource, store,
                                       before=started, log=context.log.info)
+            _settle_unconfirmed(context, sync, store)
         mirrored = None
         if sync.mode == "mirror":  # rows that left the source: delete their CRM records
             mirrored = mirror_deletes(sync, context.resources.source, resource, store,
@@ -214,6 +215,17 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         return dg.MaterializeResult(metadata=metadata)
 
     return _upsert
+
+
+def _settle_unconfirmed(context: dg.AssetExecutionContext, sync: SyncSpec, store) -> None:
+    """Rows the CRM never confirmed in `max_unconfirmed_runs` runs stop being resent: each run
+    would cost requests (Brevo: a process and read-backs) for a row it silently drops."""
+    settled = store.settle_unconfirmed(sync.name, sync.max_unconfirmed_runs)
+    if settled:
+        context.log.warning(
+            f"{sync.name}: {settled} row(s) were never confirmed by {sync.crm} after "
+            f"{sync.max_unconfirmed_runs} runs; their quarantine entries are now permanent "
+            f"(not resent until the row changes). See the quarantine's message for each.")
 
 
 def _masked_preview_columns(sync: SyncSpec) -> set[str]:
