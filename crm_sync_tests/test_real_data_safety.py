@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -301,7 +302,9 @@ def test_a_mirror_run_on_a_truncated_file_deletes_nothing_without_the_run_config
     assert not result.success
     text = _failure_text(result)
     gone = synced - len(kept)
-    assert f"{gone} of {synced}" in text and "mirror_max_delete_share" in text, text
+    counts = re.search(r"would delete (\d+) of the (\d+) hubspot records", text)
+    assert counts and (int(counts[1]), int(counts[2])) == (gone, synced), text
+    assert "nothing was deleted" in text and "mirror_max_delete_share (10%)" in text, text
     assert "allow_mass_delete" in text, text
     assert len(stored(sandbox, "hubspot", "contacts")) == in_crm  # nothing deleted
     assert len(store.state_frame(sync)) == synced
