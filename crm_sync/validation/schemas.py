@@ -30,7 +30,8 @@ RULES: dict[str, tuple[str, str]] = {
     "phone_format": ("PARSE_INVALID_FORMAT", "invalid number: {value}"),
     "integer_format": ("PARSE_INVALID_FORMAT", "{column} must be a whole number, got {value}"),
     "number_format": ("PARSE_INVALID_FORMAT", "{column} must be a number, got {value}"),
-    "date_format": ("PARSE_INVALID_FORMAT", "{column} must be a date (YYYY-MM-DD), got {value}"),
+    "date_format": ("PARSE_INVALID_FORMAT",
+                    "{column} must be a date that exists (YYYY-MM-DD), got {value}"),
     "boolean_format": ("PARSE_INVALID_FORMAT", "{column} must be true or false, got {value}"),
     "superleap_id_format": (
         "INVALID_ID_FORMAT",
