@@ -231,7 +231,8 @@ class BrevoConnector(Connector):
         interval = self.poll_interval
         while True:
             await asyncio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-            response, payload, _ = await self.core.call("GET", f"/v3/processes/{path_segment(process_id)}")
+            response, payload, _ = await self.core.call(
+                "GET", f"/v3/processes/{path_segment(process_id)}")
             body = payload if isinstance(payload, dict) else {}
             self._raise_if_fatal(response.status_code, body, about_object=False)
             if response.status_code == 404:

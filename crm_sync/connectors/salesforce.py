@@ -185,7 +185,8 @@ class SalesforceConnector(Connector):
                 return failed(RESERVE_CODE, self.stopped, True)
             try:
                 response, payload, attempts = await self.core.call(
-                    "DELETE", f"/services/data/v{path_segment(self.api_version)}/composite/sobjects",
+                    "DELETE",
+                    f"/services/data/v{path_segment(self.api_version)}/composite/sobjects",
                     params={"ids": ",".join(ids), "allOrNone": "false"})
             except TransientFailure as exc:
                 return failed(exc.code, str(exc), True, exc.status, exc.attempts)
