@@ -13,7 +13,7 @@ import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.errors import readable_crm_errors
-from crm_sync.mirror import mirror_deletes
+from crm_sync.mirror import MassDeleteRefused, mirror_deletes
 from crm_sync.masking import MASK, sensitive_names
 from crm_sync.reporting import markdown_table
 from crm_sync.replay import retry_transient
@@ -30,6 +30,8 @@ CRM_KINDS = {"superleap": "superleap", "brevo": "brevo", "hubspot": "hubspot",
 class UpsertConfig(dg.Config):
     full_resync: bool = False  # ignore the change-detection state and send every row
     dry_run: bool = False  # count what would be created/updated/unchanged; send nothing
+    # mode mirror: delete even more than the sync's mirror_max_delete_share of its records
+    allow_mass_delete: bool = False
 
 
 def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
@@ -178,10 +180,10 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             # Rows that earlier runs lost to a transient failure go again now (on any partition).
             retried = retry_transient(sync, context.resources.source, resource, store,
                                       before=started, log=context.log.info)
+            _settle_unconfirmed(context, sync, store)
         mirrored = None
         if sync.mode == "mirror":  # rows that left the source: delete their CRM records
-            mirrored = mirror_deletes(sync, context.resources.source, resource, store,
-                                      log=context.log.info, dry_run=config.dry_run)
+            mirrored = _mirror(context, sync, resource, store, config)
         quarantined = store.quarantine_frame(sync.name, partition=context.partition_key)
         metadata = {
             name: dg.MetadataValue.int(getattr(report, name))
@@ -214,6 +216,29 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         return dg.MaterializeResult(metadata=metadata)
 
     return _upsert
+
+
+def _mirror(context: dg.AssetExecutionContext, sync: SyncSpec, resource, store, config):
+    """The mirror step; a refused mass deletion fails the run with its counts (one readable
+    message, no traceback; nothing was deleted)."""
+    try:
+        return mirror_deletes(sync, context.resources.source, resource, store,
+                              log=context.log.info, dry_run=config.dry_run,
+                              allow_mass_delete=config.allow_mass_delete)
+    except MassDeleteRefused as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False,
+                         metadata={"sync": sync.name, "deleted": 0}) from None
+
+
+def _settle_unconfirmed(context: dg.AssetExecutionContext, sync: SyncSpec, store) -> None:
+    """Rows the CRM never confirmed in `max_unconfirmed_runs` runs stop being resent: each run
+    would cost requests (Brevo: a process and read-backs) for a row it silently drops."""
+    settled = store.settle_unconfirmed(sync.name, sync.max_unconfirmed_runs)
+    if settled:
+        context.log.warning(
+            f"{sync.name}: {settled} row(s) were never confirmed by {sync.crm} after "
+            f"{sync.max_unconfirmed_runs} runs; their quarantine entries are now permanent "
+            f"(not resent until the row changes). See the quarantine's message for each.")
 
 
 def _masked_preview_columns(sync: SyncSpec) -> set[str]:

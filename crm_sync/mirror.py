@@ -13,6 +13,11 @@ record ids the state keeps:
 - a gone key whose CRM record another source row still maps to (two rows matched on one
   record, e.g. one HubSpot email) is only forgotten: deleting would remove a live row's record.
 
+A run that would delete more than the sync's `mirror_max_delete_share` (default 0.1) of its
+records deletes nothing and fails with both counts (`MassDeleteRefused`): a source file cut
+short (a truncated export, a partial extract) looks exactly like mass deletion. A run whose
+run config sets `allow_mass_delete` deletes anyway.
+
 Order matters: the state is read before the source, so a row synced by a concurrent run after
 the source was read can never look gone. A source table that holds no rows at all deletes
 nothing (an empty extract is far more often a broken one than an intended wipe of the CRM).
@@ -33,6 +38,11 @@ from crm_sync.store import SyncStore
 QUARANTINE_PARTITION = "mirror"  # the quarantine's `partition` of failed deletions
 
 
+class MassDeleteRefused(RuntimeError):
+    """The mirror step would delete more than the sync's mirror_max_delete_share of its
+    records; nothing was deleted."""
+
+
 @dataclass
 class MirrorReport:
     sync: str
@@ -49,8 +59,10 @@ class MirrorReport:
 
 
 def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource,
-                   store: SyncStore, log=None, dry_run: bool = False) -> MirrorReport:
-    """Delete the CRM records of the sync's synced rows that left the source table."""
+                   store: SyncStore, log=None, dry_run: bool = False,
+                   allow_mass_delete: bool = False) -> MirrorReport:
+    """Delete the CRM records of the sync's synced rows that left the source table.
+    `allow_mass_delete`: delete even more than the sync's mirror_max_delete_share."""
     if spec.crm in MIRROR_UNSUPPORTED:
         raise SpecError(f"sync {spec.name!r}: mode 'mirror' is not available for {spec.crm}: "
                         f"{MIRROR_UNSUPPORTED[spec.crm]}")
@@ -76,9 +88,15 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
     for key, crm_id in gone.loc[~gone.index.isin(shared.index.union(no_id.index)),
                                 ["source_key", "crm_id"]].itertuples(index=False):
         targets[str(crm_id)].append(key)
+    would_delete = sum(len(keys) for keys in targets.values())
+    refusal = _mass_delete(spec, would_delete, len(state), allow_mass_delete)
     if dry_run:
-        report.would_delete = sum(len(keys) for keys in targets.values())
+        report.would_delete = would_delete
+        if refusal:
+            _say(log, f"{spec.name}: dry run: a real run would delete nothing: {refusal}")
         return report
+    if refusal:
+        raise MassDeleteRefused(refusal)
 
     outcomes, report.requests = asyncio.run(_delete(spec, resource, list(targets)))
     to_forget = list(shared["source_key"])  # no deletion needed: the record is another row's
@@ -136,9 +154,24 @@ def _quarantine(spec: SyncSpec, key: str, crm_id: str | None, outcome: Outcome) 
             "payload": {"operation": "delete", "crm_id": crm_id}}
 
 
+def _mass_delete(spec: SyncSpec, would_delete: int, records: int, allowed: bool) -> str | None:
+    """Why the run must not delete `would_delete` of the sync's `records`, or None."""
+    share = would_delete / records if records else 0.0
+    if allowed or share <= spec.mirror_max_delete_share:
+        return None
+    return (f"sync {spec.name!r}: the mirror step would delete {would_delete} of the "
+            f"{records} {spec.crm} records the sync holds ({share:.1%}), more than its "
+            f"mirror_max_delete_share ({spec.mirror_max_delete_share:.0%}); nothing was "
+            f"deleted. A source table cut short (a truncated file, a partial extract) looks "
+            f"like this: check the source table {spec.source!r}. If the rows really left it, "
+            f"run once with the run config "
+            f'{{"ops": {{"{spec.name}": {{"config": {{"allow_mass_delete": true}}}}}}}}, '
+            f"or raise mirror_max_delete_share in the sync spec.")
+
+
 def _say(log, message: str) -> None:
     if log is not None:
         log(message)
 
 
-__all__ = ["MirrorReport", "mirror_deletes", "QUARANTINE_PARTITION"]
+__all__ = ["MassDeleteRefused", "MirrorReport", "mirror_deletes", "QUARANTINE_PARTITION"]

@@ -27,6 +27,42 @@ MATCHING_KEYS_BY_CRM = {
 }
 
 
+# The characters each CRM documents for the names a sync uses. The object (and Salesforce's
+# external id field) become segments of the request's URL path, field names keys of its body:
+# a name like `../../_sandbox/reset?` would send the token and the rows to another path of the
+# CRM's host, so anything outside these sets is refused when the spec is loaded.
+NAME_PATTERNS = {
+    # Superleap object and field slugs (`lead`, `external_id`): lowercase, digits, `_`.
+    "superleap": {"object": r"[a-z][a-z0-9_]*", "field": r"[a-z][a-z0-9_]*"},
+    # HubSpot: an object's name (`contacts`, `p_cars`: letters, digits, `_`, first a letter) or
+    # its objectTypeId (`0-1`, `2-3508482`); property internal names alike.
+    "hubspot": {"object": r"[A-Za-z][A-Za-z0-9_]*|[0-9]+-[0-9]+",
+                "field": r"[A-Za-z][A-Za-z0-9_]*"},
+    # Salesforce API names (`Account`, `My_Object__c`, `ns__Field__c`): letters, digits, `_`,
+    # first a letter.
+    "salesforce": {"object": r"[A-Za-z][A-Za-z0-9_]*", "field": r"[A-Za-z][A-Za-z0-9_]*"},
+    # Brevo object types: "Only lowercase alphanumeric characters and underscores are allowed
+    # (max 32 characters)"; attribute keys: letters, digits, `_`.
+    "brevo": {"object": r"[a-z0-9_]{1,32}", "field": r"[A-Za-z0-9_]+"},
+}
+NAME_RULES = {
+    "superleap": "a Superleap slug: lowercase letters, digits and _, first a letter",
+    "hubspot": "a HubSpot name: letters, digits and _, first a letter (or an objectTypeId "
+               "like 2-3508482)",
+    "salesforce": "a Salesforce API name: letters, digits and _, first a letter (like Account, "
+                  "My_Object__c, External_Id__c)",
+    "brevo": "a Brevo name: lowercase letters, digits and _, at most 32 (attribute keys: "
+             "letters, digits and _)",
+}
+
+
+def _check_name(crm: str | None, kind: str, what: str, value: str) -> None:
+    patterns = NAME_PATTERNS.get(crm or "")
+    if patterns and not re.fullmatch(patterns[kind], value):
+        raise ValueError(f"{what} {value!r} is not {NAME_RULES[crm]}; it becomes part of the "
+                         f"{crm} request, so other characters are refused")
+
+
 # `mode: mirror` deletes the CRM records of rows that left the source, so the CRM needs an API
 # to delete records (crm_sync/mirror.py). Why each CRM left out cannot mirror:
 MIRROR_UNSUPPORTED = {
@@ -81,6 +117,16 @@ class SyncSpec(BaseModel):
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int | None = Field(default=None, ge=1)
     schedule: str | None = None
+    max_unconfirmed_runs: int = Field(
+        default=3, ge=1,
+        description="runs a row may end unconfirmed (Brevo NOT_CONFIRMED: the CRM accepted it "
+        "and then holds no such record) before its quarantine entry becomes permanent and it "
+        "is no longer resent automatically")
+    mirror_max_delete_share: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="mode mirror: a run that would delete more than this share of the sync's "
+        "records deletes nothing and fails (a truncated source looks like mass deletion), "
+        "unless its run config sets allow_mass_delete")
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -89,6 +135,25 @@ class SyncSpec(BaseModel):
         if not isinstance(value, dict) or not value:
             raise ValueError("fields must be a non-empty mapping of CRM field -> source column")
         return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
+
+    @field_validator("object")
+    @classmethod
+    def _object_name(cls, value: str, info):
+        _check_name(info.data.get("crm"), "object", "object", value)
+        return value
+
+    @field_validator("matching_key")
+    @classmethod
+    def _matching_key_name(cls, value: str, info):
+        _check_name(info.data.get("crm"), "field", "matching_key", value)
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, value: dict, info):
+        for name in value:
+            _check_name(info.data.get("crm"), "field", "field", name)
+        return value
 
     @field_validator("name")
     @classmethod

@@ -25,7 +25,13 @@ DEFAULT_STORE_PATH = PROJECT_ROOT / ".crm_sync" / "crm_sync.sqlite"
 QUARANTINE_COLUMNS = [
     "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
     "message", "http_status", "attempts", "transient", "payload", "raw", "quarantined_at",
+    "runs",
 ]
+
+# Transient CRM failures that are the row's own doing rather than the CRM's state: Brevo accepts
+# the record and then holds no such record (an attribute value it drops without a word). Such
+# a row becomes permanent after the sync's `max_unconfirmed_runs` (settle_unconfirmed).
+UNCONFIRMED_CODES = ("NOT_CONFIRMED",)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sync_state (
@@ -147,6 +153,7 @@ class SyncStore:
         Superleap creates whose outcome is now known leave the write-ahead log in it too."""
         now = time.time()
         with self.transaction() as conn:
+            quarantined = _count_runs(conn, sync, quarantined)
             writeahead.settle(conn, sync, succeeded, quarantined)
             if succeeded and conn.execute("SELECT 1 FROM quarantine WHERE sync = ? LIMIT 1",
                                           (sync,)).fetchone() is not None:
@@ -170,6 +177,20 @@ class SyncStore:
                 sorted(((sync, key, crm_id, digest, now) for key, crm_id, digest in state_rows),
                        key=lambda row: str(row[1])),
             )
+
+    def settle_unconfirmed(self, sync: str, max_runs: int) -> int:
+        """Rows that ended unconfirmed (UNCONFIRMED_CODES) in `max_runs` runs in a row: their
+        entry becomes permanent, saying so, and no later run resends them unless the row
+        changes at the source (or its partition is run again). Returns how many."""
+        codes = json.dumps(list(UNCONFIRMED_CODES))
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE quarantine SET transient = 0, message = 'never confirmed after ' || runs "
+                "|| ' runs, so it is no longer resent automatically (fix the row at the source: "
+                "a changed row is sent again; or run its partition again): ' || message "
+                "WHERE sync = ? AND stage = 'crm' AND transient = 1 AND runs >= ? AND "
+                "partition IS NOT ? AND error_code IN (SELECT value FROM json_each(?))",
+                (sync, max_runs, "mirror", codes)).rowcount
 
     def claim_transient(self, sync: str, claimant: str, limit: int = 10_000,
                         before: float | None = None) -> list[str]:
@@ -222,6 +243,28 @@ def _add_missing_columns(conn) -> None:
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):
                 raise
+    # runs: how many runs in a row a transient CRM failure was the row's outcome
+    if "runs" not in present:
+        try:
+            conn.execute("ALTER TABLE quarantine ADD COLUMN runs INTEGER")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+
+
+def _count_runs(conn, sync: str, quarantined: Sequence[dict]) -> Sequence[dict]:
+    """Each transient CRM failure with how many runs in a row it has been the row's outcome
+    (`runs`): one more than its entry's when that entry is the same failure, else 1."""
+    repeating = [row for row in quarantined if row.get("stage") == "crm" and row.get("transient")]
+    if not repeating:
+        return quarantined
+    keys = json.dumps([str(row["source_key"]) for row in repeating], ensure_ascii=False)
+    before = {(key, code): runs for key, code, runs in conn.execute(
+        "SELECT source_key, error_code, runs FROM quarantine WHERE sync = ? AND stage = 'crm' "
+        "AND runs IS NOT NULL AND source_key IN (SELECT value FROM json_each(?))", (sync, keys))}
+    return [{**row, "runs": before.get((str(row["source_key"]), row["error_code"]), 0) + 1}
+            if row.get("stage") == "crm" and row.get("transient") else row
+            for row in quarantined]
 
 
 def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
@@ -245,5 +288,6 @@ def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
         "payload": payload,
         "raw": None if row.get("raw") is None else str(row["raw"])[:RAW_LIMIT],
         "quarantined_at": now,
+        "runs": row.get("runs"),
     }
     return tuple(values[c] for c in QUARANTINE_COLUMNS)

@@ -20,10 +20,12 @@ import gc
 import hashlib
 import json
 import math
+import re
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import pandas as pd
 
@@ -78,17 +80,22 @@ class SyncReport:
                 f"{total}, but {self.rows_in} rows were handed in")
 
 
+# ASCII digits only: int() and float() also read `٣` as 3, `１２` as 12 and `1_000` as 1000.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def convert(value, type_: str):
     """A source value (text) as the JSON value the CRM field expects."""
     if value is None:
         return None
     if type_ == "integer":
-        return int(str(value).strip())
+        text = str(value).strip()
+        if not _INTEGER_TEXT.fullmatch(text):
+            raise ValueError(f"{value!r} is not a whole number (ASCII digits)")
+        return int(text)
     if type_ == "number":
-        number = float(str(value).strip())
-        if not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a finite number")
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+        return _number(value)
     if type_ == "boolean":
         text = str(value).strip().lower()
         if text not in ("true", "false", "1", "0", "yes", "no"):
@@ -97,6 +104,24 @@ def convert(value, type_: str):
     if type_ == "json":
         return safejson.loads(value) if isinstance(value, str) else value
     return str(value)
+
+
+def _number(value):
+    """A number as exact as JSON can carry it: a whole number is sent as an integer, digit for
+    digit (a float would turn 12345678901234567890 into 1.2345678901234567e+19); a fraction as
+    the nearest float."""
+    text = str(value).strip()
+    if not _NUMBER_TEXT.fullmatch(text):
+        raise ValueError(f"{value!r} is not a number (ASCII digits)")
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    if not number.is_integer():
+        return number
+    if abs(number) < 2**53:  # the float is exact here
+        return int(number)
+    exact = Decimal(text)
+    return int(exact) if exact == exact.to_integral_value() else number
 
 
 def mapped_fields(spec: SyncSpec, row: dict) -> dict:

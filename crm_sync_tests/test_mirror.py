@@ -505,7 +505,9 @@ def _resources(data_dir, sandbox_url):
 def _materialize(spec, sync: str, table: str, day: str, resources, dry_run: bool = False):
     assets = [a for a in build_assets(spec) if a.key.path[0] in
               (f"source_{table}", f"validated_{sync}", sync)]
-    config = {"ops": {sync: {"config": {"dry_run": True}}}} if dry_run else None
+    # These tests remove a large share of a few rows on purpose: the run config allows it
+    # (a run without it refuses to delete more than mirror_max_delete_share: test_real_data_safety).
+    config = {"ops": {sync: {"config": {"dry_run": dry_run, "allow_mass_delete": True}}}}
     result = dg.materialize(assets, partition_key=day, resources=resources, run_config=config)
     assert result.success
     return result.asset_materializations_for_node(sync)[0].metadata
@@ -600,7 +602,7 @@ def test_a_failed_deletion_is_quarantined_and_kept_until_it_succeeds(sandbox, st
     store.record_results(spec.name, [], [], state_rows=[(gone, _unknown_account_id(), digest)])
     rows.iloc[1:].to_csv(tmp_path / "companies.csv", index=False)
 
-    report = mirror_deletes(spec, source, resource, store)
+    report = mirror_deletes(spec, source, resource, store, allow_mass_delete=True)
     assert (report.candidates, report.deleted, report.failed) == (1, 0, 1)
     assert report.failed_by_code == {"INVALID_CROSS_REFERENCE_KEY": 1}
     [entry] = store.quarantine_frame(spec.name).to_dict("records")
@@ -614,7 +616,7 @@ def test_a_failed_deletion_is_quarantined_and_kept_until_it_succeeds(sandbox, st
     assert gone in set(store.state_frame(spec.name)["source_key"])  # nothing is lost
 
     store.record_results(spec.name, [], [], state_rows=[(gone, real_id, digest)])
-    report = mirror_deletes(spec, source, resource, store)
+    report = mirror_deletes(spec, source, resource, store, allow_mass_delete=True)
     assert (report.deleted, report.failed) == (1, 0)
     assert store.quarantine_frame(spec.name).empty
     assert {r["External_Id__c"] for r in stored(sandbox, "salesforce", "Account")} == \
@@ -627,12 +629,13 @@ def test_a_transient_failure_is_quarantined_transient_and_the_next_run_deletes(
                                  store, tmp_path)
     rows.iloc[1:].to_csv(tmp_path / "contacts.csv", index=False)
     sandbox.post("/_sandbox/faults", json={"rate_503": 1.0}).raise_for_status()
-    report = mirror_deletes(spec, source, _hubspot(sandbox_url, max_attempts=1), store)
+    report = mirror_deletes(spec, source, _hubspot(sandbox_url, max_attempts=1), store,
+                            allow_mass_delete=True)
     assert (report.failed, report.failed_transient, report.failed_by_code) == \
         (1, 1, {"HTTP_503": 1})
     assert bool(store.quarantine_frame(spec.name)["transient"].iloc[0]) is True
     sandbox.post("/_sandbox/faults", json={}).raise_for_status()
-    report = mirror_deletes(spec, source, _hubspot(sandbox_url), store)
+    report = mirror_deletes(spec, source, _hubspot(sandbox_url), store, allow_mass_delete=True)
     assert report.deleted == 1 and store.quarantine_frame(spec.name).empty
     assert len(stored(sandbox, "hubspot", "contacts")) == 3
 

@@ -58,6 +58,7 @@ from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import (
     FatalCrmError, HttpCore, Item, Outcome, TransientFailure, failed_all,
 )
+from crm_sync.connectors.core import path_segment
 from crm_sync.rules import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS
 from crm_sync.spec import SyncSpec
 
@@ -120,7 +121,7 @@ class BrevoConnector(Connector):
 
     @property
     def path(self) -> str:
-        return f"/v3/objects/{self.spec.object}/batch/upsert"
+        return f"/v3/objects/{path_segment(self.spec.object)}/batch/upsert"
 
     # -- sending -------------------------------------------------------------------------------
     async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
@@ -230,7 +231,8 @@ class BrevoConnector(Connector):
         interval = self.poll_interval
         while True:
             await asyncio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-            response, payload, _ = await self.core.call("GET", f"/v3/processes/{process_id}")
+            response, payload, _ = await self.core.call(
+                "GET", f"/v3/processes/{path_segment(process_id)}")
             body = payload if isinstance(payload, dict) else {}
             self._raise_if_fatal(response.status_code, body, about_object=False)
             if response.status_code == 404:
@@ -263,7 +265,7 @@ class BrevoConnector(Connector):
                           ) -> tuple[list, int | None]:
         """One page as Brevo sent it: its records, and the object's record count if given."""
         response, payload, attempts = await self.core.call(
-            "GET", f"/v3/objects/{self.spec.object}/records",
+            "GET", f"/v3/objects/{path_segment(self.spec.object)}/records",
             params={"limit": limit, "page_num": page, "sort": sort})
         body = payload if isinstance(payload, dict) else {}
         self._raise_if_fatal(response.status_code, body)
@@ -454,7 +456,8 @@ class BrevoConnector(Connector):
         content = json.dumps({"identifiers": {"ids": [int(i) for i in ids]}}).encode()
         try:
             response, payload, attempts = await self.core.call(
-                "POST", f"/v3/objects/{self.spec.object}/batch/delete", content=content)
+                "POST", f"/v3/objects/{path_segment(self.spec.object)}/batch/delete",
+                content=content)
         except TransientFailure as exc:
             return failed(exc.code, str(exc), True, exc.status, exc.attempts)
         status, body = response.status_code, payload if isinstance(payload, dict) else {}

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -147,6 +148,16 @@ def serialize(record: dict) -> bytes:
     if b"null" in body:
         _ENCODER.encode(record)  # raises ValueError for NaN/inf; a real null stays as it is
     return body
+
+
+def path_segment(value) -> str:
+    """One segment of a request's URL path made from a spec or CRM value (an object name, a
+    field name, a process id), percent-encoded so that it stays one segment of the CRM's API:
+    `/`, `?`, `#`, `%` and spaces are encoded, and `.` or `..` (which URL resolution would
+    apply as "this / the parent directory") are written as %2E. Every connector builds its
+    paths through this; the spec's names are checked at load time as well (crm_sync/spec.py)."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def parse_json(content: bytes):

@@ -34,6 +34,7 @@ from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import (
     AllowanceReserveReached, FatalCrmError, Item, Outcome, TransientFailure, failed_all,
 )
+from crm_sync.connectors.core import path_segment
 from crm_sync.rules import HUBSPOT_MAX_INPUTS
 from crm_sync.spec import SyncSpec
 
@@ -72,7 +73,7 @@ class HubSpotConnector(Connector):
 
     @property
     def path(self) -> str:
-        return f"/crm/v3/objects/{self.spec.object}/batch/upsert"
+        return f"/crm/v3/objects/{path_segment(self.spec.object)}/batch/upsert"
 
     def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
         # crm_id is not needed: HubSpot finds the record by the unique property's value.
@@ -210,7 +211,7 @@ class HubSpotConnector(Connector):
         if self._daily_spent:
             return failed("ALLOWANCE_RESERVE_REACHED", "HubSpot's daily API allowance is spent; "
                           "the records are deleted on the next run", True)
-        path = f"/crm/v3/objects/{self.spec.object}/batch/archive"
+        path = f"/crm/v3/objects/{path_segment(self.spec.object)}/batch/archive"
         content = json.dumps({"inputs": [{"id": i} for i in ids]}).encode()
         try:
             response, payload, attempts = await self.core.call("POST", path, content=content)

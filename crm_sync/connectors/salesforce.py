@@ -30,6 +30,7 @@ from crm_sync.connectors.core import (
     AllowanceReserveReached, FatalCrmError, HttpCore, Item, Outcome, TransientFailure,
     failed_all,
 )
+from crm_sync.connectors.core import path_segment
 from crm_sync.spec import SyncSpec
 
 MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46 and later"
@@ -65,8 +66,8 @@ class SalesforceConnector(Connector):
 
     @property
     def path(self) -> str:
-        return (f"/services/data/v{self.api_version}/composite/sobjects/{self.spec.object}/"
-                f"{self.spec.matching_key}")
+        return (f"/services/data/v{path_segment(self.api_version)}/composite/sobjects/"
+                f"{path_segment(self.spec.object)}/{path_segment(self.spec.matching_key)}")
 
     def build_record(self, key: str, fields: dict, crm_id: str | None) -> dict:
         # Never an Id: the external id in the fields identifies the record. A known id is only
@@ -184,7 +185,8 @@ class SalesforceConnector(Connector):
                 return failed(RESERVE_CODE, self.stopped, True)
             try:
                 response, payload, attempts = await self.core.call(
-                    "DELETE", f"/services/data/v{self.api_version}/composite/sobjects",
+                    "DELETE",
+                    f"/services/data/v{path_segment(self.api_version)}/composite/sobjects",
                     params={"ids": ",".join(ids), "allOrNone": "false"})
             except TransientFailure as exc:
                 return failed(exc.code, str(exc), True, exc.status, exc.attempts)

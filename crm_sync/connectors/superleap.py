@@ -27,6 +27,7 @@ from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import (
     FatalCrmError, HttpCore, Item, Outcome, TransientFailure, failed_all, serialize,
 )
+from crm_sync.connectors.core import path_segment
 from crm_sync.spec import SyncSpec
 from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
 
@@ -61,7 +62,7 @@ class SuperleapConnector(Connector):
 
     @property
     def path(self) -> str:
-        return f"/api/v1/org/objects/{self.spec.object}/record/bulk_upsert"
+        return f"/api/v1/org/objects/{path_segment(self.spec.object)}/record/bulk_upsert"
 
     async def upsert(self, items: Sequence[Item]) -> list[Outcome]:
         """One chunk of the run: settle the rows whose earlier create is still open, log the
@@ -137,7 +138,7 @@ class SuperleapConnector(Connector):
 
     @property
     def filter_path(self) -> str:
-        return f"/api/v1/org/objects/{self.spec.object}/filter"
+        return f"/api/v1/org/objects/{path_segment(self.spec.object)}/filter"
 
     async def find_ids(self, values: list[str]) -> dict[str, str]:
         """Superleap ids of the records whose `external_id` is one of `values` (token()s), by

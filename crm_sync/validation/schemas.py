@@ -11,6 +11,9 @@ error code and a message a person can act on.
 
 from __future__ import annotations
 
+import re
+from datetime import date
+
 import pandera.pandas as pa
 from pandera.typing import Series
 
@@ -27,7 +30,8 @@ RULES: dict[str, tuple[str, str]] = {
     "phone_format": ("PARSE_INVALID_FORMAT", "invalid number: {value}"),
     "integer_format": ("PARSE_INVALID_FORMAT", "{column} must be a whole number, got {value}"),
     "number_format": ("PARSE_INVALID_FORMAT", "{column} must be a number, got {value}"),
-    "date_format": ("PARSE_INVALID_FORMAT", "{column} must be a date (YYYY-MM-DD), got {value}"),
+    "date_format": ("PARSE_INVALID_FORMAT",
+                    "{column} must be a date that exists (YYYY-MM-DD), got {value}"),
     "boolean_format": ("PARSE_INVALID_FORMAT", "{column} must be true or false, got {value}"),
     "superleap_id_format": (
         "INVALID_ID_FORMAT",
@@ -80,14 +84,41 @@ CRM_REQUIRED = {
     ("salesforce", "Lead"): {"LastName", "Company"},
 }
 
+# Digits are ASCII [0-9], not `\d`: Python's `\d`, int() and float() also accept digits of
+# other scripts (`٣`, `１２`), which a CRM would read differently or refuse; such a value is
+# quarantined rather than sent as 3 or 12 (sync_runner.convert refuses them too).
 _FORMAT_CHECKS = {
     "email": ("email_format", EMAIL_PATTERN),
     "phone": ("phone_format", PHONE_PATTERN),
-    "integer": ("integer_format", r"^[+-]?\d{1,18}$"),
-    "number": ("number_format", r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?$"),
-    "date": ("date_format", r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])$"),
+    "integer": ("integer_format", r"^[+-]?[0-9]{1,18}$"),
+    "number": ("number_format", r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?$"),
+    "date": ("date_format", r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"),
     "boolean": ("boolean_format", r"^(?i:true|false|1|0|yes|no)$"),
 }
+_DATE = re.compile(_FORMAT_CHECKS["date"][1])
+
+
+def _calendar_date(value) -> bool:
+    """A YYYY-MM-DD date that exists: 2026-02-30 has the format but is no day (Brevo accepts
+    the request, then drops the record without a word), so the pattern alone is not enough."""
+    if not isinstance(value, str) or _DATE.fullmatch(value) is None:
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _real_dates(series):
+    return series.map(_calendar_date).astype(bool)
+
+
+def _format_check(kind: str) -> pa.Check:
+    rule, pattern = _FORMAT_CHECKS[kind]
+    if kind == "date":  # for every CRM: a date must be a day of the calendar
+        return pa.Check(_real_dates, name=rule, error=rule)
+    return pa.Check.str_matches(pattern, name=rule, error=rule)
 
 
 class CommonRecords(pa.DataFrameModel):
@@ -169,8 +200,7 @@ def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
     for crm_field, mapping in spec.fields.items():
         checks = [_NO_NUL]
         if mapping.type in _FORMAT_CHECKS:
-            rule, pattern = _FORMAT_CHECKS[mapping.type]
-            checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
+            checks.append(_format_check(mapping.type))
         if crm_field in required:
             checks.append(pa.Check.str_length(min_value=1, name="required", error="required"))
         if spec.crm == "salesforce" and crm_field == spec.matching_key:
