@@ -34,9 +34,9 @@ _UTC_SESSION = {"postgresql": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '
 def range_notes(bounds: tuple[datetime, datetime]) -> tuple[str, str]:
     """Why a row is outside `bounds` (the first partition's start, the last one's end)."""
     lo, hi = bounds
-    return (f"before {lo:%Y-%m-%d}, the first daily partition (the spec's start_date)",
-            f"at or after {hi:%Y-%m-%dT%H:%M:%SZ}, the end of the last daily partition that "
-            f"exists now (today's)")
+    return (f"it is before {lo:%Y-%m-%d}, where the first daily partition (start_date) begins",
+            f"it is at or after {hi:%Y-%m-%dT%H:%M:%SZ}, where the last daily partition that "
+            f"exists now (today's) ends")
 
 
 class SourceError(RuntimeError):

@@ -153,7 +153,8 @@ def test_rows_outside_the_partitions_are_quarantined_and_counted(sandbox, store,
     rows = [_lead("IN-RANGE", "2026-11-01T08:00:00Z"),
             _lead("BEFORE-START", "2026-10-31T23:59:59Z"),
             _lead("YEAR-2031", "2031-01-01T00:00:00Z"),
-            _lead("END-OF-TIME", "9999-12-31T23:59:59Z")]
+            _lead("END-OF-TIME", "9999-12-31T23:59:59Z"),
+            _lead("NOT-A-DATE", "yesterday")]  # (SQLite compared it as text, after every day)
     if backend == "csv":
         source = SourceResource(data_dir=str(_csv(tmp_path, rows)))
     else:
@@ -165,12 +166,14 @@ def test_rows_outside_the_partitions_are_quarantined_and_counted(sandbox, store,
     for day in ("2026-11-01", "2026-11-02"):  # reported with every partition, entered once
         result = _materialize(spec, source, day)
         assert _meta(result, "source_leads")["rows_out_of_range"] == 3
+        assert _meta(result, "source_leads")["rows_without_valid_updated_at"] == 1
         [check] = result.get_asset_check_evaluations()
         assert check.passed  # rows of no partition count against none
     assert _in_crm(sandbox) == {"IN-RANGE"}
     q = store.quarantine_frame(SYNC).set_index("source_key")
-    assert set(q.index) == {"BEFORE-START", "YEAR-2031", "END-OF-TIME"}
-    assert set(q["error_code"]) == {"UPDATED_AT_OUT_OF_RANGE"}
+    assert set(q.index) == {"BEFORE-START", "YEAR-2031", "END-OF-TIME", "NOT-A-DATE"}
+    assert set(q.drop(index="NOT-A-DATE")["error_code"]) == {"UPDATED_AT_OUT_OF_RANGE"}
+    assert q.loc["NOT-A-DATE", "error_code"] == "INVALID_UPDATED_AT"
     assert q["partition"].isna().all()
     assert "9999-12-31T23:59:59Z" in q.loc["END-OF-TIME", "message"]
     assert "2026-11-01" in q.loc["BEFORE-START", "message"]  # names the spec's start_date

@@ -264,7 +264,7 @@ def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list,
         "rules": ",".join(rules),
         "column_name": None if column == "_malformed" else _source_column(spec, column),
         "value": value,
-        "message": "; ".join(dict.fromkeys(messages)) + (f" ({note})" if note else ""),
+        "message": "; ".join(dict.fromkeys(messages + ([note] if note else []))),
         "payload": {k: row[k] for k in spec.fields},
     }
     if first_rule in NO_PARTITION_RULES:

@@ -59,7 +59,7 @@ RULES: dict[str, tuple[str, str]] = {
     "updated_at_out_of_range": (
         "UPDATED_AT_OUT_OF_RANGE",
         "updated_at {value!r} lies outside every daily partition, so the row is not synced "
-        "until its updated_at falls in one (or the spec's start_date is moved)",
+        "until its updated_at falls in one or the spec's start_date is moved",
     ),
     "malformed_source_row": (
         "MALFORMED_SOURCE_ROW",
