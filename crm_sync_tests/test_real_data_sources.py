@@ -261,3 +261,25 @@ def test_a_duplicate_header_is_refused_naming_the_column(sandbox, store, tmp_pat
                           raise_on_error=False)
     assert not result.success
     assert _in_crm(sandbox) == set()
+
+
+def test_a_file_no_line_of_which_fits_its_header_fails_the_sync(sandbox, store, tmp_path):
+    """Malformed lines count in no partition's threshold, so a file that is wrong as a whole (a
+    column missing from the header) must not pass as 'every row malformed': it fails, readably."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "leads.csv").write_text(",".join(COLUMNS) + "\n" + "".join(
+        f"L{i},,Name,l{i}@example.com,,new,web,2026-11-03T08:00:00Z,score {i}\n"
+        for i in range(3)))
+    spec, _ = _spec(tmp_path)
+    result = _materialize(spec, SourceResource(data_dir=str(data)), "2026-11-03",
+                          raise_on_error=False)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    error, texts = failure.step_failure_data.error, []
+    while error is not None:  # the SourceError is the step error's cause
+        texts.append(error.message)
+        error = error.cause
+    text = "\n".join(texts)
+    assert "none of its 3 line(s) can be read" in text and "line 2: too many columns" in text
+    assert store.quarantine_frame().empty and _in_crm(sandbox) == set()
