@@ -117,17 +117,19 @@ class SourceResource(dg.ConfigurableResource):
             import sqlalchemy as sa
 
             engine = sa.create_engine(self.url)
+            ts = _SQLITE_TS if engine.dialect.name == "sqlite" else "updated_at"
             # B608 (nosec below): names matched _TABLE_NAME above; values are bound
-            query = sa.text(f"SELECT * FROM {table} WHERE {key_column} IN :keys"  # nosec B608
+            query = sa.text(f"SELECT *, CASE WHEN {ts} IS NULL THEN 1 ELSE 0 END "  # nosec B608
+                            f"AS _no_partition FROM {table} WHERE {key_column} IN :keys"
                             ).bindparams(sa.bindparam("keys", expanding=True))
             try:
                 with engine.connect() as conn:
                     frame = pd.read_sql(query, conn, params={"keys": list(keys)})
             finally:
                 engine.dispose()
+            flag = frame.pop("_no_partition").astype(int).astype(bool)
             frame = frame.map(lambda v: None if pd.isna(v) else str(v))
-            if "updated_at" in frame.columns:
-                frame["_no_partition"] = frame["updated_at"].isna()
+            frame["_no_partition"] = flag
             return frame
         relation = self._relation(table)
         with self._connect() as conn:

@@ -20,6 +20,7 @@ import yaml
 from crm_sync.assets import build_assets
 from crm_sync.backfill import sync_partitions
 from crm_sync.definitions import build_resources
+from crm_sync.jobs import replay_job
 from crm_sync.sources import SourceError, SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
@@ -177,6 +178,13 @@ def test_rows_outside_the_partitions_are_quarantined_and_counted(sandbox, store,
     assert q["partition"].isna().all()
     assert "9999-12-31T23:59:59Z" in q.loc["END-OF-TIME", "message"]
     assert "2026-11-01" in q.loc["BEFORE-START", "message"]  # names the spec's start_date
+
+    # The replay job (it knows no partitions) leaves them to the partition runs.
+    defs = dg.Definitions(jobs=[replay_job(spec, {"superleap"})],
+                          resources={**build_resources(), "source": source})
+    assert defs.get_job_def("replay_quarantine").execute_in_process().success
+    assert _in_crm(sandbox) == {"IN-RANGE"}
+    assert len(store.quarantine_frame(SYNC)) == 4
 
 
 # -- 6. rows without a source key ------------------------------------------------------------
