@@ -164,14 +164,13 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
     bad = frame.loc[order, ["_key", *spec.fields]].to_dict("index") if order else {}
     sensitive = sensitive_names(spec)
     bad_rows = [_failure(spec, bad[idx], idx, failures[idx], sensitive,
-                         identity=identities.get(idx), note=_note(why, idx)) for idx in order]
+                         identity=identities.get(idx), note=_flag(why, "_out_of_range", idx))
+                for idx in order]
     valid = frame.drop(index=list(failures))
-    malformed = why.get("_malformed_key")
     return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
                             warnings=unknown_attributes(spec, valid),
                             unpartitioned=unpartitioned,
-                            keyless=len(identities) - (int(malformed.notna().sum())
-                                                       if malformed is not None else 0))
+                            keyless=sum(k.startswith("<no ") for k in identities.values()))
 
 
 # Columns the source adds to rows that belong to no partition (crm_sync/sources.py): why.
@@ -193,10 +192,6 @@ def _orphan_reason(frame: pd.DataFrame, why: dict, idx: int) -> tuple[str, str, 
         return ("malformed_source_row", "_malformed", _flag(why, "_malformed", idx))
     rule = "updated_at_out_of_range" if _flag(why, "_out_of_range", idx) else "updated_at"
     return (rule, "_updated_at", frame.at[idx, "_updated_at"])
-
-
-def _note(why: dict, idx: int) -> str | None:
-    return _flag(why, "_out_of_range", idx)
 
 
 def keyless_identities(spec: SyncSpec, source: pd.DataFrame, frame: pd.DataFrame,
