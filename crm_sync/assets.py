@@ -49,24 +49,52 @@ def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDe
     )
     def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
         window = context.partition_time_window
-        # Rows whose updated_at is missing or not a timestamp are in no partition: they come
-        # along with every partition (flagged `_no_partition`) so the syncs quarantine them.
-        frame = source.read_partition(table, window.start, window.end, include_unpartitioned=True)
-        orphans = frame[frame["_no_partition"]] if "_no_partition" in frame.columns \
-            else frame.iloc[0:0]
-        if len(orphans):
-            samples = ", ".join(repr(v) for v in orphans["updated_at"].head(5))
-            context.log.warning(
-                f"source table {table!r}: {len(orphans)} row(s) have an updated_at that is "
-                f"missing or not a timestamp ({samples}); they belong to no daily partition "
-                f"and are quarantined as INVALID_UPDATED_AT until updated_at is fixed")
-        context.add_output_metadata({
-            "rows": dg.MetadataValue.int(len(frame) - len(orphans)),
-            "rows_without_valid_updated_at": dg.MetadataValue.int(len(orphans)),
-        })
+        # Rows in no partition (updated_at missing, not a timestamp, or outside the partitions
+        # that exist; CSV lines that cannot be read) come along with every partition (flagged
+        # `_no_partition`) so the syncs quarantine them.
+        first = partitions.get_first_partition_window()
+        last = partitions.get_last_partition_window()  # today's (end_offset=1)
+        frame = source.read_partition(table, window.start, window.end, include_unpartitioned=True,
+                                      bounds=(first.start, last.end) if first and last else None)
+        context.add_output_metadata(_orphan_report(context, table, frame))
         return frame
 
     return _source
+
+
+def _orphan_report(context, table: str, frame: pd.DataFrame) -> dict:
+    """The source asset's metadata and warnings about the rows that are in no partition."""
+    def flagged(column: str) -> pd.Series:
+        return frame[column].notna() if column in frame.columns \
+            else pd.Series(False, index=frame.index)
+
+    orphan = frame["_no_partition"].eq(True) if "_no_partition" in frame.columns \
+        else pd.Series(False, index=frame.index)
+    out, malformed = flagged("_out_of_range") & orphan, flagged("_malformed_key") & orphan
+    invalid = orphan & ~out & ~malformed
+    if invalid.any():
+        samples = ", ".join(repr(v) for v in frame.loc[invalid, "updated_at"].head(5))
+        context.log.warning(
+            f"source table {table!r}: {int(invalid.sum())} row(s) have an updated_at that is "
+            f"missing or not a timestamp ({samples}); they belong to no daily partition "
+            f"and are quarantined as INVALID_UPDATED_AT until updated_at is fixed")
+    if out.any():
+        samples = ", ".join(repr(v) for v in frame.loc[out, "updated_at"].head(5))
+        context.log.warning(
+            f"source table {table!r}: {int(out.sum())} row(s) have an updated_at outside every "
+            f"daily partition ({samples}); they are quarantined as UPDATED_AT_OUT_OF_RANGE "
+            f"until it falls in one (or start_date is moved)")
+    if malformed.any():
+        samples = "; ".join(frame.loc[malformed, "_malformed"].head(5))
+        context.log.warning(
+            f"source table {table!r}: {int(malformed.sum())} line(s) cannot be read ({samples}); "
+            f"they are quarantined as MALFORMED_SOURCE_ROW until fixed, the other rows sync")
+    return {
+        "rows": dg.MetadataValue.int(int((~orphan).sum())),
+        "rows_without_valid_updated_at": dg.MetadataValue.int(int(invalid.sum())),
+        "rows_out_of_range": dg.MetadataValue.int(int(out.sum())),
+        "rows_malformed": dg.MetadataValue.int(int(malformed.sum())),
+    }
 
 
 def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -92,10 +120,16 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         store.get().record_results(
             sync.name, succeeded=[],
             quarantined=[{"partition": context.partition_key, **f} for f in result.failures])
+        # Every partition run sees all of the table's unreadable lines: earlier ones that no
+        # longer fail (fixed, or removed) leave the quarantine.
+        store.get().drop_quarantined(sync.name, "MALFORMED_SOURCE_ROW", keep=[
+            f["source_key"] for f in result.failures
+            if f["error_code"] == "MALFORMED_SOURCE_ROW"])
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
             "rows_quarantined": dg.MetadataValue.int(len(result.failures)),
+            "rows_without_source_key": dg.MetadataValue.int(result.keyless),
         }
         for rule, count in sorted(result.by_rule.items()):
             metadata[f"quarantined_{rule}"] = dg.MetadataValue.int(count)

@@ -192,6 +192,16 @@ class SyncStore:
                 "partition IS NOT ? AND error_code IN (SELECT value FROM json_each(?))",
                 (sync, max_runs, "mirror", codes)).rowcount
 
+    def drop_quarantined(self, sync: str, error_code: str, keep: Iterable[str]) -> int:
+        """Drop the sync's quarantine entries with `error_code` except those of `keep` (the
+        entries a full look at the source found again); return how many were dropped."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM quarantine WHERE sync = ? AND error_code = ? AND source_key NOT IN "
+                "(SELECT value FROM json_each(?))",
+                (sync, error_code, json.dumps([str(k) for k in keep], ensure_ascii=False)),
+            ).rowcount
+
     def claim_transient(self, sync: str, claimant: str, limit: int = 10_000,
                         before: float | None = None) -> list[str]:
         """Atomically take the sync's transient failures (quarantined before `before`) for one

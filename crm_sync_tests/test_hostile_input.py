@@ -66,7 +66,7 @@ def _promise(store, sync_name: str, keys: set[str], in_crm: dict[str, dict]) -> 
                                                q.get(key))
         if key in q:
             assert q[key]["error_code"] and q[key]["message"], q[key]
-    assert set(q) <= keys | {k for k in q if k.startswith("<row ")}
+    assert set(q) <= keys | {k for k in q if k.startswith("<no ")}  # keyless: a digest
     return q
 
 
@@ -149,7 +149,7 @@ def test_hostile_strings_reach_superleap_verbatim_or_the_quarantine(sandbox, sto
         assert q[key]["partition"] is None
     assert "yesterday at noon" in q["BAD_UPDATED"]["message"]
     assert "NUL" in q["NUL"]["message"]
-    nokey = [k for k in q if k.startswith("<row ")]
+    nokey = [k for k in q if k.startswith("<no lead_id: ")]
     assert len(nokey) == 1 and q[nokey[0]]["error_code"] == "REQUIRED_FIELD_MISSING"
     assert "OTHER_DAY" not in q and "OTHER_DAY" not in records
 

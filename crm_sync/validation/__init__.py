@@ -3,6 +3,7 @@ quarantine with the rule, the column, the bad value and a message a person can a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback
 from collections import Counter
@@ -30,6 +31,7 @@ class ValidationResult:
     rows_in: int = 0
     warnings: Counter = field(default_factory=Counter)
     unpartitioned: int = 0  # rows without a valid updated_at (in no partition), quarantined
+    keyless: int = 0  # rows without a source key (quarantined under a digest of their values)
 
     @property
     def by_rule(self) -> Counter:
@@ -114,13 +116,15 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
     # include_unpartitioned=True)`): they are in no daily partition, so they are quarantined
     # here rather than lost, and take no part in the checks of the partition's rows.
     orphan = source.pop("_no_partition").eq(True) if "_no_partition" in source.columns else None
+    why = {c: source.pop(c) for c in _ORPHAN_COLUMNS if c in source.columns}
     frame = to_crm_frame(spec, source)
     failures: dict[int, list[tuple[str, str, object]]] = {}
     unpartitioned = 0
     if orphan is not None and orphan.any():
         for idx in frame.index[orphan.to_numpy()]:
-            failures[idx] = [("updated_at", "_updated_at", frame.at[idx, "_updated_at"])]
+            failures[idx] = [_orphan_reason(frame, why, idx)]
         unpartitioned = len(failures)
+    identities = keyless_identities(spec, source, frame, why.get("_malformed_key"))
     checked = frame.drop(index=list(failures)) if failures else frame
 
     # Two rows that would upsert the same CRM record: keep the newest by updated_at.
@@ -159,11 +163,54 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
     order = sorted(failures)
     bad = frame.loc[order, ["_key", *spec.fields]].to_dict("index") if order else {}
     sensitive = sensitive_names(spec)
-    bad_rows = [_failure(spec, bad[idx], idx, failures[idx], sensitive) for idx in order]
+    bad_rows = [_failure(spec, bad[idx], idx, failures[idx], sensitive,
+                         identity=identities.get(idx), note=_flag(why, "_out_of_range", idx))
+                for idx in order]
     valid = frame.drop(index=list(failures))
     return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
                             warnings=unknown_attributes(spec, valid),
-                            unpartitioned=unpartitioned)
+                            unpartitioned=unpartitioned,
+                            keyless=sum(k.startswith("<no ") for k in identities.values()))
+
+
+# Columns the source adds to rows that belong to no partition (crm_sync/sources.py): why.
+_ORPHAN_COLUMNS = ("_out_of_range", "_malformed_key", "_malformed")
+# Rules of rows that belong to no daily partition: reported with every partition.
+NO_PARTITION_RULES = ("updated_at", "updated_at_out_of_range", "malformed_source_row")
+
+
+def _flag(why: dict, column: str, idx: int):
+    series = why.get(column)
+    value = None if series is None else series.iat[idx]
+    return None if value is None or pd.isna(value) else value
+
+
+def _orphan_reason(frame: pd.DataFrame, why: dict, idx: int) -> tuple[str, str, object]:
+    """Why a row of no partition is quarantined: a CSV line that cannot be read, an
+    updated_at outside the partitions, or one that is missing or not a timestamp."""
+    if _flag(why, "_malformed_key", idx) is not None:
+        return ("malformed_source_row", "_malformed", _flag(why, "_malformed", idx))
+    rule = "updated_at_out_of_range" if _flag(why, "_out_of_range", idx) else "updated_at"
+    return (rule, "_updated_at", frame.at[idx, "_updated_at"])
+
+
+def keyless_identities(spec: SyncSpec, source: pd.DataFrame, frame: pd.DataFrame,
+                       malformed: pd.Series | None = None) -> dict[int, str]:
+    """A stable quarantine key for each row without a source key: a digest of the row's
+    source values (the same row gets the same entry on every run and in every partition;
+    two rows get two). A CSV line that cannot be read is named by its line and digest."""
+    identities: dict[int, str] = {}
+    for idx in frame.index[frame["_key"].isna().to_numpy()]:
+        line = None if malformed is None else malformed.iat[idx]
+        if line is not None and not pd.isna(line):
+            identities[idx] = str(line)
+            continue
+        values = {str(k): (None if v is None or (not isinstance(v, str) and pd.isna(v))
+                           else str(v)) for k, v in source.loc[idx].items()}
+        digest = hashlib.sha256(json.dumps(values, sort_keys=True, ensure_ascii=False)
+                                .encode()).hexdigest()[:16]
+        identities[idx] = f"<no {spec.source_key}: {digest}>"
+    return identities
 
 
 def unknown_attributes(spec: SyncSpec, frame: pd.DataFrame) -> Counter:
@@ -191,8 +238,10 @@ def _source_column(spec: SyncSpec, column: str) -> str:
 
 
 def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list,
-             sensitive: frozenset[str]) -> dict:
-    """The quarantine entry of one failing row (`row`: its _key and mapped fields)."""
+             sensitive: frozenset[str], identity: str | None = None,
+             note: str | None = None) -> dict:
+    """The quarantine entry of one failing row (`row`: its _key and mapped fields;
+    `identity`: its key when it has no source key; `note`: added to the message)."""
     rules = list(dict.fromkeys(r for r, _, _ in reasons))
     first_rule, column, value = reasons[0]
     code = RULES.get(first_rule, (first_rule.upper(), ""))[0]
@@ -203,15 +252,16 @@ def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list,
     ]
     key = row["_key"]
     entry = {
-        "source_key": key if key is not None else f"<row {idx + 1} without {spec.source_key}>",
+        "source_key": key if key is not None else
+        identity or f"<row {idx + 1} without {spec.source_key}>",
         "stage": "validation",
         "error_code": code,
         "rules": ",".join(rules),
-        "column_name": _source_column(spec, column),
+        "column_name": None if column == "_malformed" else _source_column(spec, column),
         "value": value,
-        "message": "; ".join(dict.fromkeys(messages)),
+        "message": "; ".join(dict.fromkeys(messages + ([note] if note else []))),
         "payload": {k: row[k] for k in spec.fields},
     }
-    if first_rule == "updated_at":
+    if first_rule in NO_PARTITION_RULES:
         entry["partition"] = None  # it belongs to no daily partition
     return mask_entry(entry, sensitive)  # sensitive values never reach the store

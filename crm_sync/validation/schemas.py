@@ -60,6 +60,16 @@ RULES: dict[str, tuple[str, str]] = {
         "updated_at is missing or not a timestamp (got {value!r}): the row belongs to no daily "
         "partition, so it is not synced until its updated_at is fixed",
     ),
+    "updated_at_out_of_range": (
+        "UPDATED_AT_OUT_OF_RANGE",
+        "updated_at {value!r} lies outside every daily partition, so the row is not synced "
+        "until its updated_at falls in one or the spec's start_date is moved",
+    ),
+    "malformed_source_row": (
+        "MALFORMED_SOURCE_ROW",
+        "{value}: the line cannot be read with the header's columns, so its row is not synced "
+        "until the line is fixed in the source file",
+    ),
     "nul_character": (
         "INVALID_CHARACTER",
         "{column} contains a NUL character (\\x00), which a CRM's text fields cannot hold "
