@@ -15,7 +15,8 @@ spoiled (`rate_truncated_after_commit`: half of the real body) or late
 
 `rate_echo_credentials` answers like a gateway that repeats the request's credentials in its
 error body (the `Authorization` and `api-key` headers), with status `echo_credentials_status`
-(default 400; 200 gives a success status with a body no CRM client can read). A 429 with a long
+(default 400; 200 gives a success status with a body no CRM client can read), on the requests
+whose path contains `echo_credentials_path` (default: every request). A 429 with a long
 `retry_after_seconds` (3600) is a CRM asking the client to come back in an hour.
 """
 
@@ -50,6 +51,7 @@ class FaultConfig:
     brevo_failed_processes: float = 0.0  # share of Brevo processes that end `failed`
     rate_echo_credentials: float = 0.0  # an error body that repeats the request's credentials
     echo_credentials_status: int = 400
+    echo_credentials_path: str = ""  # only requests whose path contains this are echoed
 
 
 @dataclass
@@ -88,6 +90,8 @@ class FaultInjector:
         CRM endpoint, run first by the `*_after_commit` faults."""
         kind = self.draw()
         if kind is None or (app is None and kind.endswith("_after_commit")):
+            return False
+        if kind == "echo_credentials" and self.config.echo_credentials_path not in scope["path"]:
             return False
         self.injected[kind] = self.injected.get(kind, 0) + 1
         state.count(f"faults {kind}")
