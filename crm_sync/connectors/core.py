@@ -330,22 +330,32 @@ class HttpCore:
             text = text.replace(secret, "***")
         return text
 
-    def _redacted(self, response: httpx.Response) -> httpx.Response:
-        """The answer with every credential of the request replaced by ***: the one place where
-        what a CRM (or a gateway before it) repeats of them is removed, before anything else
-        reads the answer."""
+    def _redacted(self, response: httpx.Response) -> tuple[httpx.Response, bool]:
+        """The answer with every credential of the request replaced by *** in its text, and
+        whether its body held one: the one place where what a CRM (or a gateway before it)
+        repeats of them is removed, before anything else reads the answer. (Headers are read
+        for rate limits only, never stored or shown.)"""
         content = response.content
-        found = any(secret.encode() in content for secret in self._secrets)
-        headers = response.headers.multi_items()
-        if not found and not any(s in v for _, v in headers for s in self._secrets):
-            return response
-        if found:
-            content = self.redact(content.decode("utf-8", "replace")).encode()
+        if not any(secret.encode() in content for secret in self._secrets):
+            return response, False
+        content = self.redact(content.decode("utf-8", "replace")).encode()
         # content-encoding/-length described the original bytes, not these.
-        kept = [(k, self.redact(v)) for k, v in headers
+        kept = [(k, v) for k, v in response.headers.multi_items()
                 if k.lower() not in ("content-encoding", "content-length")]
         return httpx.Response(response.status_code, headers=kept, content=content,
-                              request=response.request)
+                              request=response.request), True
+
+    def _redact_values(self, value):
+        """A parsed answer with the credentials replaced in its string values. (Parsed from
+        the original bytes and redacted value by value, so that a short token that also
+        occurs in the JSON syntax or the keys cannot spoil the answer's structure.)"""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self._redact_values(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._redact_values(v) for k, v in value.items()}
+        return value
 
     def _stop_for(self, seconds: float) -> RateLimitStop:
         """Stop sending: the CRM asked to wait longer than max_retry_after_seconds."""
@@ -433,7 +443,8 @@ class HttpCore:
                 raise _transport_failure(f"connection dropped ({type(exc).__name__})",
                                          "CONNECTION_DROPPED", retry_transport_errors) from None
         self.reached = True
-        response = self._redacted(response)
+        original = response.content
+        response, echoed = self._redacted(response)
         if self._on_response is not None:
             pause = self._on_response(response)
             if pause:
@@ -452,7 +463,9 @@ class HttpCore:
             raise _GiveUp(f"HTTP {status} from {method} {self.settings.base_url}{path}: "
                           f"{_snippet(response)}", f"HTTP_{status}", status)
         try:
-            payload = parse_json(response.content) if response.content else None
+            payload = parse_json(original) if original else None
+            if echoed:
+                payload = self._redact_values(payload)
         except ValueError:
             if 200 <= status < 300 and retry_transport_errors:
                 raise _Retryable(f"HTTP {status} with a body that is not JSON: "
@@ -470,11 +483,16 @@ def _snippet(response: httpx.Response, limit: int = 300) -> str:
     return text.replace("\n", " ")
 
 
+# A credential shorter than this cannot be told from ordinary text ("t" is in "status"): it is
+# not searched for, so that the answers' values stay intact. No CRM issues tokens that short.
+MIN_SECRET_LENGTH = 8
+
+
 def _secret_forms(secrets: Sequence[str]) -> tuple[str, ...]:
     """Each secret as it may appear in an answer: verbatim, and escaped inside a JSON string."""
     forms: list[str] = []
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
             forms += [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
                       secret.replace("/", "\\/")]
     # Longest first, so that a form containing another is replaced whole.
