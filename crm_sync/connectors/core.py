@@ -9,14 +9,14 @@ Three kinds of failure, as in singer-sdk:
   `transient=True`, so the next run sends them again.
 - one bad record: the CRM's per-record error; that record ends `failed`, permanent.
 
-Two answers stop a run's sending early, leaving its rows transient: a 405/501 (the server at
-the base URL is not the CRM's API: no record is at fault, none is sent again in this run), and a
-429 whose Retry-After is longer than `max_retry_after_seconds` (`RATE_LIMITED`, naming the time
+Two answers are not retried and leave their rows transient: a 405/501 (the server at the base
+URL is not the CRM's API; no record is at fault), and a 429 whose Retry-After is longer than
+`max_retry_after_seconds`, which also stops the run's sending (`RATE_LIMITED`, naming the time
 the CRM named): waiting an hour in silence helps no one, the next run sends the rows.
 
 Every answer is redacted here, once, before a connector sees it: a gateway that repeats the
-request's credentials in its body (or headers) never gets them into a message, the quarantine,
-the run's metadata or its log.
+request's credentials in its body never gets them into a message, the quarantine, the run's
+metadata or its log.
 """
 
 from __future__ import annotations
@@ -493,8 +493,8 @@ def _secret_forms(secrets: Sequence[str]) -> tuple[str, ...]:
     forms: list[str] = []
     for secret in secrets:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
-            forms += [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-                      secret.replace("/", "\\/")]
+            forms += [secret, json.dumps(secret)[1:-1],
+                      json.dumps(secret, ensure_ascii=False)[1:-1], secret.replace("/", "\\/")]
     # Longest first, so that a form containing another is replaced whole.
     return tuple(sorted(set(forms), key=len, reverse=True))
 
@@ -507,7 +507,8 @@ def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | 
 
 
 __all__ = [
-    "Item", "Outcome", "Stats", "RateLimitStop", "FatalCrmError", "CrmUnreachable", "MissingToken", "BadBaseUrl",
+    "Item", "Outcome", "Stats", "RateLimitStop", "FatalCrmError", "CrmUnreachable", "MissingToken",
+    "BadBaseUrl",
     "TransientFailure", "AllowanceReserveReached",
     "HttpCore", "HttpSettings", "make_batches", "serialize", "parse_json", "parse_retry_after", "failed_all",
 ]
