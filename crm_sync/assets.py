@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
-from crm_sync.errors import readable_crm_errors
+from crm_sync.errors import crm_stage_failure, readable_crm_errors
 from crm_sync.mirror import MassDeleteRefused, mirror_deletes
 from crm_sync.masking import MASK, sensitive_names
 from crm_sync.reporting import markdown_table
@@ -209,6 +209,13 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
             f"failed, {report.requests} requests")
+        # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
+        # fails the run, now that its outcomes are recorded (transient rows go again next run).
+        if not config.dry_run:  # rows never confirmed for max_unconfirmed_runs settle first
+            _settle_unconfirmed(context, sync, store)
+        failure = crm_stage_failure(sync, resource, report.stats)
+        if failure is not None:
+            raise failure
         retried = None
         if not config.dry_run:
             # Rows that earlier runs lost to a transient failure go again now (on any partition).

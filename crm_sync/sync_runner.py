@@ -31,7 +31,7 @@ import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
 from crm_sync import safejson
-from crm_sync.connectors.core import Outcome
+from crm_sync.connectors.core import Outcome, Stats
 from crm_sync.masking import mask_entry, redact_text, sensitive_names, sensitive_values
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
@@ -63,6 +63,7 @@ class SyncReport:
     rate_limited: int = 0
     duration_seconds: float = 0.0
     failed_by_code: Counter = field(default_factory=Counter)
+    stats: Stats | None = None  # the connector's counters (the CRM stage's tally)
 
     @property
     def rows_per_second(self) -> float:
@@ -324,6 +325,7 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
         stats = connector.core.stats
     report.requests, report.retries = stats.requests, stats.retries
     report.rate_limited = stats.rate_limited
+    report.stats = stats
     report.duration_seconds = time.monotonic() - started
     report.check()
     return report

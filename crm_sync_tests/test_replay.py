@@ -46,7 +46,9 @@ def test_transient_failures_are_retried_by_the_next_run(sandbox, sandbox_url, st
     picked, data = _good_leads(tmp_path)
     resources = _resources(sandbox_url, data)
     sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_503": 1.0}).raise_for_status()
-    dg.materialize(_assets(), partition_key=DAY1, resources=resources)
+    first = dg.materialize(_assets(), partition_key=DAY1, resources=resources,
+                           raise_on_error=False)
+    assert not first.success  # every row failed at the CRM: the run says so, rows kept transient
     quarantine = store.quarantine_frame("leads_to_superleap")
     assert len(quarantine) == 5 and quarantine["transient"].all()
     assert set(quarantine["error_code"]) == {"HTTP_503"}

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import dagster as dg
 import httpx
@@ -16,7 +17,7 @@ from crm_sync.connectors.core import (
     AllowanceReserveReached, HttpCore, HttpSettings, Item, Outcome, Stats, TransientFailure,
     failed_all, make_batches, serialize,
 )
-from crm_sync.connectors.core import MissingToken
+from crm_sync.connectors.core import BadBaseUrl, MissingToken, crm_label
 from crm_sync.spec import SyncSpec
 
 SANDBOX_URL = "http://127.0.0.1:8765"
@@ -75,6 +76,7 @@ class Connector(ABC):
         ]
         for result in await asyncio.gather(*(self._guarded(b) for b in batches)):
             outcomes.extend(result)
+        self.core.stats.count(outcomes)  # the CRM stage's tally (a failed run names its cause)
         return outcomes
 
     async def _guarded(self, batch: list[Item]) -> list[Outcome]:
@@ -129,6 +131,9 @@ class CrmResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, description="tries per request (429/5xx/timeouts)")
     max_backoff_seconds: float = Field(default=30.0, gt=0)
+    max_retry_after_seconds: float = Field(
+        default=60.0, ge=0, description="longest wait a 429's Retry-After may impose; a longer "
+        "one stops the run's sending (its rows stay transient, RATE_LIMITED, for the next run)")
     batch_size: int | None = Field(default=None, ge=1, description="records per request")
 
     connector_class: ClassVar[type[Connector]]
@@ -151,7 +156,9 @@ class CrmResource(dg.ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             max_backoff_seconds=self.max_backoff_seconds,
+            max_retry_after_seconds=self.max_retry_after_seconds,
             secrets=(self.token,),
+            label=crm_label(self.connector_class.crm),
         )
 
     def connector_options(self) -> dict:
@@ -160,6 +167,11 @@ class CrmResource(dg.ConfigurableResource):
     @asynccontextmanager
     async def open(self, spec: SyncSpec) -> AsyncIterator[Connector]:
         """A connector for one sync run: one HTTP client, limiter and set of counters."""
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            label = crm_label(self.connector_class.crm)
+            raise BadBaseUrl(f"{label}'s base URL {self.base_url!r} is not an http:// or "
+                             f"https:// URL", self.base_url)
         if not self.token:
             where = f"the environment variable {self.token_env} is not set" if self.token_env \
                 else "the resource has no token"

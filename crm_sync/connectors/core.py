@@ -8,6 +8,15 @@ Three kinds of failure, as in singer-sdk:
   jitter, honouring Retry-After. If the retries run out, the batch's records end `failed` with
   `transient=True`, so the next run sends them again.
 - one bad record: the CRM's per-record error; that record ends `failed`, permanent.
+
+Two answers are not retried and leave their rows transient: a 405/501 (the server at the base
+URL is not the CRM's API; no record is at fault), and a 429 whose Retry-After is longer than
+`max_retry_after_seconds`, which also stops the run's sending (`RATE_LIMITED`, naming the time
+the CRM named): waiting an hour in silence helps no one, the next run sends the rows.
+
+Every answer is redacted here, once, before a connector sees it: a gateway that repeats the
+request's credentials in its body never gets them into a message, the quarantine, the run's
+metadata or its log.
 """
 
 from __future__ import annotations
@@ -18,18 +27,35 @@ import json
 import os
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import httpx
 import orjson
+import dagster as dg
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential_jitter
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# "This server does not take this method here": the base URL is not the CRM's API. No record is
+# at fault: the request is not retried, its records fail transient (sent again next run).
+NOT_THE_API_STATUS = frozenset({405, 501})
+
+CRM_LABELS = {"superleap": "Superleap", "brevo": "Brevo", "hubspot": "HubSpot",
+              "salesforce": "Salesforce"}
+
+
+def crm_label(crm: str) -> str:
+    return CRM_LABELS.get(crm, crm)
+
+
+# Messages reach the Dagster event log (get_dagster_logger) when a run is under way.
+log = dg.get_dagster_logger("crm_sync")
 
 
 # Item and Outcome are built once per record on the hot path: plain slotted dataclasses, since
@@ -64,6 +90,15 @@ class Outcome:
         return self.status in ("created", "updated", "deleted")
 
 
+@dataclass(frozen=True)
+class RateLimitStop:
+    """The CRM asked to wait longer than the run may: sending stopped."""
+
+    retry_after_seconds: float
+    until: datetime  # UTC
+    message: str  # e.g. "HubSpot asked to wait 3600 s (until 2026-12-01 12:34:56 UTC)"
+
+
 @dataclass
 class Stats:
     requests: int = 0
@@ -71,6 +106,24 @@ class Stats:
     rate_limited: int = 0
     batches: int = 0
     splits: int = 0
+    # The CRM stage's records (Connector.upsert): how many were handed to the CRM, how many
+    # failed, by error code, with one message per code (what a failed run names as its cause).
+    records: int = 0
+    records_failed: int = 0
+    records_transient: int = 0
+    failed_by_code: Counter = field(default_factory=Counter)
+    failure_messages: dict[str, str] = field(default_factory=dict)
+    rate_limit_stop: RateLimitStop | None = None
+
+    def count(self, outcomes: Sequence[Outcome]) -> None:
+        self.records += len(outcomes)
+        for outcome in outcomes:
+            if not outcome.ok:
+                code = outcome.error_code or "FAILED"
+                self.records_failed += 1
+                self.records_transient += int(outcome.transient)
+                self.failed_by_code[code] += 1
+                self.failure_messages.setdefault(code, outcome.message or "")
 
 
 class FatalCrmError(RuntimeError):
@@ -85,6 +138,15 @@ class CrmUnreachable(FatalCrmError):
     def __init__(self, message: str, base_url: str, reason: str = ""):
         super().__init__(message)
         self.base_url, self.reason = base_url, reason
+
+
+class BadBaseUrl(FatalCrmError):
+    """The CRM resource's base URL is no http(s) URL (`127.0.0.1:8765`): refused before any
+    request, since every request would fail the same way."""
+
+    def __init__(self, message: str, base_url: str):
+        super().__init__(message)
+        self.base_url = base_url
 
 
 class MissingToken(FatalCrmError):
@@ -110,11 +172,12 @@ class AllowanceReserveReached(RuntimeError):
 
 
 class _GiveUp(Exception):
-    """A failure after which the request must not be resent (it may have been applied)."""
+    """A failure after which the request must not be resent (it may have been applied, or the
+    answer says resending cannot help)."""
 
-    def __init__(self, message: str, code: str):
+    def __init__(self, message: str, code: str, status: int | None = None):
         super().__init__(message)
-        self.code = code
+        self.code, self.status = code, status
 
 
 def _transport_failure(message: str, code: str, retry: bool) -> Exception:
@@ -222,7 +285,9 @@ class HttpSettings:
     timeout_seconds: float = 30.0
     max_attempts: int = 5
     max_backoff_seconds: float = 30.0
+    max_retry_after_seconds: float = 60.0  # a longer Retry-After stops the run's sending
     secrets: tuple[str, ...] = field(default=())  # strings never to repeat in messages
+    label: str = "the CRM"  # the CRM's name in messages ("HubSpot")
 
 
 @functools.lru_cache(maxsize=4)
@@ -257,6 +322,7 @@ class HttpCore:
         spacing = settings.window_seconds * 1.01 / max(settings.requests_per_window, 1)
         self._limiter = AsyncLimiter(1, spacing)
         self._resume_at = 0.0  # monotonic time before which nothing is sent (server said wait)
+        self._secrets = _secret_forms(settings.secrets)
 
     async def __aenter__(self):
         return self
@@ -265,13 +331,60 @@ class HttpCore:
         await self._client.aclose()
 
     def pause(self, seconds: float) -> None:
-        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+        now = time.monotonic()
+        if seconds >= 1 and self._resume_at <= now:  # a new wait, not one already under way
+            log.info(f"waiting {seconds:.0f} s as {self.settings.label} asked")
+        self._resume_at = max(self._resume_at, now + seconds)
 
     def redact(self, text: str) -> str:
-        for secret in self.settings.secrets:
-            if secret:
-                text = text.replace(secret, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text
+
+    def _redacted(self, response: httpx.Response) -> tuple[httpx.Response, bool]:
+        """The answer with every credential of the request replaced by *** in its text, and
+        whether its body held one: the one place where what a CRM (or a gateway before it)
+        repeats of them is removed, before anything else reads the answer. (Headers are read
+        for rate limits only, never stored or shown.)"""
+        content = response.content
+        if not any(secret.encode() in content for secret in self._secrets):
+            return response, False
+        content = self.redact(content.decode("utf-8", "replace")).encode()
+        # content-encoding/-length described the original bytes, not these.
+        kept = [(k, v) for k, v in response.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length")]
+        return httpx.Response(response.status_code, headers=kept, content=content,
+                              request=response.request), True
+
+    def _redact_values(self, value):
+        """A parsed answer with the credentials replaced in its string values. (Parsed from
+        the original bytes and redacted value by value, so that a short token that also
+        occurs in the JSON syntax or the keys cannot spoil the answer's structure.)"""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self._redact_values(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._redact_values(v) for k, v in value.items()}
+        return value
+
+    def _stop_for(self, seconds: float) -> RateLimitStop:
+        """Stop sending: the CRM asked to wait longer than max_retry_after_seconds."""
+        if self.stats.rate_limit_stop is None:
+            until = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+            message = (f"{self.settings.label} asked to wait {seconds:.0f} s (until "
+                       f"{until:%Y-%m-%d %H:%M:%S} UTC)")
+            self.stats.rate_limit_stop = RateLimitStop(seconds, until, message)
+            log.warning(f"{message}, longer than max_retry_after_seconds "
+                        f"({self.settings.max_retry_after_seconds:g} s): nothing more is sent in "
+                        f"this run; the remaining rows stay transient (RATE_LIMITED) for the "
+                        f"next run")
+        return self.stats.rate_limit_stop
+
+    def _refuse_if_stopped(self) -> None:
+        stop = self.stats.rate_limit_stop
+        if stop is not None:
+            raise _GiveUp(f"not sent: {stop.message}", "RATE_LIMITED", 429)
 
     async def call(self, method: str, path: str, *, content: bytes | None = None,
                    params: dict | None = None, retry_transport_errors: bool = True
@@ -301,12 +414,12 @@ class HttpCore:
                                                    retry_transport_errors), attempts)
         except _Retryable as exc:
             if exc.code == "CONNECTION_ERROR" and not self.reached:
-                raise CrmUnreachable(self.redact(f"cannot reach {self.settings.base_url}: {exc}"),
-                                     self.settings.base_url, self.redact(str(exc))) from None
-            raise TransientFailure(self.redact(str(exc)), exc.status, attempts, exc.code,
-                                   raw=self.redact(exc.raw) if exc.raw else None) from None
+                raise CrmUnreachable(f"cannot reach {self.settings.base_url}: {exc}",
+                                     self.settings.base_url, str(exc)) from None
+            raise TransientFailure(str(exc), exc.status, attempts, exc.code,
+                                   raw=exc.raw) from None
         except _GiveUp as exc:
-            raise TransientFailure(self.redact(str(exc)), None, attempts, exc.code) from None
+            raise TransientFailure(str(exc), exc.status, attempts, exc.code) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, retry_state) -> float:
@@ -318,10 +431,12 @@ class HttpCore:
 
     async def _send_once(self, method, path, content, params, retry_transport_errors):
         async with self._semaphore:
+            self._refuse_if_stopped()
             delay = self._resume_at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             await self._limiter.acquire()
+            self._refuse_if_stopped()  # another slot may have been told to stop meanwhile
             self.stats.requests += 1
             try:
                 response = await self._client.request(
@@ -339,6 +454,8 @@ class HttpCore:
                 raise _transport_failure(f"connection dropped ({type(exc).__name__})",
                                          "CONNECTION_DROPPED", retry_transport_errors) from None
         self.reached = True
+        original = response.content
+        response, echoed = self._redacted(response)
         if self._on_response is not None:
             pause = self._on_response(response)
             if pause:
@@ -348,11 +465,18 @@ class HttpCore:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if status == 429:
                 self.stats.rate_limited += 1
+                if retry_after is not None and retry_after > self.settings.max_retry_after_seconds:
+                    raise _GiveUp(self._stop_for(retry_after).message, "RATE_LIMITED", 429)
                 self.pause(retry_after if retry_after is not None else 1.0)
             raise _Retryable(f"HTTP {status}: {_snippet(response)}", status,
                              "RATE_LIMITED" if status == 429 else f"HTTP_{status}", retry_after)
+        if status in NOT_THE_API_STATUS:
+            raise _GiveUp(f"HTTP {status} from {method} {self.settings.base_url}{path}: "
+                          f"{_snippet(response)}", f"HTTP_{status}", status)
         try:
-            payload = parse_json(response.content) if response.content else None
+            payload = parse_json(original) if original else None
+            if echoed:
+                payload = self._redact_values(payload)
         except ValueError:
             if 200 <= status < 300 and retry_transport_errors:
                 raise _Retryable(f"HTTP {status} with a body that is not JSON: "
@@ -370,6 +494,22 @@ def _snippet(response: httpx.Response, limit: int = 300) -> str:
     return text.replace("\n", " ")
 
 
+# A credential shorter than this cannot be told from ordinary text ("t" is in "status"): it is
+# not searched for, so that the answers' values stay intact. No CRM issues tokens that short.
+MIN_SECRET_LENGTH = 8
+
+
+def _secret_forms(secrets: Sequence[str]) -> tuple[str, ...]:
+    """Each secret as it may appear in an answer: verbatim, and escaped inside a JSON string."""
+    forms: list[str] = []
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            forms += [secret, json.dumps(secret)[1:-1],
+                      json.dumps(secret, ensure_ascii=False)[1:-1], secret.replace("/", "\\/")]
+    # Longest first, so that a form containing another is replaced whole.
+    return tuple(sorted(set(forms), key=len, reverse=True))
+
+
 def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | None = None,
                transient: bool, attempts: int = 1, raw: str | None = None) -> list[Outcome]:
     return [Outcome(key=i.key, status="failed", error_code=code, message=message,
@@ -378,7 +518,8 @@ def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | 
 
 
 __all__ = [
-    "Item", "Outcome", "Stats", "FatalCrmError", "CrmUnreachable", "MissingToken",
+    "Item", "Outcome", "Stats", "RateLimitStop", "FatalCrmError", "CrmUnreachable", "MissingToken",
+    "BadBaseUrl",
     "TransientFailure", "AllowanceReserveReached",
     "HttpCore", "HttpSettings", "make_batches", "serialize", "parse_json", "parse_retry_after", "failed_all",
 ]

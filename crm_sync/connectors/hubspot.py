@@ -136,7 +136,7 @@ class HubSpotConnector(Connector):
             return failed_all(batch, "ALLOWANCE_RESERVE_REACHED", str(exc), transient=True)
         status = response.status_code
         body = payload if isinstance(payload, dict) else {}
-        message = self.core.redact(str(body.get("message") or response.text[:300]))
+        message = str(body.get("message") or response.text[:300])
         self._raise_if_fatal(status, message)
         if status in _SPLITTABLE_STATUS:
             if len(batch) == 1:
@@ -224,7 +224,7 @@ class HubSpotConnector(Connector):
             return [Outcome(i, "deleted", crm_id=i, http_status=status, attempts=attempts)
                     for i in ids]
         body = payload if isinstance(payload, dict) else {}
-        message = self.core.redact(str(body.get("message") or response.text[:300]))
+        message = str(body.get("message") or response.text[:300])
         sync = self.spec.name
         if status in (401, 403):
             raise FatalCrmError(f"HubSpot refused to archive {self.spec.object} records (HTTP "
@@ -312,7 +312,7 @@ class HubSpotConnector(Connector):
         text = "; ".join(d["message"] for d in details if d.get("message")) or message or \
             str(err.get("message") or "HubSpot refused this record")
         return Outcome(key, "failed", error_code=_error_code(err, details, category),
-                       message=self.core.redact(text)[:1000], http_status=status,
+                       message=text[:1000], http_status=status,
                        transient=category in _TRANSIENT_CATEGORIES, attempts=attempts,
                        column=self._source_column(prop) if prop else None)
 

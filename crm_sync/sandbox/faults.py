@@ -12,6 +12,12 @@ faults are the dangerous kind: the CRM endpoint processes the request completely
 transaction commits), then the answer is lost (`rate_drop_after_commit`: the connection drops),
 spoiled (`rate_truncated_after_commit`: half of the real body) or late
 (`rate_delay_after_commit`: the real answer after `delay_seconds`, past a short client timeout).
+
+`rate_echo_credentials` answers like a gateway that repeats the request's credentials in its
+error body (the `Authorization` and `api-key` headers), with status `echo_credentials_status`
+(default 400; 200 gives a success status with a body no CRM client can read), on the requests
+whose path contains `echo_credentials_path` (default: every request). A 429 with a long
+`retry_after_seconds` (3600) is a CRM asking the client to come back in an hour.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 # New kinds go at the end: a seed keeps giving the same faults for settings that predate them.
 KINDS = ("429", "500", "503", "delay", "drop", "truncated", "non_json",
-         "drop_after_commit", "truncated_after_commit", "delay_after_commit")
+         "drop_after_commit", "truncated_after_commit", "delay_after_commit", "echo_credentials")
 
 
 @dataclass
@@ -43,6 +49,9 @@ class FaultConfig:
     retry_after: bool = True  # whether injected 429s carry a Retry-After header
     retry_after_seconds: int = 1
     brevo_failed_processes: float = 0.0  # share of Brevo processes that end `failed`
+    rate_echo_credentials: float = 0.0  # an error body that repeats the request's credentials
+    echo_credentials_status: int = 400
+    echo_credentials_path: str = ""  # only requests whose path contains this are echoed
 
 
 @dataclass
@@ -82,6 +91,8 @@ class FaultInjector:
         kind = self.draw()
         if kind is None or (app is None and kind.endswith("_after_commit")):
             return False
+        if kind == "echo_credentials" and self.config.echo_credentials_path not in scope["path"]:
+            return False
         self.injected[kind] = self.injected.get(kind, 0) + 1
         state.count(f"faults {kind}")
         if kind.endswith("_after_commit"):
@@ -109,6 +120,9 @@ class FaultInjector:
         elif kind == "truncated":
             body = b'{"results": [{"id": "1", "succ'
             await _respond(send, 200, [(b"content-type", b"application/json")], body)
+        elif kind == "echo_credentials":
+            await _respond(send, self.config.echo_credentials_status,
+                           [(b"content-type", b"application/json")], _echoed_credentials(scope))
         elif kind == "non_json":
             await _respond(send, 502, [(b"content-type", b"text/html")],
                            b"<html><body>Bad Gateway</body></html>")
@@ -137,6 +151,16 @@ class FaultInjector:
             await send({"type": "http.response.start", "status": start["status"],
                         "headers": headers + [(b"content-length", promised)]})
             raise ConnectionResetError("injected dropped connection after commit")
+
+
+def _echoed_credentials(scope) -> bytes:
+    """What a careless gateway answers: the credentials it was sent, in its error message."""
+    sent = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    echoed = "; ".join(f"{name}: {sent[name]}" for name in ("authorization", "api-key")
+                       if name in sent) or "no credentials"
+    message = f"gateway refused the request ({echoed})"
+    return json.dumps({"status": "error", "message": message, "errorType": "GATEWAY",
+                       "category": "VALIDATION_ERROR", "code": "gateway_error"}).encode()
 
 
 async def _respond(send, status: int, headers: list, body: bytes) -> None:
