@@ -348,16 +348,18 @@ def test_an_integer_beyond_2_53_reaches_brevo_exactly(brevo, store, tmp_path):
     rows = [_project("P-BIG", day, budget="12345678901234567890"),
             _project("P-NEG", day, budget="-9007199254740993"),
             _project("P-ZEROS", day, budget="9007199254740993.000"),
-            _project("P-FRACTION", day, budget="1234.5")]
+            _project("P-FRACTION", day, budget="1234.5"),
+            _project("P-HUGE", day, budget="123456789012345678901234")]  # beyond 64 bits
     _write(tmp_path / "data", "projects", rows)
     assert _materialize(spec, "projects_to_brevo", day, tmp_path / "data").success
     budgets = {r["identifiers"]["ext_id"]: r["attributes"]["budget"]
                for r in stored(brevo, "brevo", "project")}
     assert budgets == {"P-BIG": 12345678901234567890, "P-NEG": -9007199254740993,
-                       "P-ZEROS": 9007199254740993, "P-FRACTION": 1234.5}
+                       "P-ZEROS": 9007199254740993, "P-FRACTION": 1234.5,
+                       "P-HUGE": 123456789012345678901234}
     assert type(budgets["P-BIG"]) is int and type(budgets["P-ZEROS"]) is int
     assert store.quarantine_frame("projects_to_brevo").empty  # and each one is confirmed
-    assert len(store.state_frame("projects_to_brevo")) == 4
+    assert len(store.state_frame("projects_to_brevo")) == 5
 
 
 def test_numbers_in_other_scripts_are_quarantined_not_read_as_ascii_digits(sandbox, store,

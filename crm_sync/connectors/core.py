@@ -25,6 +25,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import ssl
 import time
 from collections import Counter
@@ -223,14 +224,21 @@ def path_segment(value) -> str:
     return text.replace(".", "%2E") if text in (".", "..") else text
 
 
+# 20 digits in a row: a number that may be beyond 64 bits, which orjson would read as a float.
+_LONG_DIGITS = re.compile(rb"\d{20}")
+
+
 def parse_json(content: bytes):
     """A CRM's answer as Python values: orjson, or the stdlib for what orjson refuses (NaN
-    literals); ValueError when it is not JSON at all. (orjson reads an integer beyond 64 bits
-    as a float; no CRM's record id or count comes near that.)"""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content)
+    literals); ValueError when it is not JSON at all. An answer holding 20 digits in a row
+    goes to the stdlib, which reads integers beyond 64 bits exactly (orjson reads them as
+    floats, so a read-back of a value crm_sync sent exactly would not compare equal)."""
+    if _LONG_DIGITS.search(content) is None:
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content)
 
 
 def make_batches(items: Sequence[Item], max_records: int, max_bytes: int | None,
