@@ -20,6 +20,10 @@ twice. So:
    found but possibly in progress, or the lookup failed, the row fails transient and a later
    run decides. A row with no `external_id` cannot be looked up: it fails with
    `CREATE_OUTCOME_UNKNOWN`, permanent, and a person checks Superleap (docs/guarantees.md).
+4. Logging is a compare-and-set against other runs (`WriteAheadLog.log`): a create is refused
+   when, since this run read the log and the state, another run logged the row (its create is
+   open: the row fails transient) or recorded its CRM id (the row becomes an update of that
+   record). Two runs holding the same new row never both create it.
 """
 
 from __future__ import annotations
