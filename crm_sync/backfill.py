@@ -143,7 +143,13 @@ def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, str, str]:
             return "failed", failure.user_failure_data.description, details
         if failure.error is not None:
             return "failed", failure.error.message.strip(), details
-    return "failed", "the run failed (see the Dagster log above)", details
+    # No step failed: the run itself did (a resource that could not start, ...)
+    errors = [getattr(e.event_specific_data, "error", None) for e in result.all_events
+              if e.is_resource_init_failure or e.event_type_value in _REPORTED_EVENTS]
+    errors = [error for error in errors if error is not None]
+    if errors:
+        return "failed", errors[0].message.strip(), "\n".join(map(_traceback, errors))
+    return "failed", "the run failed", details
 
 
 def _traceback(error) -> str:
@@ -197,7 +203,8 @@ def _not_a_failure_event(record: logging.LogRecord) -> bool:
 
 
 # (PIPELINE_FAILURE: a run's failure, by its old name)
-_REPORTED_EVENTS = ("STEP_FAILURE", "STEP_SKIPPED", "PIPELINE_FAILURE", "RUN_FAILURE")
+_REPORTED_EVENTS = ("STEP_FAILURE", "STEP_SKIPPED", "RESOURCE_INIT_FAILURE", "PIPELINE_FAILURE",
+                    "RUN_FAILURE")
 
 
 @dg.logger(config_schema={"log_level": dg.Field(str, is_required=False,
