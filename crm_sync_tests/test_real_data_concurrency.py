@@ -86,12 +86,6 @@ def test_two_backfills_of_the_same_days_at_once_create_each_lead_once(sandbox, t
         assert [r.returncode for r in runs] == [0, 0], outputs
 
 
-def _store(path):
-    from crm_sync.store import SyncStore
-
-    return SyncStore(path)
-
-
 def test_a_partition_another_run_holds_is_skipped_with_a_message(sandbox, store, data_dir,
                                                                 capsys):
     # Another run (another process) holds 2026-11-02 of the sync, and is alive.
