@@ -13,6 +13,7 @@ import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.errors import crm_stage_failure, readable_crm_errors
+from crm_sync.lease import DEFAULT_WAIT_SECONDS, one_run_per_partition
 from crm_sync.mirror import MassDeleteRefused, mirror_deletes
 from crm_sync.masking import MASK, sensitive_names
 from crm_sync.reporting import markdown_table
@@ -32,6 +33,8 @@ class UpsertConfig(dg.Config):
     dry_run: bool = False  # count what would be created/updated/unchanged; send nothing
     # mode mirror: delete even more than the sync's mirror_max_delete_share of its records
     allow_mass_delete: bool = False
+    # Another run holds the partition (crm_sync/lease.py): wait this long, then skip.
+    lease_wait_seconds: float = DEFAULT_WAIT_SECONDS
 
 
 def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
@@ -197,6 +200,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         },
     )
     @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
+    @one_run_per_partition(sync.name)  # one run at a time per sync partition, across processes
     def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
                 valid: pd.DataFrame) -> dg.MaterializeResult:
         resource = getattr(context.resources, sync.crm)

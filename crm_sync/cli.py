@@ -2,8 +2,10 @@
 
     crm-sync demo                      sync the bundled data into a local sandbox, print a summary
     crm-sync sandbox [--port 8765]     run the CRM sandbox on its own
-    crm-sync backfill SYNC --start D --end D   sync those days (1-7 November: --start
-                                       2026-11-01 --end 2026-11-07)
+    crm-sync backfill SYNC... --start D --end D   sync those days (1-7 November: --start
+                                       2026-11-01 --end 2026-11-07); exit code 0: all synced,
+                                       1: some sync partition failed, 3: none failed but some
+                                       were skipped (another run was syncing them)
     crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
     crm-sync bench                     is the CRM the bottleneck? figures in BENCHMARKS.md
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                           help="ignore the change-detection state and send every row")
     backfill.add_argument("--dry-run", action="store_true",
                           help="count what would be created/updated; send nothing")
+    backfill.add_argument("--lease-wait", type=float, default=None, metavar="SECONDS",
+                          help="how long to wait for a partition another run is syncing "
+                               "before skipping it (default 120)")
+    backfill.add_argument("--verbose", action="store_true",
+                          help="print the traceback of each failed partition")
 
     ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
     ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
@@ -95,22 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               salesforce_daily_limit=args.salesforce_daily_limit)
         return 0
     if args.command == "backfill":
-        from crm_sync.backfill import day_range, sync_partitions
-        from crm_sync.demo import SUMMARY_COLUMNS
-        from crm_sync.reporting import text_table
-
-        try:
-            days = day_range(args.start, args.end)
-        except ValueError as exc:
-            parser.error(str(exc))
-        config = {"full_resync": args.full_resync, "dry_run": args.dry_run}
-        run_config = {"ops": {name: {"config": config} for name in args.syncs}}
-        try:
-            summary = sync_partitions(days, syncs=args.syncs, run_config=run_config)
-        except ValueError as exc:
-            parser.error(str(exc))
-        print(text_table(summary, SUMMARY_COLUMNS))
-        return 0
+        return _backfill(parser, args)
     if args.command == "ui":
         from crm_sync.ui import run_ui
 
@@ -126,6 +118,38 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(extra + args.options)
     return 2
+
+
+BACKFILL_EXIT_FAILED, BACKFILL_EXIT_SKIPPED = 1, 3
+
+
+def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Each sync and partition on its own; a summary at the end; non-zero if any failed."""
+    from crm_sync.backfill import day_range, sync_partitions
+    from crm_sync.demo import SUMMARY_COLUMNS
+    from crm_sync.reporting import text_table
+
+    try:
+        days = day_range(args.start, args.end)
+    except ValueError as exc:
+        parser.error(str(exc))
+    config = {"full_resync": args.full_resync, "dry_run": args.dry_run}
+    if args.lease_wait is not None:
+        config["lease_wait_seconds"] = args.lease_wait
+    # Per sync: each run of the backfill keeps only the entries of its own assets.
+    run_config = {"ops": {name: {"config": config} for name in args.syncs}}
+    try:
+        summary = sync_partitions(days, syncs=args.syncs, run_config=run_config,
+                                  verbose=args.verbose)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(text_table(summary, SUMMARY_COLUMNS[:3] + [
+        "partitions_ok", "partitions_failed", "partitions_skipped", *SUMMARY_COLUMNS[3:]]))
+    if any(row["partitions_failed"] for row in summary):
+        return BACKFILL_EXIT_FAILED
+    if any(row["partitions_skipped"] for row in summary):
+        return BACKFILL_EXIT_SKIPPED
+    return 0
 
 
 if __name__ == "__main__":

@@ -64,6 +64,19 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 
+# One run at a time per sync partition (crm_sync/lease.py): the run holding the lease renews
+# `expires_at`; a crashed run's lease expires and another run may take it over.
+_LEASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS partition_lease (
+    sync TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (sync, partition)
+);
+"""
+
 # How much of a CRM answer the quarantine keeps (`raw`).
 RAW_LIMIT = 2000
 
@@ -84,6 +97,7 @@ class SyncStore:
         with self._connect() as conn:
             conn.executescript(_SCHEMA + writeahead.SCHEMA)
             _add_missing_columns(conn)
+            conn.executescript(_LEASE_SCHEMA)
 
     @contextmanager
     def _connect(self):
@@ -242,6 +256,44 @@ class SyncStore:
                 "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code",
                 conn,
             )
+
+    # -- partition leases (crm_sync/lease.py) --------------------------------------------------
+    def take_lease(self, sync: str, partition: str, owner: str, seconds: float) -> dict | None:
+        """Take the lease of a sync partition for `seconds` (free, expired, or already this
+        owner's); None when taken, else the live lease of another run (owner, acquired_at,
+        expires_at). Read and write in one BEGIN IMMEDIATE transaction: two runs never both
+        take it."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT owner, acquired_at, expires_at FROM partition_lease "
+                               "WHERE sync = ? AND partition = ?", (sync, partition)).fetchone()
+            if row is not None and row[0] != owner and row[2] > now:
+                return {"owner": row[0], "acquired_at": row[1], "expires_at": row[2]}
+            acquired = row[1] if row is not None and row[0] == owner else now
+            conn.execute("INSERT OR REPLACE INTO partition_lease (sync, partition, owner, "
+                         "acquired_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                         (sync, partition, owner, acquired, now + seconds))
+        return None
+
+    def renew_lease(self, sync: str, partition: str, owner: str, seconds: float) -> bool:
+        """Extend `owner`'s lease; False when it is no longer theirs (expired and taken)."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE partition_lease SET expires_at = ? WHERE sync = ? AND "
+                                "partition = ? AND owner = ?",
+                                (time.time() + seconds, sync, partition, owner)).rowcount == 1
+
+    def release_lease(self, sync: str, partition: str, owner: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM partition_lease WHERE sync = ? AND partition = ? AND "
+                         "owner = ?", (sync, partition, owner))
+
+    def lease_holder(self, sync: str, partition: str) -> dict | None:
+        """The live lease of a sync partition (owner, acquired_at, expires_at), if any."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT owner, acquired_at, expires_at FROM partition_lease "
+                               "WHERE sync = ? AND partition = ? AND expires_at > ?",
+                               (sync, partition, time.time())).fetchone()
+        return None if row is None else dict(zip(("owner", "acquired_at", "expires_at"), row))
 
 
 def _add_missing_columns(conn) -> None:

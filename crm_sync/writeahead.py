@@ -20,6 +20,10 @@ twice. So:
    found but possibly in progress, or the lookup failed, the row fails transient and a later
    run decides. A row with no `external_id` cannot be looked up: it fails with
    `CREATE_OUTCOME_UNKNOWN`, permanent, and a person checks Superleap (docs/guarantees.md).
+4. Logging is a compare-and-set against other runs (`WriteAheadLog.log`): a create is refused
+   when, since this run read the log and the state, another run logged the row (its create is
+   open: the row fails transient) or recorded its CRM id (the row becomes an update of that
+   record). Two runs holding the same new row never both create it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,17 +83,26 @@ class WriteAheadLog:
     def __init__(self, store: SyncStore, sync: str):
         self.store, self.sync = store, sync
 
-    def log(self, entries: Sequence[tuple[str, object]]) -> str:
+    def log(self, entries: Sequence[tuple[str, object]],
+            seen: Mapping[str, str] | None = None) -> tuple[str, dict[str, Refused]]:
         """Record (source key, external_id value) of creates about to be sent, in a committed
-        transaction of its own; return the batch id."""
-        batch_id, now = uuid.uuid4().hex, time.time()
+        transaction of its own; return the batch id and the creates refused.
+
+        A compare-and-set against other runs: `seen` maps the keys whose open entry the caller
+        read (and settled: looked up, not found) to that entry's batch id. A create is refused
+        when the row now has an open entry the caller did not see (another run logged it since)
+        or a recorded CRM id (another run created it and recorded its outcome since the caller
+        read the state). Check and write hold the store's write lock (BEGIN IMMEDIATE)."""
+        batch_id, now, seen = uuid.uuid4().hex, time.time(), seen or {}
         # Synced to disk before the request leaves: not even a power loss can forget it.
         with self.store.transaction(durable=True) as conn:
+            refused = _refused(conn, self.sync, [str(key) for key, _ in entries], seen)
             conn.executemany(
                 "INSERT OR REPLACE INTO write_ahead (sync, source_key, batch_id, match_value, "
                 "sent_at) VALUES (?, ?, ?, ?, ?)",
-                [(self.sync, str(key), batch_id, token(value), now) for key, value in entries])
-        return batch_id
+                [(self.sync, str(key), batch_id, token(value), now) for key, value in entries
+                 if str(key) not in refused])
+        return batch_id, refused
 
     def answered(self, keys: Sequence[str]) -> None:
         """The CRM answered the request of these (still open) creates, with an error or an
@@ -112,6 +125,28 @@ class WriteAheadLog:
                     "FROM write_ahead WHERE sync = ? AND source_key IN "
                     "(SELECT value FROM json_each(?))", (self.sync, _keys(keys))).fetchall()
         return {r[0]: Pending(*r) for r in rows}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A create `WriteAheadLog.log` refused: another run got to the row first."""
+    batch_id: str | None = None  # its create is open (in flight, or its outcome unknown)
+    crm_id: str | None = None  # it created (or found) the record and recorded its id
+
+
+def _refused(conn: sqlite3.Connection, sync: str, keys: list[str],
+             seen: Mapping[str, str]) -> dict[str, Refused]:
+    wanted = _keys(keys)
+    recorded = dict(conn.execute(
+        "SELECT source_key, crm_id FROM sync_state WHERE sync = ? AND crm_id IS NOT NULL AND "
+        "source_key IN (SELECT value FROM json_each(?))", (sync, wanted)).fetchall())
+    opened = dict(conn.execute(
+        "SELECT source_key, batch_id FROM write_ahead WHERE sync = ? AND source_key IN "
+        "(SELECT value FROM json_each(?))", (sync, wanted)).fetchall())
+    refused = {key: Refused(crm_id=crm_id) for key, crm_id in recorded.items()}
+    refused.update((key, Refused(batch_id=batch)) for key, batch in opened.items()
+                   if key not in refused and seen.get(key) != batch)
+    return refused
 
 
 def settle(conn: sqlite3.Connection, sync: str, succeeded: Sequence[str],

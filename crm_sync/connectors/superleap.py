@@ -69,10 +69,14 @@ class SuperleapConnector(Connector):
         chunk's creates (one durable transaction, before any of its requests leaves), send."""
         if self.journal is None:  # no sync store (a resource used on its own)
             return await super().upsert(items)
-        items, unresolved = await self._reconcile(list(items))
+        items, unresolved, seen = await self._reconcile(list(items))
         creates = [(i.key, i.record.get(MATCH_FIELD)) for i in items if "id" not in i.record]
         if creates:  # committed before a request leaves: a crash from here on is recoverable
-            await asyncio.to_thread(self.journal.log, creates)
+            _, refused = await asyncio.to_thread(self.journal.log, creates, seen)
+            if refused:  # another run logged or recorded one of these rows since we read
+                items, unresolved = _refused(items, refused, unresolved)
+                self.adopted += sum(r.crm_id is not None for r in refused.values())
+                creates = [c for c in creates if c[0] not in refused]
         outcomes = await super().upsert(items) if items else []
         # Creates that failed with an answer (not a timeout or a drop, nor a gateway's 504) are
         # no longer in progress at Superleap: the next run may look them up at once.
@@ -87,14 +91,15 @@ class SuperleapConnector(Connector):
         return await self._send(batch)
 
     # -- reconciliation of creates whose outcome is unknown -----------------------------------
-    async def _reconcile(self, batch: list[Item]) -> tuple[list[Item], list[Outcome]]:
+    async def _reconcile(self, batch: list[Item]) -> tuple[list[Item], list[Outcome], dict]:
         """Rows about to be created whose earlier create is still open in the write-ahead log:
         adopt the record that create made, if Superleap has it; (items to send, outcomes of
-        the rows that cannot be decided now)."""
+        the rows that cannot be decided now, the batch id of each open entry read)."""
         creates = [i.key for i in batch if "id" not in i.record]
         pending = await asyncio.to_thread(self.journal.pending, creates) if creates else {}
+        seen = {key: entry.batch_id for key, entry in pending.items()}
         if not pending:
-            return batch, []
+            return batch, [], seen
         now, unresolved, lookup = time.time(), [], {}
         for item in batch:
             entry = pending.get(item.key) if "id" not in item.record else None
@@ -134,7 +139,7 @@ class SuperleapConnector(Connector):
                 item = Item(key=item.key, record=record, body=serialize(record))
                 self.adopted += 1
             items.append(item)
-        return items, unresolved
+        return items, unresolved, seen
 
     @property
     def filter_path(self) -> str:
@@ -226,6 +231,24 @@ class SuperleapConnector(Connector):
         return Outcome(item.key, "failed", error_code="MALFORMED_RESPONSE",
                        message=f"unexpected result for this record: {str(rec)[:200]}",
                        http_status=status, transient=True, attempts=attempts, raw=str(rec)[:2000])
+
+
+def _refused(items: list[Item], refused: dict, unresolved: list[Outcome]):
+    """Items whose create the write-ahead log refused: a record another run recorded is
+    updated by its id; a create another run has open is not sent (a later run decides)."""
+    kept, unresolved = [], list(unresolved)
+    for item in items:
+        entry = refused.get(item.key)
+        if entry is None:
+            kept.append(item)
+        elif entry.crm_id is not None:
+            record = {**item.record, "id": entry.crm_id}
+            kept.append(Item(key=item.key, record=record, body=serialize(record)))
+        else:
+            unresolved.append(_unknown(
+                item, transient=True, message=f"another run is creating this row right now "
+                f"(batch {entry.batch_id}): not sent twice; a later run looks it up"))
+    return kept, unresolved
 
 
 def _unknown(item: Item, *, transient: bool, message: str, attempts: int = 1) -> Outcome:
