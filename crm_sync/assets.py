@@ -172,7 +172,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         context.log.info(
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
-            f"failed, {report.requests} requests")
+            f"failed, {report.superseded} superseded, {report.requests} requests")
         retried = None
         if not config.dry_run:
             # Rows that earlier runs lost to a transient failure go again now (on any partition).
@@ -186,7 +186,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         metadata = {
             name: dg.MetadataValue.int(getattr(report, name))
             for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
-                         "failed", "failed_transient", "requests", "retries", "rate_limited")
+                         "failed", "failed_transient", "requests", "retries", "rate_limited",
+                         "superseded")
         }
         if report.dry_run:
             metadata["dry_run"] = dg.MetadataValue.bool(True)
