@@ -12,14 +12,16 @@ partitions in parallel processes, a schedule firing during a backfill) see each 
    right now. A row older than either is `superseded` (not sent). A row whose key another run
    is sending at this moment waits until that run has recorded its outcome (its request may
    reach the CRM after this one's otherwise), or until the claim is older than
-   SENDING_TIMEOUT_SECONDS (its run crashed). A waiting chunk claims nothing meanwhile, so
+   SENDING_TIMEOUT_SECONDS or its process is gone (its run crashed). A waiting chunk claims nothing meanwhile, so
    runs never wait for each other in a circle.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from dataclasses import dataclass
 
 SCHEMA = """
@@ -53,6 +55,25 @@ class Verdict:
     other: str | None = None
 
 
+def new_run() -> str:
+    """A run's name in `sending`: `<pid>:<random>`, so that the claims of a run whose process
+    is gone (killed) are not waited for."""
+    return f"{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def _alive(run: str) -> bool:
+    pid, _, _ = run.partition(":")
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists (another user's process)
+    return True
+
+
 def _json(values) -> str:
     return json.dumps([str(v) for v in values], ensure_ascii=False)
 
@@ -70,10 +91,10 @@ def claim(conn, sync: str, run: str, rows: list[tuple[str, str | None, str | Non
     confirmed = dict(conn.execute(
         "SELECT source_key, updated_at FROM sync_state WHERE sync = ? AND updated_at IS NOT NULL "
         "AND source_key IN (SELECT value FROM json_each(?))", (sync, _json(keys))))
-    flights = {key: version for key, version in conn.execute(
-        "SELECT source_key, updated_at FROM sending WHERE sync = ? AND run != ? AND since > ? "
-        "AND source_key IN (SELECT value FROM json_each(?))",
-        (sync, run, now - SENDING_TIMEOUT_SECONDS, _json(keys)))}
+    flights = {key: version for key, version, other in conn.execute(
+        "SELECT source_key, updated_at, run FROM sending WHERE sync = ? AND run != ? AND "
+        "since > ? AND source_key IN (SELECT value FROM json_each(?))",
+        (sync, run, now - SENDING_TIMEOUT_SECONDS, _json(keys))) if _alive(other)}
     verdicts, taken, sent = [], [], []
     for key, version, value in rows:
         owner = owners.get(value) if value is not None else None

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import time
-import uuid
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -247,7 +246,7 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
     report = SyncReport(spec.name, spec.crm, spec.object, partition, rows_in=len(valid))
     report.dry_run = dry_run
     total = len(valid)
-    run = uuid.uuid4().hex  # names this run's claims to be sending rows (crm_sync/ownership.py)
+    run = ownership.new_run()  # names this run's claims to be sending rows (ownership.py)
     try:
         return await _run_chunks(spec, valid, resource, store, partition, full_resync,
                                  dry_run, chunk_rows, log, report, run, started)
