@@ -63,7 +63,7 @@ def new_run() -> str:
 
 def _alive(run: str) -> bool:
     pid, _, _ = run.partition(":")
-    if not pid.isdigit():
+    if not pid.isdigit() or os.name == "nt":  # (on Windows signal 0 is CTRL_C_EVENT)
         return True
     try:
         os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
@@ -91,10 +91,16 @@ def claim(conn, sync: str, run: str, rows: list[tuple[str, str | None, str | Non
     confirmed = dict(conn.execute(
         "SELECT source_key, updated_at FROM sync_state WHERE sync = ? AND updated_at IS NOT NULL "
         "AND source_key IN (SELECT value FROM json_each(?))", (sync, _json(keys))))
-    flights = {key: version for key, version, other in conn.execute(
-        "SELECT source_key, updated_at, run FROM sending WHERE sync = ? AND run != ? AND "
-        "since > ? AND source_key IN (SELECT value FROM json_each(?))",
-        (sync, run, now - SENDING_TIMEOUT_SECONDS, _json(keys))) if _alive(other)}
+    alive: dict[str, bool] = {}  # one look per other run
+    flights = {}
+    for key, version, other in conn.execute(
+            "SELECT source_key, updated_at, run FROM sending WHERE sync = ? AND run != ? AND "
+            "since > ? AND source_key IN (SELECT value FROM json_each(?))",
+            (sync, run, now - SENDING_TIMEOUT_SECONDS, _json(keys))):
+        if other not in alive:
+            alive[other] = _alive(other)
+        if alive[other]:
+            flights[key] = version
     verdicts, taken, sent = [], [], []
     for key, version, value in rows:
         owner = owners.get(value) if value is not None else None
