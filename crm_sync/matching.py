@@ -16,6 +16,8 @@ here (validation within a partition, the sync store across partitions):
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 
 from crm_sync.spec import SyncSpec
@@ -64,3 +66,9 @@ def describe(spec: SyncSpec) -> str:
     if normaliser(spec) is _casefold:
         return f"{spec.crm} matches {spec.matching_key} ignoring case"
     return f"{spec.crm} matches {spec.matching_key} exactly"
+
+
+def digest(value: str) -> str:
+    """What the sync store keeps of a normalised matching value (never the value itself: it may
+    be a sensitive field, e.g. an email)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()

@@ -4,7 +4,8 @@ Two rules, checked in one write transaction per chunk so that concurrent runs (a
 partitions in parallel processes, a schedule firing during a backfill) see each other:
 
 1. **One source key per CRM record.** A matching value (normalised as the CRM compares it,
-   crm_sync/matching.py) belongs to the first source key that sends it (`matching_owners`).
+   crm_sync/matching.py) belongs to the first source key that sends it (`matching_owners`,
+   which keeps a digest of the value: an email may be a sensitive field).
    Another source key with the same value is not sent: DUPLICATE_MATCHING_KEY, naming the
    owner. A source key whose matching value changes moves to its new value (and frees the old).
 2. **An older row never overwrites a newer one.** `sync_state.updated_at` holds the version
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS matching_owners (
     sync TEXT NOT NULL,
-    matching_value TEXT NOT NULL, -- normalised as the CRM compares it (crm_sync/matching.py)
+    matching_digest TEXT NOT NULL, -- sha256 of the value as the CRM compares it (matching.py)
     source_key TEXT NOT NULL,
     claimed_at REAL NOT NULL,
-    PRIMARY KEY (sync, matching_value)
+    PRIMARY KEY (sync, matching_digest)
 );
 CREATE INDEX IF NOT EXISTS matching_owners_by_key ON matching_owners (sync, source_key);
 CREATE TABLE IF NOT EXISTS sending (
@@ -86,8 +87,8 @@ def claim(conn, sync: str, run: str, rows: list[tuple[str, str | None, str | Non
     now = time.time() if now is None else now
     keys, values = [r[0] for r in rows], [r[2] for r in rows if r[2] is not None]
     owners = dict(conn.execute(
-        "SELECT matching_value, source_key FROM matching_owners WHERE sync = ? AND "
-        "matching_value IN (SELECT value FROM json_each(?))", (sync, _json(values))))
+        "SELECT matching_digest, source_key FROM matching_owners WHERE sync = ? AND "
+        "matching_digest IN (SELECT value FROM json_each(?))", (sync, _json(values))))
     confirmed = dict(conn.execute(
         "SELECT source_key, updated_at FROM sync_state WHERE sync = ? AND updated_at IS NOT NULL "
         "AND source_key IN (SELECT value FROM json_each(?))", (sync, _json(keys))))
@@ -122,7 +123,7 @@ def claim(conn, sync: str, run: str, rows: list[tuple[str, str | None, str | Non
     # so two runs can never wait for each other).
     if take and all(v.kind != BUSY for v in verdicts):
         conn.executemany("DELETE FROM matching_owners WHERE sync = ? AND source_key = ? AND "
-                         "matching_value != ?", [(s, k, v) for s, v, k, _ in taken])
+                         "matching_digest != ?", [(s, k, v) for s, v, k, _ in taken])
         conn.executemany("INSERT OR REPLACE INTO matching_owners VALUES (?, ?, ?, ?)", taken)
         conn.executemany("INSERT OR REPLACE INTO sending VALUES (?, ?, ?, ?, ?)", sent)
     return verdicts

@@ -364,7 +364,8 @@ async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, li
     stamps = version_stamps(chunk["_updated_at"]) if "_updated_at" in chunk.columns \
         else [None] * len(keys)
     values = matching.matching_values(spec, chunk)
-    values = values.tolist() if values is not None else [None] * len(keys)
+    values = [None if v is None else matching.digest(v) for v in values.tolist()] \
+        if values is not None else [None] * len(keys)
     rows = [(keys[pos], stamps[pos], values[pos]) for pos in wanted]
     while True:
         found = await asyncio.to_thread(store.claim_for_sending, spec.name, run, rows,
