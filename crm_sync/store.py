@@ -210,8 +210,8 @@ class SyncStore:
                         for key, crm_id, digest in state_rows), key=lambda row: str(row[1])),
             )
             if run is not None:
-                ownership.settle(conn, sync, run, [*succeeded, *versions,
-                                                   *(q["source_key"] for q in quarantined)])
+                ownership.settle(conn, sync, run,
+                                 [*succeeded, *(q["source_key"] for q in quarantined)])
 
     def claim_transient(self, sync: str, claimant: str, limit: int = 10_000,
                         before: float | None = None) -> list[str]:
