@@ -109,8 +109,27 @@ def test_an_email_under_two_source_keys_on_two_days_keeps_its_owner(sandbox, sto
     assert (entry["error_code"], entry["stage"]) == ("DUPLICATE_MATCHING_KEY", "crm")
     assert "C-1" in entry["message"]
     # The owner keeps syncing: a change of C-1 goes through, C-2 stays refused.
+    pd.DataFrame([_contact("C-1", "alan@example.com", "First, changed", "2026-11-02"),
+                  _contact("C-2", "Alan@Example.com", "Second", "2026-11-03")]).to_csv(
+        tmp_path / "data" / "contacts.csv", index=False)
     _run(spec, ["2026-11-02", "2026-11-03"])
+    assert [r["properties"]["lastname"] for r in stored(sandbox, "hubspot", "contacts")] == \
+        ["First, changed"]
     assert set(_entries(store, "contacts_to_hubspot")) == {"C-2"}
+
+
+def test_a_key_whose_email_changes_frees_the_old_one(sandbox, store, tmp_path, monkeypatch):
+    spec = _setup(tmp_path, monkeypatch, HUBSPOT, {"contacts": [
+        _contact("C-1", "alan@example.com", "Turing", "2026-11-02")]})
+    _run(spec, ["2026-11-02"])
+    pd.DataFrame([_contact("C-1", "alan.turing@example.com", "Turing", "2026-11-03"),
+                  _contact("C-2", "ALAN@example.com", "Other", "2026-11-04")]).to_csv(
+        tmp_path / "data" / "contacts.csv", index=False)
+    _run(spec, ["2026-11-03", "2026-11-04"])
+    assert _entries(store, "contacts_to_hubspot") == {}  # alan@ was C-1's, C-1 moved on
+    emails = {r["properties"]["email"]: r["properties"]["lastname"]
+              for r in stored(sandbox, "hubspot", "contacts")}
+    assert emails == {"alan@example.com": "Other", "alan.turing@example.com": "Turing"}
 
 
 def test_salesforce_external_ids_match_ignoring_case_across_partitions(sandbox, store, tmp_path,
