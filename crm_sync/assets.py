@@ -212,7 +212,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         context.log.info(
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
-            f"failed, {report.requests} requests")
+            f"failed, {report.superseded} superseded, {report.requests} requests")
         # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
         # fails the run, now that its outcomes are recorded (transient rows go again next run).
         if not config.dry_run:  # rows never confirmed for max_unconfirmed_runs settle first
@@ -233,7 +233,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         metadata = {
             name: dg.MetadataValue.int(getattr(report, name))
             for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
-                         "failed", "failed_transient", "requests", "retries", "rate_limited")
+                         "failed", "failed_transient", "requests", "retries", "rate_limited",
+                         "superseded")
         }
         if report.dry_run:
             metadata["dry_run"] = dg.MetadataValue.bool(True)

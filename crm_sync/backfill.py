@@ -82,7 +82,7 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
             upsert = _metadata(outcome.result, sync.name)
             row["rows_read"] += validated.get("rows_in", 0)
             row["quarantined"] += validated.get("rows_quarantined", 0) + upsert.get("failed", 0)
-            for name in ("created", "updated", "unchanged", "requests"):
+            for name in ("created", "updated", "unchanged", "superseded", "requests"):
                 row[name] += upsert.get(name, 0)
     _materialize(quarantine, resources=resources, instance=instance,
                  run_config={"loggers": run_config["loggers"]}, raise_on_error=True)

@@ -144,7 +144,8 @@ def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     print(text_table(summary, SUMMARY_COLUMNS[:3] + [
-        "partitions_ok", "partitions_failed", "partitions_skipped", *SUMMARY_COLUMNS[3:]]))
+        "partitions_ok", "partitions_failed", "partitions_skipped", *SUMMARY_COLUMNS[3:-1],
+        "superseded", SUMMARY_COLUMNS[-1]]))
     if any(row["partitions_failed"] for row in summary):
         return BACKFILL_EXIT_FAILED
     if any(row["partitions_skipped"] for row in summary):

@@ -73,6 +73,14 @@ def replay_sync(spec: SyncSpec, source: SourceResource, resource: CrmResource, s
 def _worth_sending(spec: SyncSpec, row: dict, entry: pd.Series) -> bool:
     if entry["stage"] == "validation" or bool(entry["transient"]):
         return True  # it passes validation now / the failure may have passed
+    digest = entry.get("payload_digest")
+    if isinstance(digest, str) and digest:
+        # The digest of what was refused, unmasked (the stored payload is masked when the sync
+        # has sensitive fields, so it would never equal the row).
+        try:
+            return payload_hash(mapped_fields(spec, row)) != digest
+        except (ValueError, TypeError):
+            return True
     try:
         before = json.loads(entry["payload"]) if entry["payload"] else None
     except ValueError:

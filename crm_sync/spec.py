@@ -102,6 +102,10 @@ class SyncSpec(BaseModel):
     matching_column: str | None = Field(
         default=None, description="source column holding the matching key's value"
     )
+    matching_key_case_sensitive: bool = Field(
+        default=False, description="Salesforce: the external id field is case-sensitive "
+        "(otherwise two values differing only in case name one record; crm_sync/matching.py)"
+    )
     fields: dict[str, FieldMapping]
     attributes_json_column: str | None = Field(
         default=None,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crm_sync import writeahead
+from crm_sync import ownership, writeahead
 from crm_sync.spec import PROJECT_ROOT
 
 DEFAULT_STORE_PATH = PROJECT_ROOT / ".crm_sync" / "crm_sync.sqlite"
@@ -25,7 +25,7 @@ DEFAULT_STORE_PATH = PROJECT_ROOT / ".crm_sync" / "crm_sync.sqlite"
 QUARANTINE_COLUMNS = [
     "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
     "message", "http_status", "attempts", "transient", "payload", "raw", "quarantined_at",
-    "runs",
+    "runs", "payload_digest",
 ]
 
 # Transient CRM failures that are the row's own doing rather than the CRM's state: Brevo accepts
@@ -77,6 +77,19 @@ CREATE TABLE IF NOT EXISTS partition_lease (
 );
 """
 
+# Columns added after the first release: (table, column, type).
+_ADDED_COLUMNS = (
+    ("quarantine", "raw", "TEXT"),
+    # sha256 of the unmasked payload the CRM refused (replay's change check; `payload` is
+    # masked when the sync has sensitive fields)
+    ("quarantine", "payload_digest", "TEXT"),
+    # the source row's updated_at (UTC, ISO 8601) of what the CRM confirmed: an older row
+    # never overwrites it
+    ("sync_state", "updated_at", "TEXT"),
+    # how many runs in a row a transient CRM failure was the row's outcome
+    ("quarantine", "runs", "INTEGER"),
+)
+
 # How much of a CRM answer the quarantine keeps (`raw`).
 RAW_LIMIT = 2000
 
@@ -95,7 +108,7 @@ class SyncStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
-            conn.executescript(_SCHEMA + writeahead.SCHEMA)
+            conn.executescript(_SCHEMA + writeahead.SCHEMA + ownership.SCHEMA)
             _add_missing_columns(conn)
             conn.executescript(_LEASE_SCHEMA)
 
@@ -142,6 +155,22 @@ class SyncStore:
                                          params=(sync,))
             return pd.read_sql_query("SELECT * FROM sync_state", conn)
 
+    def claim_for_sending(self, sync: str, run: str,
+                          rows: list[tuple[str, str | None, str | None]],
+                          take: bool = True) -> list[ownership.Verdict]:
+        """Per (source key, version, matching value) about to be sent: send it, or not
+        (another key owns the CRM record; a newer version was sent), or wait (another run is
+        sending the key now). Atomic across processes (crm_sync/ownership.py)."""
+        if not take:
+            with self._connect() as conn:
+                return ownership.claim(conn, sync, run, rows, take=False)
+        with self.transaction() as conn:
+            return ownership.claim(conn, sync, run, rows)
+
+    def release_sending(self, sync: str, run: str) -> None:
+        with self.transaction() as conn:
+            ownership.release(conn, sync, run)
+
     def forget(self, sync: str, keys: Iterable[str]) -> int:
         """In one transaction, drop the state (and any quarantine entry) of source keys whose
         CRM record is gone (mirror deletes); return how many state rows were dropped."""
@@ -151,6 +180,7 @@ class SyncStore:
             conn.executemany("DELETE FROM sync_state WHERE sync = ? AND source_key = ?", rows)
             dropped = conn.total_changes - before
             conn.executemany("DELETE FROM quarantine WHERE sync = ? AND source_key = ?", rows)
+            ownership.forget(conn, sync, [key for _, key in rows])
         return dropped
 
     # -- quarantine --------------------------------------------------------------------------
@@ -160,11 +190,15 @@ class SyncStore:
         succeeded: Sequence[str],
         quarantined: Sequence[dict],
         state_rows: Sequence[tuple[str, str | None, str]] = (),
+        versions: dict[str, str] | None = None,
+        run: str | None = None,
     ) -> None:
         """In one transaction: rows that went through leave the quarantine, failed rows enter it
         (replacing their earlier entry: one entry per source row), and confirmed rows' state is
         written. One transaction means a crash leaves either all of it or none of it.
-        Superleap creates whose outcome is now known leave the write-ahead log in it too."""
+        Superleap creates whose outcome is now known leave the write-ahead log in it too.
+        `versions`: source key -> the updated_at of what the CRM confirmed (a state's version
+        never goes back); `run`: the run whose claims to be sending these rows end here."""
         now = time.time()
         with self.transaction() as conn:
             quarantined = _count_runs(conn, sync, quarantined)
@@ -182,15 +216,24 @@ class SyncStore:
                 f"VALUES ({', '.join('?' for _ in QUARANTINE_COLUMNS)})",
                 [_quarantine_row(sync, row, now) for row in quarantined],
             )
+            versions = versions or {}
             conn.executemany(
-                "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE SET "
-                "crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
-                "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at",
+                "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE "
+                "SET crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
+                "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at, "
+                # the newest version confirmed stays (an older row confirmed later does not
+                # make the state say older)
+                "updated_at = CASE WHEN sync_state.updated_at IS NULL OR "
+                "excluded.updated_at > sync_state.updated_at THEN excluded.updated_at "
+                "ELSE sync_state.updated_at END",
                 # in key order: neighbouring rows share index pages (fewer pages written)
-                sorted(((sync, key, crm_id, digest, now) for key, crm_id, digest in state_rows),
-                       key=lambda row: str(row[1])),
+                sorted(((sync, key, crm_id, digest, now, versions.get(key))
+                        for key, crm_id, digest in state_rows), key=lambda row: str(row[1])),
             )
+            if run is not None:
+                ownership.settle(conn, sync, run,
+                                 [*succeeded, *(q["source_key"] for q in quarantined)])
 
     def settle_unconfirmed(self, sync: str, max_runs: int) -> int:
         """Rows that ended unconfirmed (UNCONFIRMED_CODES) in `max_runs` runs in a row: their
@@ -298,17 +341,12 @@ class SyncStore:
 
 def _add_missing_columns(conn) -> None:
     """Stores created before a column existed get it (several processes may race to do so)."""
-    present = {r[1] for r in conn.execute("PRAGMA table_info(quarantine)")}
-    if "raw" not in present:
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column in present:
+            continue
         try:
-            conn.execute("ALTER TABLE quarantine ADD COLUMN raw TEXT")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):
-                raise
-    # runs: how many runs in a row a transient CRM failure was the row's outcome
-    if "runs" not in present:
-        try:
-            conn.execute("ALTER TABLE quarantine ADD COLUMN runs INTEGER")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):
                 raise
@@ -351,5 +389,6 @@ def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
         "raw": None if row.get("raw") is None else str(row["raw"])[:RAW_LIMIT],
         "quarantined_at": now,
         "runs": row.get("runs"),
+        "payload_digest": row.get("payload_digest"),
     }
     return tuple(values[c] for c in QUARANTINE_COLUMNS)

@@ -30,7 +30,7 @@ from decimal import Decimal
 import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
-from crm_sync import safejson
+from crm_sync import matching, ownership, safejson
 from crm_sync.connectors.core import Outcome, Stats
 from crm_sync.masking import mask_entry, redact_text, sensitive_names, sensitive_values
 from crm_sync.spec import SyncSpec
@@ -54,6 +54,7 @@ class SyncReport:
     unchanged: int = 0
     skipped: int = 0  # not sent because the sync's mode (create_only / update_only) forbids it
     failed: int = 0
+    superseded: int = 0  # not sent: a newer version of the row was sent (crm_sync/ownership.py)
     dry_run: bool = False
     would_create: int = 0
     would_update: int = 0
@@ -73,12 +74,12 @@ class SyncReport:
         """Every row handed in ends in exactly one bucket; raise if the numbers disagree."""
         written = self.would_create + self.would_update if self.dry_run else \
             self.created + self.updated
-        total = written + self.unchanged + self.skipped + self.failed
+        total = written + self.unchanged + self.skipped + self.failed + self.superseded
         if total != self.rows_in:
             raise AccountingError(
                 f"sync {self.sync!r} partition {self.partition}: created/updated {written} + "
-                f"unchanged {self.unchanged} + skipped {self.skipped} + failed {self.failed} = "
-                f"{total}, but {self.rows_in} rows were handed in")
+                f"unchanged {self.unchanged} + skipped {self.skipped} + failed {self.failed} + "
+                f"superseded {self.superseded} = {total}, but {self.rows_in} rows were handed in")
 
 
 # ASCII digits only: int() and float() also read `٣` as 3, `１２` as 12 and `1_000` as 1000.
@@ -271,6 +272,18 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
     report = SyncReport(spec.name, spec.crm, spec.object, partition, rows_in=len(valid))
     report.dry_run = dry_run
     total = len(valid)
+    run = ownership.new_run()  # names this run's claims to be sending rows (ownership.py)
+    try:
+        return await _run_chunks(spec, valid, resource, store, partition, full_resync,
+                                 dry_run, chunk_rows, log, report, run, started)
+    finally:
+        if not dry_run:
+            await asyncio.to_thread(store.release_sending, spec.name, run)
+
+
+async def _run_chunks(spec, valid, resource, store, partition, full_resync, dry_run,
+                      chunk_rows, log, report, run, started) -> SyncReport:
+    total = len(valid)
     async with resource.open(spec) as connector:
         connector.bind_store(store)  # Superleap: write-ahead log of creates (writeahead.py)
 
@@ -278,7 +291,8 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
             outcomes = await connector.upsert(plan.items) if plan.items else []
             if previous is not None:  # record in order, one transaction at a time
                 await asyncio.wait([previous])
-            await asyncio.to_thread(_record, spec, store, partition, plan, outcomes, report)
+            await asyncio.to_thread(_record, spec, store, partition, plan, outcomes, report,
+                                    run)
             if log is not None and total > chunk_rows:
                 log(f"{spec.name}: {done}/{total} rows done")
 
@@ -299,13 +313,15 @@ async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_
                 state = await asyncio.to_thread(store.get_state, spec.name, keys)
                 same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
                         for key, digest in zip(keys, digests)]
+                verdicts, stamps = await _claim(spec, store, run, chunk, keys, same, dry_run)
                 plan = _Plan()
                 for start in range(0, len(chunk), PLAN_SLICE_ROWS):
                     stop = start + PLAN_SLICE_ROWS
                     plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
                                          digests[start:stop], same[start:stop], state,
                                          partition, full_resync, report,
-                                         None if dry_run else connector))
+                                         None if dry_run else connector,
+                                         verdicts[start:stop], stamps[start:stop]))
                     await asyncio.sleep(0)
                 if dry_run:
                     continue
@@ -339,20 +355,61 @@ class _Plan:
     quarantined: list[dict] = field(default_factory=list)
     upgraded: list[tuple[str, str | None, str]] = field(default_factory=list)  # legacy hashes
     items: list = field(default_factory=list)  # the connector's records of to_send
+    versions: dict[str, str] = field(default_factory=dict)  # key -> updated_at sent
 
     def extend(self, other: _Plan) -> None:
         self.to_send += other.to_send
         self.hashes.update(other.hashes)
+        self.versions.update(other.versions)
         self.unchanged += other.unchanged
         self.quarantined += other.quarantined
         self.upgraded += other.upgraded
         self.items += other.items
 
 
+def version_stamps(values: pd.Series) -> list[str | None]:
+    """Source updated_at values as UTC ISO 8601 text of one width (text order = time order);
+    None where a value is no timestamp. Naive timestamps are UTC."""
+    stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return [v if isinstance(v, str) else None for v in text.tolist()]
+
+
+# How often a run looks again at rows another run is sending (it waits for their outcome).
+BUSY_POLL_SECONDS = 0.2
+
+
+async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, list]:
+    """The ownership verdict and version (updated_at) of every row of a chunk (verdict None for
+    unchanged rows): rows another
+    source key owns, or of which a newer version was sent, are not sent; rows another run is
+    sending now wait for its outcome (crm_sync/ownership.py)."""
+    wanted = [pos for pos, unchanged in enumerate(same) if not unchanged]
+    verdicts: list = [None] * len(keys)
+    if not wanted:
+        return verdicts, [None] * len(keys)
+    stamps = version_stamps(chunk["_updated_at"]) if "_updated_at" in chunk.columns \
+        else [None] * len(keys)
+    values = matching.matching_values(spec, chunk)
+    values = [None if v is None else matching.digest(v) for v in values.tolist()] \
+        if values is not None else [None] * len(keys)
+    rows = [(keys[pos], stamps[pos], values[pos]) for pos in wanted]
+    while True:
+        found = await asyncio.to_thread(store.claim_for_sending, spec.name, run, rows,
+                                        not dry_run)
+        if dry_run or all(v.kind != ownership.BUSY for v in found):
+            break
+        await asyncio.sleep(BUSY_POLL_SECONDS)  # (nothing of the chunk was claimed)
+    for pos, verdict in zip(wanted, found):
+        verdicts[pos] = verdict
+    return verdicts, stamps
+
+
 def _prepare(spec, chunk, keys, digests, same, state, partition, full_resync, report,
-             connector) -> _Plan:
+             connector, verdicts=None, stamps=None) -> _Plan:
     """Plan a slice of rows and build the records to send."""
-    plan = _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report)
+    plan = _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report,
+                 verdicts, stamps)
     if connector is not None and plan.to_send:
         plan.items = [connector.item(key, fields, crm_id) for key, fields, crm_id in plan.to_send]
     return plan
@@ -370,16 +427,21 @@ def _identities(spec, chunk: pd.DataFrame) -> set[str]:
     return found
 
 
-def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report) -> _Plan:
+def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report,
+          verdicts=None, stamps=None) -> _Plan:
     """Decide, row by row, what to send: only new or changed rows, as the mode allows.
     `same[i]`: row i is unchanged (its digest equals its state's, and this is no full
-    resync); `state`: key -> (crm_id, hash) of the rows synced before."""
+    resync); `state`: key -> (crm_id, hash) of the rows synced before; `verdicts[i]`: whether
+    row i may be sent (crm_sync/ownership.py), `stamps[i]` its version (updated_at)."""
     plan = _Plan()
     crm_ids = chunk["_crm_id"].tolist() if "_crm_id" in chunk.columns else [None] * len(keys)
     candidates = []
     for pos, (key, unchanged) in enumerate(zip(keys, same)):
+        verdict = verdicts[pos] if verdicts else None
         if unchanged:
             plan.unchanged.append(key)
+        elif verdict is not None and verdict.kind in (ownership.SUPERSEDED, ownership.OWNED):
+            _set_aside(spec, plan, chunk.iloc[pos].to_dict(), verdict, partition, report)
         else:
             candidates.append(pos)
     report.unchanged += len(plan.unchanged)
@@ -410,6 +472,8 @@ def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, repor
         else:
             plan.hashes[key] = digest
             plan.to_send.append((key, fields, crm_id))
+            if stamps and stamps[pos] is not None:
+                plan.versions[key] = stamps[pos]
             if report.dry_run:
                 report.would_update += int(exists)
                 report.would_create += int(not exists)
@@ -417,7 +481,32 @@ def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, repor
     return plan
 
 
-def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report) -> None:
+def _set_aside(spec, plan: _Plan, row: dict, verdict, partition, report) -> None:
+    """A row that is not sent: a newer version of it was (superseded), or another source key
+    owns the CRM record its matching value names (DUPLICATE_MATCHING_KEY, naming the owner)."""
+    if verdict.kind == ownership.SUPERSEDED:
+        report.superseded += 1
+        return
+    sensitive = sensitive_names(spec)
+    owner = "another source key" if spec.source_key in sensitive else \
+        f"the row with {spec.source_key} {verdict.other!r}"
+    entry = _quarantine(
+        row["_key"], partition, "crm", "DUPLICATE_MATCHING_KEY",
+        f"{owner} already upserts the {spec.crm} record this row's {spec.matching_key} names "
+        f"({matching.describe(spec)}); the row that owns a record in the sync state keeps "
+        f"it, so this row is not sent. Fix the source (one row per CRM record)", row)
+    entry["column_name"] = spec.key_column
+    try:
+        entry["payload_digest"] = payload_hash(mapped_fields(spec, row))
+    except (ValueError, TypeError):
+        pass
+    plan.quarantined.append(mask_entry(entry, sensitive))
+    report.failed += 1
+    report.failed_by_code["DUPLICATE_MATCHING_KEY"] += 1
+
+
+def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report,
+            run: str | None = None) -> None:
     """Account for every outcome and write state + quarantine in one transaction."""
     sent_keys = {key for key, _, _ in plan.to_send}
     if len(outcomes) != len(plan.to_send) or {o.key for o in outcomes} != sent_keys:
@@ -444,6 +533,9 @@ def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report
             "http_status": outcome.http_status, "attempts": outcome.attempts,
             "transient": outcome.transient, "column_name": outcome.column,
             "raw": outcome.raw,  # the CRM's answer when it could not be understood
+            # replay's change check: the payload is stored masked when fields are sensitive
+            "payload_digest": payload_hash(payloads[outcome.key])
+            if isinstance(payloads.get(outcome.key), dict) else None,
         }
         if sensitive:  # sensitive values never reach the store (crm_sync/masking.py)
             entry = mask_entry({**entry, "raw": None}, sensitive)
@@ -455,7 +547,9 @@ def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report
                     masked_raw[outcome.raw] = redact_text(outcome.raw, batch_secrets)
                 entry["raw"] = masked_raw[outcome.raw]
         quarantined.append(entry)
-    store.record_results(spec.name, succeeded, quarantined, state_rows)
+    versions = {key: plan.versions[key] for key in succeeded if key in plan.versions}
+    store.record_results(spec.name, succeeded, quarantined, state_rows, versions=versions,
+                         run=run)
 
 
 def _quarantine(key, partition, stage, code, message, payload) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from pandera.errors import SchemaErrors
 
-from crm_sync import safejson
+from crm_sync import matching, safejson
 from crm_sync.masking import mask_entry, sensitive_names
 from crm_sync.spec import SyncSpec
 from crm_sync.validation.schemas import RULES, build_schema, rule_of
@@ -129,17 +129,7 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
 
     # Two rows that would upsert the same CRM record: keep the newest by updated_at.
     # (pandera's `unique` flags every copy; here the newest must go on, so pandas decides.)
-    key_col = spec.matching_key if spec.matching_key in frame.columns else "_key"
-    for col in dict.fromkeys(["_key", key_col]):
-        # Only rows whose value occurs more than once are sorted (a hash pass finds them).
-        shared = checked[col].notna() & checked[col].duplicated(keep=False)
-        if not shared.any():
-            continue
-        ordered = checked.loc[shared, [col, "_updated_at"]].sort_values("_updated_at",
-                                                                        kind="stable")
-        dupes = ordered[ordered.duplicated(subset=[col], keep="last")]
-        for idx, value in zip(dupes.index, dupes[col]):
-            failures.setdefault(idx, []).append(("duplicate_key", col, value))
+    winners = _duplicates(spec, checked, failures)
 
     try:
         # inplace: nothing is coerced, so pandera need not copy the partition first
@@ -166,6 +156,7 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
     bad_rows = [_failure(spec, bad[idx], idx, failures[idx], sensitive,
                          identity=identities.get(idx), note=_flag(why, "_out_of_range", idx))
                 for idx in order]
+    _name_winners(spec, order, bad_rows, winners, sensitive)
     valid = frame.drop(index=list(failures))
     return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
                             warnings=unknown_attributes(spec, valid),
@@ -211,6 +202,47 @@ def keyless_identities(spec: SyncSpec, source: pd.DataFrame, frame: pd.DataFrame
                                 .encode()).hexdigest()[:16]
         identities[idx] = f"<no {spec.source_key}: {digest}>"
     return identities
+
+
+def _duplicates(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> dict[int, str]:
+    """Flag every row but the newest of each group sharing a source key, or a matching value
+    as the CRM compares it (crm_sync/matching.py); return row -> the source key that won a
+    matching value."""
+    winners: dict[int, str] = {}
+    names = [("_key", checked["_key"])]
+    column = matching.frame_column(spec)
+    if column not in (None, "_key"):
+        values = matching.matching_values(spec, checked)
+        if values is not None:
+            names.append((column, values))
+    for col, values in names:
+        # Only rows whose value occurs more than once are sorted (a hash pass finds them).
+        shared = values.notna() & values.duplicated(keep=False)
+        if not shared.any():
+            continue
+        ordered = pd.DataFrame({"value": values[shared],
+                                "at": checked.loc[shared, "_updated_at"]}).sort_values(
+            "at", kind="stable")
+        newest = ordered.drop_duplicates(subset=["value"], keep="last")
+        winner_of = dict(zip(newest["value"], checked.loc[newest.index, "_key"]))
+        dupes = ordered[ordered.duplicated(subset=["value"], keep="last")]
+        for idx, value in zip(dupes.index, dupes["value"]):
+            failures.setdefault(idx, []).append(("duplicate_key", col, checked.at[idx, col]))
+            if col != "_key":
+                winners.setdefault(idx, winner_of[value])
+    return winners
+
+
+def _name_winners(spec: SyncSpec, order: list, entries: list[dict], winners: dict[int, str],
+                  sensitive: frozenset[str]) -> None:
+    """A row that lost its matching value says which row won it (by source key, unless the
+    source key is sensitive)."""
+    for idx, entry in zip(order, entries):
+        if idx not in winners or entry["error_code"] != "DUPLICATE_MATCHING_KEY":
+            continue
+        kept = "" if spec.source_key in sensitive else \
+            f"; the row kept is {spec.source_key} {winners[idx]!r}"
+        entry["message"] += f" ({matching.describe(spec)}{kept})"
 
 
 def unknown_attributes(spec: SyncSpec, frame: pd.DataFrame) -> Counter:
