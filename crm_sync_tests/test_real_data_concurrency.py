@@ -21,6 +21,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
+from crm_sync import ownership
 from crm_sync.cli import main
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.sandbox.app import DEFAULT_TOKENS
@@ -146,6 +147,10 @@ def test_log_before_create_refuses_a_create_another_run_logged_meanwhile(sandbox
         return seen
 
     monkeypatch.setattr(WriteAheadLog, "pending", pending_then_meet)
+    # The sync runner's claims (crm_sync/ownership.py) would make the second run wait for the
+    # first before it reads the log; here each run takes the other for dead, so that only the
+    # write-ahead compare-and-set stands between the two creates.
+    monkeypatch.setattr(ownership, "_alive", lambda run: False)
     resource = SuperleapResource(base_url=sandbox_url, token=DEFAULT_TOKENS["superleap"])
     reports = [None, None]
 
