@@ -9,13 +9,16 @@ the app can only be built in one import order.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import crm_sync.sandbox
 
 SANDBOX_DIR = Path(crm_sync.sandbox.__file__).parent
-# Only the entry point that serves the app may import it.
-MAY_IMPORT_APP = {"server.py"}
+# Only the entry points may import the app, and only inside a function (when it is used):
+# server.py's serve() builds it; the package's __getattr__ re-exports its public names.
+MAY_IMPORT_APP = {"server.py", "__init__.py"}
 
 
 def sandbox_modules() -> list[Path]:
@@ -65,6 +68,30 @@ def test_no_sandbox_module_imports_the_app_back():
         and "crm_sync.sandbox.app" in imported_names(path))
     assert offenders == [], f"these modules import crm_sync.sandbox.app (an import circle): " \
                             f"{offenders}"
+
+
+def module_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_entry_points_import_the_app_only_when_used():
+    for name in MAY_IMPORT_APP:
+        assert "crm_sync.sandbox.app" not in module_level_imports(SANDBOX_DIR / name), name
+    # And so importing the server (to start a sandbox process) loads no route module.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, crm_sync.sandbox.server; "
+         "print(sorted(m for m in sys.modules if m.startswith('crm_sync.sandbox')))"],
+        capture_output=True, text=True, check=True, cwd=SANDBOX_DIR.parent.parent).stdout
+    assert "crm_sync.sandbox.app" not in loaded and "crm_sync.sandbox.hubspot" not in loaded, \
+        loaded
 
 
 def test_the_app_keeps_its_public_names():

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crm_sync.sandbox.app import SandboxState, read_json
+from crm_sync.sandbox.state import SandboxState, read_json
 
 
 def routes(state: SandboxState) -> list[Route]:

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from crm_sync.rules import (
     BREVO_MAX_ASSOCIATIONS, BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS,
 )
-from crm_sync.sandbox.app import RollingWindow, SandboxState, now_ms, read_json
+from crm_sync.sandbox.state import RollingWindow, SandboxState, now_ms, read_json
 
 CRM = "brevo"
 # "Only lowercase alphanumeric characters and underscores are allowed (max 32 characters)".

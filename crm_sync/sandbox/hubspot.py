@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crm_sync.rules import EMAIL_PATTERN, HUBSPOT_MAX_INPUTS
-from crm_sync.sandbox.app import SandboxState, bearer_ok, now_ms
+from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms
 
 CRM = "hubspot"
 PORTAL_ID = 48213570  # the sandbox's HubSpot account id, as it appears in messages

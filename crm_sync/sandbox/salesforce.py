@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crm_sync.rules import EMAIL_PATTERN, SALESFORCE_MAX_RECORDS
-from crm_sync.sandbox.app import SandboxState, bearer_ok, now_ms
+from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms
 
 CRM = "salesforce"
 MIN_UPSERT_VERSION = 46  # "This request is available in API version 46 and later."

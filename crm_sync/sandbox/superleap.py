@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from crm_sync.rules import EMAIL_PATTERN, PHONE_PATTERN, SUPERLEAP_ID_PATTERN
-from crm_sync.sandbox.app import SandboxState, bearer_ok, now_ms, read_json
+from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms, read_json
 
 CRM = "superleap"
 OBJECTS = {"lead", "user", "opportunity", "communication", "account", "contact", "deal"}
