@@ -30,12 +30,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crm_sync.rules import (
-    BREVO_MAX_ASSOCIATIONS, BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS,
-)
 from crm_sync.sandbox.state import RollingWindow, SandboxState, now_ms, read_json
 
 CRM = "brevo"
+# The documented limits of a custom-object batch upsert (REFERENCE.md, Brevo "limits"): "max 1000
+# records/request; max 1 MB body; max 500 attributes per record; max 10 associations per
+# associated object type per record". 1 MB is read as 1,000,000 bytes (GUESS: the stricter
+# of 10^6 and 2^20).
+BREVO_MAX_RECORDS = 1000
+BREVO_MAX_BODY_BYTES = 1_000_000
+BREVO_MAX_ATTRIBUTES = 500
+BREVO_MAX_ASSOCIATIONS = 10
 # "Only lowercase alphanumeric characters and underscores are allowed (max 32 characters)".
 OBJECT_TYPE = re.compile(r"^[a-z0-9_]{1,32}$")
 # Brevo's own objects: this endpoint "does not upsert system objects" (403).

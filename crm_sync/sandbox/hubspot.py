@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -28,13 +27,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crm_sync.rules import EMAIL_PATTERN, HUBSPOT_MAX_INPUTS
+from crm_sync.sandbox.formats import EMAIL as _EMAIL
 from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms
 
 CRM = "hubspot"
 PORTAL_ID = 48213570  # the sandbox's HubSpot account id, as it appears in messages
 DAILY_LIMIT = 250_000  # private apps on Free/Starter; override with state.hubspot_daily_limit
-_EMAIL = re.compile(EMAIL_PATTERN)
+# "max batch: 100 inputs" (REFERENCE.md, HubSpot, citing developers.hubspot.com contacts#limits).
+HUBSPOT_MAX_INPUTS = 100
 _AUTH_MESSAGE = ("Authentication credentials not found. This API supports OAuth 2.0 "
                  "authentication and you can find more details at "
                  "https://developers.hubspot.com/docs/methods/auth/oauth-overview")

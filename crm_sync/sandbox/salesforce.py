@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crm_sync.rules import EMAIL_PATTERN, SALESFORCE_MAX_RECORDS
+from crm_sync.sandbox.formats import EMAIL as _EMAIL
 from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms
 
 CRM = "salesforce"
@@ -38,7 +38,7 @@ MIN_UPSERT_VERSION = 46  # "This request is available in API version 46 and late
 MIN_COLLECTIONS_VERSION = 42  # sObject Collections (create/update/delete): 42.0 and later
 RECYCLE_BIN = "_recycle_bin"  # where deleted records' ids are kept (ENTITY_IS_DELETED)
 OLDEST_VERSION, LATEST_VERSION = 31, 68  # the versions an org answers to (older ones retired)
-MAX_RECORDS = SALESFORCE_MAX_RECORDS  # "The list can contain up to 200 objects."
+MAX_RECORDS = 200  # "The list can contain up to 200 objects." (REFERENCE.md, Salesforce max)
 SCHEMA_OBJECT = "_sobject_types"  # where sObject types registered at run time are stored
 
 ROLLED_BACK = ("ALL_OR_NONE_OPERATION_ROLLED_BACK",
@@ -46,7 +46,6 @@ ROLLED_BACK = ("ALL_OR_NONE_OPERATION_ROLLED_BACK",
                "using AllOrNone header")
 NOT_FOUND = "The requested resource does not exist"
 
-_EMAIL = re.compile(EMAIL_PATTERN)
 _VERSION = re.compile(r"^(\d{2})\.0$")
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SUFFIX_CHARS = string.ascii_uppercase + "012345"

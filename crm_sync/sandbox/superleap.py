@@ -22,15 +22,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crm_sync.rules import EMAIL_PATTERN, PHONE_PATTERN, SUPERLEAP_ID_PATTERN
+from crm_sync.sandbox.formats import EMAIL as _EMAIL
 from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms, read_json
 
 CRM = "superleap"
 OBJECTS = {"lead", "user", "opportunity", "communication", "account", "contact", "deal"}
 _ALNUM = string.ascii_letters + string.digits
-_EMAIL = re.compile(EMAIL_PATTERN)
-_PHONE = re.compile(PHONE_PATTERN)
-_ID = re.compile(SUPERLEAP_ID_PATTERN)
+# Superleap "parses and validates" phone numbers (PARSE_INVALID_FORMAT, "invalid number"), but
+# does not document which it accepts (REFERENCE.md, Superleap "validation documented"). GUESS:
+# an optional +, then 7 to 20 digits with the usual separators (space . - ( )) between them.
+_PHONE = re.compile(r"^\+?(?:[0-9][ .()-]?){6,19}[0-9]$")
+# Record ids: every id in Superleap's documentation looks like `g1koYv_2lLKYVan`, a 6-character
+# org prefix, `_` and 8 characters (REFERENCE.md, Superleap upsert body). GUESS: any other
+# shape is an unknown id.
+_ID = re.compile(r"^[A-Za-z0-9]{6}_[A-Za-z0-9]{8}$")
 _SYSTEM_FIELDS = {"action", "created_at", "created_by", "object_id", "org_id",
                   "system_created_at", "updated_at", "updated_by", "search_field"}
 
