@@ -9,43 +9,61 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crm_sync.sandbox.app import SandboxState, read_json
+from crm_sync.sandbox.state import SandboxState, read_json
 
 
-def routes(state: SandboxState) -> list[Route]:
+class AdminHandlers:
+    """`/_sandbox/health`, `records`, `reset`, `stats`, `faults` and `limits`."""
+
+    def __init__(self, state: SandboxState):
+        self.state = state
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_sandbox/health", self.health),
+            Route("/_sandbox/records/{crm}/{object}", self.records),
+            Route("/_sandbox/reset", self.reset, methods=["POST"]),
+            Route("/_sandbox/stats", self.stats),
+            Route("/_sandbox/faults", self.faults, methods=["GET", "POST"]),
+            Route("/_sandbox/limits", self.limits, methods=["POST"]),
+        ]
+
+    @staticmethod
     async def health(request: Request):
         return JSONResponse({"ok": True})
 
-    async def records(request: Request):
+    async def records(self, request: Request):
         crm, obj = request.path_params["crm"], request.path_params["object"]
-        rows = state.db.list(crm, obj)
+        rows = self.state.db.list(crm, obj)
         return JSONResponse({"crm": crm, "object": obj, "count": len(rows), "records": rows})
 
-    async def reset(request: Request):
-        state.db.reset()
-        state.faults.configure()
-        for window in state.rate_limits.values():
+    async def reset(self, request: Request):
+        self.state.db.reset()
+        self.state.faults.configure()
+        for window in self.state.rate_limits.values():
             if window is not None:
                 window.stamps.clear()
         return JSONResponse({"reset": True})
 
-    async def stats(request: Request):
-        return JSONResponse({"counters": state.db.counters(), "faults": state.faults.describe()})
+    async def stats(self, request: Request):
+        return JSONResponse({"counters": self.state.db.counters(),
+                             "faults": self.state.faults.describe()})
 
-    async def faults(request: Request):
+    async def faults(self, request: Request):
         if request.method == "GET":
-            return JSONResponse(state.faults.describe())
+            return JSONResponse(self.state.faults.describe())
         body = await read_json(request)
         if not isinstance(body, dict):
             return JSONResponse({"message": "expected a JSON object of fault settings"}, 400)
         try:
-            state.faults.configure(**body)
+            self.state.faults.configure(**body)
         except (TypeError, ValueError) as exc:
             return JSONResponse({"message": str(exc)}, 400)
-        return JSONResponse(state.faults.describe())
+        return JSONResponse(self.state.faults.describe())
 
-    async def limits(request: Request):
+    async def limits(self, request: Request):
         # Adjust limits at run time, e.g. {"salesforce_daily_limit": 50}.
+        state = self.state
         body = await read_json(request) or {}
         if "salesforce_daily_limit" in body:
             state.salesforce_daily_limit = int(body["salesforce_daily_limit"])
@@ -54,11 +72,6 @@ def routes(state: SandboxState) -> list[Route]:
         return JSONResponse({"salesforce_daily_limit": state.salesforce_daily_limit,
                              "superleap_max_records": state.superleap_max_records})
 
-    return [
-        Route("/_sandbox/health", health),
-        Route("/_sandbox/records/{crm}/{object}", records),
-        Route("/_sandbox/reset", reset, methods=["POST"]),
-        Route("/_sandbox/stats", stats),
-        Route("/_sandbox/faults", faults, methods=["GET", "POST"]),
-        Route("/_sandbox/limits", limits, methods=["POST"]),
-    ]
+
+def routes(state: SandboxState) -> list[Route]:
+    return AdminHandlers(state).routes()

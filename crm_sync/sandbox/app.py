@@ -6,85 +6,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections import deque
-from dataclasses import dataclass, field
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from crm_sync.sandbox import admin, brevo, hubspot, salesforce, superleap
 from crm_sync.sandbox.db import SandboxDB
-from crm_sync.sandbox.faults import FaultInjector
+from crm_sync.sandbox.state import (
+    DEFAULT_TOKENS, TOKEN_ENV, RollingWindow, SandboxState, tokens_from_env,
+)
 
-# Env var -> the token each emulated CRM accepts. The connectors read the same variables,
-# so a shell that exports them configures both sides.
-TOKEN_ENV = {
-    "superleap": "SUPERLEAP_TOKEN",
-    "brevo": "BREVO_API_KEY",
-    "hubspot": "HUBSPOT_TOKEN",
-    "salesforce": "SALESFORCE_TOKEN",
-}
-DEFAULT_TOKENS = {crm: f"sandbox-{crm}-token" for crm in TOKEN_ENV}
-
-
-def tokens_from_env() -> dict[str, str]:
-    return {crm: os.environ.get(env) or DEFAULT_TOKENS[crm] for crm, env in TOKEN_ENV.items()}
-
-
-@dataclass
-class RollingWindow:
-    """A rolling-window request limit (HubSpot's TEN_SECONDLY_ROLLING, for instance)."""
-
-    max_requests: int
-    window_seconds: float
-    stamps: deque = field(default_factory=deque)
-
-    def admit(self, now: float | None = None) -> tuple[bool, int, float]:
-        """(admitted, remaining after this request, seconds until a slot frees)."""
-        now = time.monotonic() if now is None else now
-        while self.stamps and now - self.stamps[0] >= self.window_seconds:
-            self.stamps.popleft()
-        if len(self.stamps) >= self.max_requests:
-            wait = self.window_seconds - (now - self.stamps[0])
-            return False, 0, max(wait, 0.0)
-        self.stamps.append(now)
-        return True, self.max_requests - len(self.stamps), 0.0
-
-
-@dataclass
-class SandboxState:
-    db: SandboxDB
-    tokens: dict[str, str]
-    org: str = "g1koYv"
-    # Per-CRM limits; None = not enforced. HubSpot defaults to its documented 100 per 10 s.
-    rate_limits: dict[str, RollingWindow | None] = field(default_factory=dict)
-    salesforce_daily_limit: int = 100_000
-    superleap_max_records: int = 1000
-    brevo_process_steps: int = 2  # polls a process spends queued / in_process before completing
-    faults: FaultInjector = field(default_factory=FaultInjector)
-
-    def count(self, name: str, by: int = 1) -> None:
-        self.db.bump(name, by)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def read_json(request: Request):
-    """The body as JSON, or None when it is not JSON (each CRM answers that in its own shape)."""
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def bearer_ok(request: Request, token: str) -> bool:
-    return request.headers.get("authorization", "") == f"Bearer {token}"
+# TOKEN_ENV and DEFAULT_TOKENS live in state.py; the CLI, the demo and the tests import them
+# from here.
+__all__ = ["DEFAULT_TOKENS", "TOKEN_ENV", "create_app"]
 
 
 def create_app(
@@ -98,8 +32,6 @@ def create_app(
     brevo_process_steps: int = 2,
 ) -> Starlette:
     """Build the sandbox app. Rate limits of None switch a CRM's limit off (benchmarks)."""
-    from crm_sync.sandbox import admin, brevo, hubspot, salesforce, superleap
-
     state = SandboxState(
         db=SandboxDB(db_path),
         tokens={**tokens_from_env(), **(tokens or {})},

@@ -7,7 +7,7 @@ a create needs a `name`; at most `superleap_max_records` (1000) records per requ
 `POST .../{slug}/filter` ("Filter Object Data") follows the documented request (`query.fields`,
 `query.filters` with nested `and`/`or`, `sort`, `pagination`); its answer and its operator list
 are not in the documentation we have, so both are loosely emulated
-(docs/sandbox/superleap.md says how).
+(superleap_filter.py; docs/sandbox/superleap.md says how).
 """
 
 from __future__ import annotations
@@ -16,23 +16,29 @@ import math
 import re
 import secrets
 import string
-from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crm_sync.rules import EMAIL_PATTERN, PHONE_PATTERN, SUPERLEAP_ID_PATTERN
-from crm_sync.sandbox.app import SandboxState, bearer_ok, now_ms, read_json
+from crm_sync.sandbox.formats import EMAIL as _EMAIL
+from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms, read_json
+from crm_sync.sandbox.superleap_filter import run_filter
 
 CRM = "superleap"
 OBJECTS = {"lead", "user", "opportunity", "communication", "account", "contact", "deal"}
 _ALNUM = string.ascii_letters + string.digits
-_EMAIL = re.compile(EMAIL_PATTERN)
-_PHONE = re.compile(PHONE_PATTERN)
-_ID = re.compile(SUPERLEAP_ID_PATTERN)
+# Superleap "parses and validates" phone numbers (PARSE_INVALID_FORMAT, "invalid number"), but
+# does not document which it accepts (REFERENCE.md, Superleap "validation documented"). GUESS:
+# an optional +, then 7 to 20 digits with the usual separators (space . - ( )) between them.
+_PHONE = re.compile(r"^\+?(?:[0-9][ .()-]?){6,19}[0-9]$")
+# Record ids: every id in Superleap's documentation looks like `g1koYv_2lLKYVan`, a 6-character
+# org prefix, `_` and 8 characters (REFERENCE.md, Superleap upsert body). GUESS: any other
+# shape is an unknown id.
+_ID = re.compile(r"^[A-Za-z0-9]{6}_[A-Za-z0-9]{8}$")
 _SYSTEM_FIELDS = {"action", "created_at", "created_by", "object_id", "org_id",
                   "system_created_at", "updated_at", "updated_by", "search_field"}
+_BASE = "/api/v1/org/objects/{slug}"
 
 
 def error(status: int, code: str, message: str, validation_errors=None, meta=None):
@@ -64,112 +70,131 @@ def field_errors(record: dict, creating: bool) -> list[tuple[str, str, str]]:
     return problems
 
 
-def routes(state: SandboxState) -> list[Route]:
-    org = state.org
-    user = f"{org}_BkJ851eS"
+class SuperleapAPI:
+    """What every Superleap endpoint shares: the org, its user, and the request checks."""
 
-    def object_id(slug: str) -> str:
-        return f"{org}_" + (slug + "obj00000")[:8].replace("_", "0")
+    def __init__(self, state: SandboxState):
+        self.state = state
+        self.org = state.org
+        self.user = f"{state.org}_BkJ851eS"
 
-    async def guard(request: Request):
-        """Auth, object and rate limit checks shared by both endpoints; a response or None."""
-        if not bearer_ok(request, state.tokens[CRM]):
+    def object_id(self, slug: str) -> str:
+        return f"{self.org}_" + (slug + "obj00000")[:8].replace("_", "0")
+
+    def guard(self, request: Request) -> JSONResponse | None:
+        """Auth, object and rate limit checks shared by every endpoint; a response or None."""
+        if not bearer_ok(request, self.state.tokens[CRM]):
             return error(401, "UNAUTHORIZED", "invalid or missing bearer token")
         slug = request.path_params["slug"]
         if slug not in OBJECTS:
             return error(404, "OBJECT_NOT_FOUND", f"object not found: {slug}")
-        window = state.rate_limits.get(CRM)
+        window = self.state.rate_limits.get(CRM)
         if window is not None:
             admitted, _, wait = window.admit()
             if not admitted:
-                state.count("rate_limited total")
+                self.state.count("rate_limited total")
                 response = error(429, "RATE_LIMITED", "too many requests")
                 response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
                 return response
         return None
 
-    def create(slug: str, record: dict, ts: int) -> dict:
-        rid = new_id(org)
+    def size_problem(self, records: list, noun: str) -> JSONResponse | None:
+        """An empty batch, or more records than the sandbox's (guessed) per-request maximum."""
+        if not records:
+            return error(400, "INVALID_REQUEST", f"{noun} cannot be empty")
+        limit = self.state.superleap_max_records
+        if len(records) > limit:
+            return error(400, "INVALID_REQUEST", f"too many records: {len(records)} (max {limit})")
+        return None
+
+
+class SuperleapRecordHandlers(SuperleapAPI):
+    """`POST .../record/bulk_upsert` and `.../record/bulk_create`."""
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(f"{_BASE}/record/bulk_upsert", self.bulk_upsert, methods=["POST"]),
+            Route(f"{_BASE}/record/bulk_create", self.bulk_create, methods=["POST"]),
+        ]
+
+    def create(self, slug: str, record: dict, ts: int) -> dict:
+        rid = new_id(self.org)
         stored = {k: v for k, v in record.items() if k not in _SYSTEM_FIELDS and k != "id"}
         stored.update({
-            "id": rid, "created_at": ts, "created_by": user, "object_id": object_id(slug),
-            "org_id": org, "owner": record.get("owner", user),
-            "search_field": record.get("name", ""), "system_created_at": ts + 4,
-            "updated_at": ts, "updated_by": user,
+            "id": rid, "created_at": ts, "created_by": self.user,
+            "object_id": self.object_id(slug), "org_id": self.org,
+            "owner": record.get("owner", self.user), "search_field": record.get("name", ""),
+            "system_created_at": ts + 4, "updated_at": ts, "updated_by": self.user,
         })
-        state.db.put(CRM, slug, rid, stored, ts)
+        self.state.db.put(CRM, slug, rid, stored, ts)
         return {"action": "CREATED", **stored}
 
-    async def bulk_upsert(request: Request):
-        denied = await guard(request)
-        if denied:
+    def update(self, slug: str, existing: dict, record: dict, ts: int) -> dict:
+        changes = {k: v for k, v in record.items() if k not in _SYSTEM_FIELDS}
+        if "name" in changes:
+            changes["search_field"] = changes["name"]
+        existing.update(changes, updated_at=ts, updated_by=self.user)
+        self.state.db.put(CRM, slug, record["id"], existing, ts)
+        result = {"action": "UPDATED", **changes, "object_id": self.object_id(slug),
+                  "org_id": self.org, "updated_at": ts, "updated_by": self.user}
+        result.setdefault("search_field", existing.get("search_field", ""))
+        return result
+
+    def upsert_one(self, slug: str, record: dict, ts: int) -> tuple[str, dict]:
+        """("created" | "updated" | "failed", the record's result). A record with an id
+        updates that record; one without creates a record."""
+        rid = record.get("id")
+        if rid is None:
+            if problems := field_errors(record, creating=True):
+                return "failed", {"action": "FAILED", "error_message": problems[0][2], **record}
+            return "created", self.create(slug, record, ts)
+        existing = self.state.db.get(CRM, slug, rid) \
+            if isinstance(rid, str) and _ID.match(rid) else None
+        if existing is None:
+            return "failed", {"action": "FAILED", "error_message": f"invalid id detected : {rid}",
+                              **record}
+        if problems := field_errors(record, creating=False):
+            return "failed", {"action": "FAILED", "error_message": problems[0][2], **record}
+        return "updated", self.update(slug, existing, record, ts)
+
+    async def bulk_upsert(self, request: Request):
+        if denied := self.guard(request):
             return denied
         slug = request.path_params["slug"]
         body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("values"), list):
             return error(400, "INVALID_REQUEST", 'request body must be {"values": [...]}')
         values = body["values"]
-        if not values:
-            return error(400, "INVALID_REQUEST", "values cannot be empty")
-        if len(values) > state.superleap_max_records:
-            return error(400, "INVALID_REQUEST",
-                         f"too many records: {len(values)} (max {state.superleap_max_records})")
+        if refused := self.size_problem(values, "values"):
+            return refused
         if not all(isinstance(v, dict) for v in values):
             return error(400, "INVALID_REQUEST", "every element of values must be an object")
         ts = now_ms()
-        created, updated, failed, records = [], [], [], []
-        with state.db.transaction():
+        outcomes: dict[str, list[dict]] = {"created": [], "updated": [], "failed": []}
+        records = []
+        with self.state.db.transaction():
             for record in values:
-                rid = record.get("id")
-                if rid is not None:
-                    existing = state.db.get(CRM, slug, rid) if isinstance(rid, str) and \
-                        _ID.match(rid) else None
-                    if existing is None:
-                        result = {"action": "FAILED",
-                                  "error_message": f"invalid id detected : {rid}", **record}
-                        failed.append(result)
-                    elif problems := field_errors(record, creating=False):
-                        result = {"action": "FAILED", "error_message": problems[0][2], **record}
-                        failed.append(result)
-                    else:
-                        changes = {k: v for k, v in record.items() if k not in _SYSTEM_FIELDS}
-                        if "name" in changes:
-                            changes["search_field"] = changes["name"]
-                        existing.update(changes, updated_at=ts, updated_by=user)
-                        state.db.put(CRM, slug, rid, existing, ts)
-                        result = {"action": "UPDATED", **changes, "object_id": object_id(slug),
-                                  "org_id": org, "updated_at": ts, "updated_by": user}
-                        result.setdefault("search_field", existing.get("search_field", ""))
-                        updated.append(result)
-                elif problems := field_errors(record, creating=True):
-                    result = {"action": "FAILED", "error_message": problems[0][2], **record}
-                    failed.append(result)
-                else:
-                    result = create(slug, record, ts)
-                    created.append(result)
+                kind, result = self.upsert_one(slug, record, ts)
+                outcomes[kind].append(result)
                 records.append(result)
         return JSONResponse({"success": True, "data": {
-            "records_created": len(created),
-            "records_updated": len(updated),
-            "failed_records": failed or None,
-            "created_records": created or None,
-            "updated_records": updated or None,
+            "records_created": len(outcomes["created"]),
+            "records_updated": len(outcomes["updated"]),
+            "failed_records": outcomes["failed"] or None,
+            "created_records": outcomes["created"] or None,
+            "updated_records": outcomes["updated"] or None,
             "records": records,
         }})
 
-    async def bulk_create(request: Request):
-        denied = await guard(request)
-        if denied:
+    async def bulk_create(self, request: Request):
+        if denied := self.guard(request):
             return denied
         slug = request.path_params["slug"]
         body = await read_json(request)
         if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
             return error(400, "INVALID_REQUEST", "request body must be a JSON list of records")
-        if not body:
-            return error(400, "INVALID_REQUEST", "records cannot be empty")
-        if len(body) > state.superleap_max_records:
-            return error(400, "INVALID_REQUEST",
-                         f"too many records: {len(body)} (max {state.superleap_max_records})")
+        if refused := self.size_problem(body, "records"):
+            return refused
         validation_errors = [
             {"object_slug": slug, "field": fld, "message": msg, "error_code": code,
              "record_index": index, "meta_data": None}
@@ -179,109 +204,31 @@ def routes(state: SandboxState) -> list[Route]:
         if validation_errors:  # one bad record fails the whole request; nothing is written
             return error(400, "VALIDATION_FAILED", "Failed to create records", validation_errors)
         ts = now_ms()
-        with state.db.transaction():
+        with self.state.db.transaction():
             for record in body:
-                create(slug, record, ts)
+                self.create(slug, record, ts)
         return JSONResponse({"success": True, "data": {"message": "records added successfully"}})
 
-    async def filter_records(request: Request):
-        denied = await guard(request)
-        if denied:
+
+class SuperleapFilterHandlers(SuperleapAPI):
+    """`POST .../{slug}/filter`: Filter Object Data (loosely emulated, superleap_filter.py)."""
+
+    def routes(self) -> list[Route]:
+        return [Route(f"{_BASE}/filter", self.filter_records, methods=["POST"])]
+
+    async def filter_records(self, request: Request):
+        if denied := self.guard(request):
             return denied
         body = await read_json(request)
         query = body.get("query") if isinstance(body, dict) else None
         if not isinstance(query, dict):
             return error(400, "INVALID_REQUEST", 'request body must be {"query": {...}}')
         try:
-            found = run_filter(state.db.list(CRM, request.path_params["slug"]), query)
+            found = run_filter(self.state.db.list(CRM, request.path_params["slug"]), query)
         except ValueError as exc:
             return error(400, "INVALID_REQUEST", str(exc))
         return JSONResponse({"success": True, "data": found})
 
-    base = "/api/v1/org/objects/{slug}/record"
-    return [
-        Route(f"{base}/bulk_upsert", bulk_upsert, methods=["POST"]),
-        Route(f"{base}/bulk_create", bulk_create, methods=["POST"]),
-        Route("/api/v1/org/objects/{slug}/filter", filter_records, methods=["POST"]),
-    ]
 
-
-# -- Filter Object Data (loosely emulated: the answer's shape and the operators are guesses) ----
-FILTER_MAX_PAGE_SIZE = 1000
-FILTER_DEFAULT_PAGE_SIZE = 50
-_OPERATORS = {
-    "eq": lambda have, want: have == want,
-    "neq": lambda have, want: have != want,
-    "in": lambda have, want: have in want,
-    "not_in": lambda have, want: have not in want,
-    "contains": lambda have, want: isinstance(have, str) and str(want).lower() in have.lower(),
-    "gt": lambda have, want: have is not None and _ordered(have) > _ordered(want),
-    "gte": lambda have, want: have is not None and _ordered(have) >= _ordered(want),
-    "lt": lambda have, want: have is not None and _ordered(have) < _ordered(want),
-    "lte": lambda have, want: have is not None and _ordered(have) <= _ordered(want),
-}
-
-
-def _ordered(value):
-    """A sort/compare key that never mixes types: numbers, then text, then nothing."""
-    if isinstance(value, bool) or value is None:
-        return (2, "") if value is None else (0, int(value))
-    if isinstance(value, (int, float)):
-        return (0, value)
-    return (1, str(value))
-
-
-def _condition(node) -> Callable[[dict], bool]:
-    """A predicate for one filter node: a leaf (field, operator, value) and/or nested groups."""
-    if not isinstance(node, dict):
-        raise ValueError(f"a filter must be an object, not {node!r}")
-    tests = []
-    if "field" in node or "operator" in node:
-        fld, op, want = node.get("field"), node.get("operator"), node.get("value")
-        if not isinstance(fld, str) or not fld:
-            raise ValueError("a filter condition needs a field")
-        if op not in _OPERATORS:
-            raise ValueError(f"unsupported operator {op!r}; supported: {sorted(_OPERATORS)}")
-        if op in ("in", "not_in") and not isinstance(want, list):
-            raise ValueError(f"operator {op!r} needs a list value")
-        tests.append(lambda record, f=fld, o=_OPERATORS[op], w=want: o(record.get(f), w))
-    for name, combine in (("and", all), ("or", any)):
-        if name in node:
-            children = node[name]
-            if not isinstance(children, list):
-                raise ValueError(f"{name!r} must be a list of filters")
-            parts = [_condition(child) for child in children]
-            if parts:
-                tests.append(lambda record, p=parts, c=combine: c(t(record) for t in p))
-    return lambda record: all(t(record) for t in tests)
-
-
-def run_filter(records: list[dict], query: dict) -> dict:
-    """Filter, sort and page records as `POST .../filter` does; the answer's `data`."""
-    match = _condition(query.get("filters") or {})
-    rows = [r for r in records if match(r)]
-    sort = query.get("sort") or []
-    if not isinstance(sort, list):
-        raise ValueError("sort must be a list of {field, direction}")
-    for rule in reversed(sort):  # stable sorts, last key first
-        if not isinstance(rule, dict) or not isinstance(rule.get("field"), str):
-            raise ValueError("each sort rule needs a field")
-        direction = str(rule.get("direction", "asc")).lower()
-        if direction not in ("asc", "desc"):
-            raise ValueError(f"sort direction must be asc or desc, not {direction!r}")
-        rows.sort(key=lambda r, f=rule["field"]: _ordered(r.get(f)), reverse=direction == "desc")
-    pagination = query.get("pagination") or {}
-    page = pagination.get("page", 1)
-    size = pagination.get("page_size", FILTER_DEFAULT_PAGE_SIZE)
-    if not isinstance(page, int) or page < 1:
-        raise ValueError("pagination.page must be an integer from 1")
-    if not isinstance(size, int) or not 1 <= size <= FILTER_MAX_PAGE_SIZE:
-        raise ValueError(f"pagination.page_size must be an integer from 1 to "
-                         f"{FILTER_MAX_PAGE_SIZE}")
-    chosen = rows[(page - 1) * size: page * size]
-    fields = query.get("fields")
-    if fields:
-        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-            raise ValueError("fields must be a list of field slugs")
-        chosen = [{"id": r.get("id"), **{f: r.get(f) for f in fields}} for r in chosen]
-    return {"records": chosen, "total_count": len(rows), "page": page, "page_size": size}
+def routes(state: SandboxState) -> list[Route]:
+    return [*SuperleapRecordHandlers(state).routes(), *SuperleapFilterHandlers(state).routes()]
