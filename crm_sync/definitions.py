@@ -8,9 +8,8 @@ import dagster as dg
 
 from crm_sync.assets import build_assets, partitions_for
 from crm_sync.jobs import build_automation
-from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL
+from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL, TOKEN_ENV
 from crm_sync.resources import StoreResource
-from crm_sync.sandbox.app import TOKEN_ENV
 from crm_sync.sources import SourceResource
 from crm_sync.spec import load_spec
 
