@@ -37,7 +37,7 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
     that fails is logged once (`log`; with `verbose`, its traceback too) and the backfill goes
     on. `resources` replaces the default ones (`build_resources()`), e.g. other rate limits."""
     from crm_sync.assets import build_assets
-    from crm_sync.definitions import build_resources
+    from crm_sync.project import build_resources
 
     spec = spec or load_spec()
     assets = build_assets(spec)

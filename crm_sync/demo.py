@@ -7,15 +7,17 @@ updates the same CRM records), so nothing is duplicated in the sandbox.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 import duckdb
 
+from crm_sync import paths
 from crm_sync.backfill import sync_partitions
 from crm_sync.reporting import text_table
 from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
 from crm_sync.sandbox.server import sandbox_process
-from crm_sync.spec import PROJECT_ROOT, Spec, load_spec
+from crm_sync.spec import Spec, load_spec
 
 SUMMARY_COLUMNS = ["crm", "object", "sync", "rows_read", "created", "updated", "unchanged",
                    "quarantined"]
@@ -37,15 +39,28 @@ def partitions_with_data(spec: Spec, data_dir: Path) -> list[str]:
     return sorted(d for d in days if d >= spec.start_date)
 
 
+def demo_files() -> tuple[Path, Path]:
+    """The demo's spec and data folder: the clone's syncs.yaml and data/, or, once installed,
+    the copies the wheel ships in crm_sync/demo_data/ (setup.py puts them there)."""
+    checkout = paths.source_checkout()
+    if checkout is not None:
+        return checkout / paths.SPEC_NAME, checkout / "data"
+    bundled = Path(str(resources.files("crm_sync") / "demo_data"))
+    return bundled / paths.SPEC_NAME, bundled / "data"
+
+
 def run_demo(workdir: Path | None = None, port: int | None = None) -> list[dict]:
-    workdir = Path(workdir or PROJECT_ROOT / ".crm_sync" / "demo")
+    workdir = Path(workdir or paths.state_dir() / "demo")
     workdir.mkdir(parents=True, exist_ok=True)
     for crm, env in TOKEN_ENV.items():
         # The demo talks to the local sandbox only; its tokens are the sandbox's defaults.
         os.environ.setdefault(env, DEFAULT_TOKENS[crm])
     os.environ["CRM_SYNC_STORE"] = str(workdir / "crm_sync.sqlite")
-    spec = load_spec()
-    partitions = partitions_with_data(spec, PROJECT_ROOT / "data")
+    spec_path, data_dir = demo_files()
+    spec = load_spec(os.environ.get("CRM_SYNC_SPEC") or spec_path)
+    data_dir = Path(os.environ.get("CRM_SYNC_DATA_DIR") or data_dir)
+    os.environ["CRM_SYNC_DATA_DIR"] = str(data_dir)
+    partitions = partitions_with_data(spec, data_dir)
     with sandbox_process(workdir / "sandbox.sqlite", port=port) as url:
         print(f"CRM sandbox running at {url} (data in {workdir / 'sandbox.sqlite'})")
         for crm in TOKEN_ENV:

@@ -3,7 +3,6 @@ a DuckDB database file, or any SQL database through a SQLAlchemy URL."""
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,8 +12,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from crm_sync import csvsource
-from crm_sync.spec import PROJECT_ROOT
+from crm_sync import csvsource, paths
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # updated_at as a timestamp. Naive values are UTC: every DuckDB connection runs in UTC
@@ -47,7 +45,7 @@ class SourceResource(dg.ConfigurableResource):
     """Reads one day of a source table (rows whose `updated_at` falls in the partition)."""
 
     data_dir: str = Field(
-        default_factory=lambda: os.environ.get("CRM_SYNC_DATA_DIR") or str(PROJECT_ROOT / "data"),
+        default_factory=lambda: str(paths.data_dir()),
         description="folder with <table>.csv / <table>.parquet files ($CRM_SYNC_DATA_DIR)")
     duckdb_path: str | None = Field(default=None, description="read tables from this DuckDB file")
     url: str | None = Field(default=None, description="SQLAlchemy URL of a SQL database",

@@ -1,21 +1,25 @@
 """The sync spec: a YAML file that declares every sync (source table -> CRM object).
 
 Assets, checks and schedules are generated from it, so adding a sync is a YAML edit.
-The default spec is ``syncs.yaml`` at the project root; ``CRM_SYNC_SPEC`` points elsewhere.
+The default spec is the project's ``syncs.yaml`` (crm_sync/paths.py); ``CRM_SYNC_SPEC`` points
+elsewhere.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC_PATH = PROJECT_ROOT / "syncs.yaml"
+from crm_sync import paths
+
+# The folder holding the package (a clone's root; tests read the clone's files through it).
+# Where a project's own files are is crm_sync/paths.py's business.
+PROJECT_ROOT = paths.PACKAGE_PARENT
+DEFAULT_SPEC_PATH = PROJECT_ROOT / paths.SPEC_NAME
 
 CrmName = Literal["superleap", "brevo", "hubspot", "salesforce"]
 FieldType = Literal["string", "email", "phone", "integer", "number", "boolean", "date", "json"]
@@ -231,7 +235,7 @@ class Spec(BaseModel):
 
 def load_spec(path: str | os.PathLike | None = None) -> Spec:
     """Read and validate a spec; errors name the file and the offending sync."""
-    path = Path(path or os.environ.get("CRM_SYNC_SPEC") or DEFAULT_SPEC_PATH)
+    path = paths.spec_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:

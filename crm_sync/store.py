@@ -17,10 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crm_sync import ownership, writeahead
-from crm_sync.spec import PROJECT_ROOT
-
-DEFAULT_STORE_PATH = PROJECT_ROOT / ".crm_sync" / "crm_sync.sqlite"
+from crm_sync import ownership, paths, writeahead
 
 QUARANTINE_COLUMNS = [
     "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
@@ -98,7 +95,8 @@ CLAIM_TIMEOUT_SECONDS = 3600
 
 
 def default_store_path() -> str:
-    return os.environ.get("CRM_SYNC_STORE") or str(DEFAULT_STORE_PATH)
+    """$CRM_SYNC_STORE, else .crm_sync/crm_sync.sqlite in the project (crm_sync/paths.py)."""
+    return str(paths.store_path())
 
 
 class SyncStore:

@@ -24,5 +24,8 @@ def _discover() -> dict[str, type[CrmResource]]:
 
 # CRM name (as in the sync spec) -> its Dagster resource class.
 RESOURCE_CLASSES: dict[str, type[CrmResource]] = _discover()
+# CRM name -> the environment variable its token is read from (each resource's
+# `token_variable`). The sandbox keeps its own copy: it shares no code with the client.
+TOKEN_ENV: dict[str, str] = {crm: cls.token_variable for crm, cls in RESOURCE_CLASSES.items()}
 
-__all__ = ["SANDBOX_URL", "Connector", "CrmResource", "RESOURCE_CLASSES", "CRMS"]
+__all__ = ["SANDBOX_URL", "Connector", "CrmResource", "RESOURCE_CLASSES", "CRMS", "TOKEN_ENV"]

@@ -137,6 +137,8 @@ class CrmResource(dg.ConfigurableResource):
     batch_size: int | None = Field(default=None, ge=1, description="records per request")
 
     connector_class: ClassVar[type[Connector]]
+    # The environment variable the CRM's token is read from (crm_sync.connectors.TOKEN_ENV).
+    token_variable: ClassVar[str]
 
     def __repr__(self) -> str:  # never show the token
         return f"{type(self).__name__}(base_url={self.base_url!r}, token='***')"

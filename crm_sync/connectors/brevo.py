@@ -549,6 +549,7 @@ class BrevoResource(CrmResource):
     process_timeout_seconds: float = Field(default=300.0, gt=0,
                                            description="give up on a process after this long")
     connector_class: ClassVar[type[Connector]] = BrevoConnector
+    token_variable: ClassVar[str] = "BREVO_API_KEY"
 
     def auth_headers(self) -> dict[str, str]:
         return {"api-key": self.token}

@@ -433,6 +433,7 @@ class HubSpotResource(CrmResource):
     batch_size: int | None = Field(default=HUBSPOT_MAX_INPUTS, ge=1, le=HUBSPOT_MAX_INPUTS,
                                    description="inputs per batch/upsert request (max 100)")
     connector_class: ClassVar[type[Connector]] = HubSpotConnector
+    token_variable: ClassVar[str] = "HUBSPOT_TOKEN"
 
 
 RESOURCE = HubSpotResource

@@ -288,6 +288,7 @@ class SalesforceResource(CrmResource):
                                    description="records per collections request (max 200)")
 
     connector_class: ClassVar[type[Connector]] = SalesforceConnector
+    token_variable: ClassVar[str] = "SALESFORCE_TOKEN"
 
     @field_validator("api_version")
     @classmethod

@@ -285,6 +285,7 @@ class SuperleapResource(CrmResource):
         description="a create that got no answer is looked up (and adopted or sent again) once "
                     "it is this old: until then Superleap may still be processing it")
     connector_class: ClassVar[type[Connector]] = SuperleapConnector
+    token_variable: ClassVar[str] = "SUPERLEAP_TOKEN"
 
     def connector_options(self) -> dict:
         return {"reconcile_after_seconds": self.reconcile_after_seconds}
