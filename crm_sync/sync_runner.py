@@ -32,10 +32,10 @@ import pandas as pd
 from crm_sync.connectors.base import CrmResource
 from crm_sync import matching, ownership, safejson
 from crm_sync.connectors.core import Outcome, Stats
-from crm_sync.errors import AccountingError  # re-exported: its old home
 from crm_sync.masking import mask_entry, redact_text, sensitive_names, sensitive_values
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
+from crm_sync.errors import AccountingError  # re-exported: its old home
 
 
 @dataclass

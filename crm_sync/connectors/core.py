@@ -1,12 +1,12 @@
 """The shared core of every CRM connector: batching by count and bytes, bounded concurrency,
 client-side rate limiting, retries, and the accounting of every record.
 
-Three kinds of failure, as in singer-sdk:
+Three kinds of failure, as in singer-sdk (the exceptions and their kinds: crm_sync/errors.py):
 - fatal (`FatalCrmError`): the whole sync cannot work (bad token, unknown object type). The run
   fails with one readable message; nothing is marked as synced.
 - retriable (429, 5xx, timeouts, dropped connections): retried here with exponential backoff and
   jitter, honouring Retry-After. If the retries run out, the batch's records end `failed` with
-  `transient=True`, so the next run sends them again.
+  `transient=True` (`TransientFailure`), so the next run sends them again.
 - one bad record: the CRM's per-record error; that record ends `failed`, permanent.
 
 Two answers are not retried and leave their rows transient: a 405/501 (the server at the base
