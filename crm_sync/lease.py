@@ -59,7 +59,8 @@ def acquire(store: SyncStore, sync: str, partition: str, owner: str, wait_second
         if left <= 0:
             raise PartitionBusy(sync, partition, holder)
         if log is not None and holder["owner"] != announced:
-            log(f"waiting up to {wait_seconds:.0f} s: {PartitionBusy.held_by(sync, partition, holder)}")
+            held_by = PartitionBusy.held_by(sync, partition, holder)
+            log(f"waiting up to {wait_seconds:.0f} s: {held_by}")
             announced = holder["owner"]
         time.sleep(min(poll_seconds, left))
 
