@@ -12,9 +12,10 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import RESOURCE_CLASSES
-from crm_sync.errors import crm_stage_failure, readable_crm_errors
+from crm_sync.dagster_failures import crm_stage_failure, readable_crm_errors
+from crm_sync.errors import MassDeleteRefused
 from crm_sync.lease import DEFAULT_WAIT_SECONDS, one_run_per_partition
-from crm_sync.mirror import MassDeleteRefused, mirror_deletes
+from crm_sync.mirror import mirror_deletes
 from crm_sync.masking import MASK, sensitive_names
 from crm_sync.reporting import markdown_table
 from crm_sync.replay import retry_transient

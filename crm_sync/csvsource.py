@@ -14,15 +14,13 @@ import csv
 import hashlib
 from pathlib import Path
 
+from crm_sync.errors import CsvFileError  # re-exported: its old home
+
 # The longest line read (DuckDB's default, 2,000,000 bytes); a longer one is a malformed row.
 MAX_LINE_BYTES = 2_000_000
 
 # Error types whose DuckDB message says nothing of the line's values (safe to store).
 _DESCRIBED = {"TOO MANY COLUMNS", "MISSING COLUMNS", "LINE SIZE OVER MAXIMUM"}
-
-
-class CsvFileError(ValueError):
-    """The file as a whole cannot be read (its header, its encoding)."""
 
 
 def header(path: Path) -> list[str]:

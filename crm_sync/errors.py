@@ -1,143 +1,180 @@
-"""Errors a person can act on: what a run shows in the Dagster UI when a sync cannot work.
+"""Every exception crm_sync raises, in one place, sorted into three kinds (as singer-sdk's
+`exceptions.py` sorts a tap's failures):
 
-A missing token, an unreachable CRM or a refusal of the whole sync (401, unknown object type:
-`FatalCrmError`) fail the run with one `dagster.Failure` whose description names the sync and
-what to do, without the HTTP library's traceback (`raise ... from None`). Nothing is marked as
-synced: the sync state is only ever written for rows the CRM confirmed.
+- **fatal** (`FatalError`): the sync cannot work as configured: its spec, its source table,
+  its token, its CRM's address or the CRM's refusal of the whole sync. The run fails with one
+  readable message saying what to fix; nothing is marked as synced. Launching the run again
+  without a fix fails the same way.
+- **retriable** (`RetriableError`): something that may pass: a request that kept failing after
+  its retries, a CRM allowance spent for the day, another run holding the partition. The rows
+  concerned stay in the quarantine as *transient* (or the partition is skipped) and the next
+  run sends them again; nothing needs fixing.
+- **one bad record** (`BadRecordError`): one row the source or the CRM refuses (a malformed
+  email, a duplicate key, the CRM's per-record error). This kind is not raised: a bad record
+  must not stop its batch, so it travels as a value, the connector's `Outcome` (`ok` false,
+  `error_code`, `transient` false) or a validation failure, and ends in the quarantine with
+  its error code while the other rows go on. The class names the kind for code that has to
+  raise one (a parser of a single record).
 
-A CRM stage that ran but failed (`crm_stage_failure`): more rows failed than the sync's
-`quarantine_threshold`, every row failed the same way, or the CRM asked to wait longer than
-`max_retry_after_seconds`. Its outcomes are recorded first (failed rows in the quarantine,
-transient ones sent again by the next run), then the run fails the same readable way.
+Every class here derives from `CrmSyncError` and from the builtin it always had (`SpecError`
+is a `ValueError`, `SourceError` a `RuntimeError`, ...), so `except ValueError` in the CLI and
+`except CrmSyncError` in a caller both catch what they should. The modules that raise them
+re-export them under their old names (`crm_sync.spec.SpecError` is this `SpecError`).
 
-Credentials never reach these texts: every CRM answer is redacted once, in the HTTP core
-(crm_sync/connectors/core.py), before any message is built from it.
+This module imports nothing heavy (no dagster, no httpx, no connector), so any module may
+import it. Turning a fatal error into a Dagster failure message is crm_sync/dagster_failures.py.
 """
 
-import functools
-import json
-import os
+from __future__ import annotations
 
-import dagster as dg
-
-from crm_sync.connectors.core import (
-    CRM_LABELS, BadBaseUrl, CrmUnreachable, FatalCrmError, MissingToken, crm_label,
-)
-from crm_sync.spec import SyncSpec
+import importlib
+from datetime import datetime, timezone
 
 
-def exc_attempts(resource) -> str:
-    attempts = getattr(resource, "max_attempts", None)
-    return f"{attempts} attempts per request" if attempts else "after retries"
+class CrmSyncError(Exception):
+    """Any failure crm_sync itself names; `except CrmSyncError` catches all three kinds."""
 
 
-def crm_failure(sync: SyncSpec, resource, exc: FatalCrmError) -> dg.Failure:
-    """The one readable failure of a sync whose CRM refused or could not be reached."""
-    label = crm_label(sync.crm)
-    base_url_env = f"{sync.crm.upper()}_BASE_URL"
-    base_url = getattr(resource, "base_url", None) or os.environ.get(base_url_env, "?")
-    if isinstance(exc, BadBaseUrl):
-        text = (f"{exc} (nothing was sent): set {base_url_env} to {label}'s API address with "
-                f"its scheme, e.g. http://{exc.base_url} or https://{exc.base_url}, and launch "
-                f"the run again.")
-    elif isinstance(exc, CrmUnreachable):
-        text = (f"cannot reach {label} at {exc.base_url}: check {base_url_env} / is the CRM "
-                f"up? ({exc.reason or exc}, {exc_attempts(resource)}). Nothing was marked as "
-                f"synced; launch the run again once {label} answers.")
-    elif isinstance(exc, MissingToken):
-        env = exc.env_var or f"the {label} token"
-        text = (f"no {label} API token: {env} is not set. Set it in the environment of the "
-                f"Dagster webserver and daemon (`crm-sync ui` sets the sandbox's tokens) and "
-                f"launch the run again.")
-    else:
-        text = (f"{label} ({base_url}) refused the sync: {exc}. Nothing was marked as synced; "
-                f"fix what {label} refused (token, object or sync spec) and launch the run "
-                f"again.")
-    return dg.Failure(
-        description=f"{sync.name}: {text}",
-        metadata={"sync": sync.name, "crm": sync.crm, "object": sync.object,
-                  "base_url": str(base_url), "error": type(exc).__name__},
-        allow_retries=False,
-    )
+# -- the three kinds ---------------------------------------------------------------------------
+class FatalError(CrmSyncError):
+    """The sync cannot work until someone fixes its spec, source, token or CRM: the run fails
+    with a message naming the sync and what to fix; nothing is marked as synced."""
 
 
-# What to check, by the error code most rows failed with.
-_ENDPOINT_CODES = {"HTTP_404", "HTTP_405", "HTTP_501"}
-_OUTAGE_CODES = {"CONNECTION_DROPPED", "CONNECTION_ERROR", "TIMEOUT", "MALFORMED_RESPONSE",
-                 "HTTP_500", "HTTP_502", "HTTP_503", "HTTP_504"}
+class RetriableError(CrmSyncError):
+    """A failure that may pass by itself: the rows concerned stay transient in the quarantine
+    (or the partition is skipped) and the next run sends them again."""
 
 
-def _what_to_check(sync: SyncSpec, resource, code: str) -> str:
-    label, env = crm_label(sync.crm), f"{sync.crm.upper()}_BASE_URL"
-    base_url = getattr(resource, "base_url", None) or os.environ.get(env, "?")
-    if code in _ENDPOINT_CODES:
-        return (f"the server at {base_url} does not take {label}'s API requests: check that "
-                f"{env} points at {label}'s API")
-    if code in _OUTAGE_CODES:
-        return (f"is {label} up and answering? Check {env} ({base_url}), the resource's "
-                f"timeout_seconds and {label}'s status page")
-    if code == "RATE_LIMITED":
-        return (f"{label} kept refusing requests as too many: lower the resource's "
-                f"requests_per_window or max_concurrency")
-    return (f"see the rows' reasons: SELECT * FROM quarantine WHERE sync = '{sync.name}' "  # nosec B608
-            f"AND stage = 'crm'")
+class BadRecordError(CrmSyncError):
+    """One record refused by validation or by the CRM. Not raised today: a bad record is an
+    `Outcome` / quarantine entry with its error code, so its batch goes on; see the module."""
 
 
-def crm_stage_failure(sync: SyncSpec, resource, stats) -> dg.Failure | None:
-    """The run's failure when its CRM stage (`stats`: the connector's Stats) failed over the
-    sync's threshold, failed every row the same way, or stopped on a long Retry-After; None
-    when it did its job. Called after the outcomes are recorded."""
-    if stats is None or not stats.records:
-        return None
-    stop = stats.rate_limit_stop
-    share = stats.records_failed / stats.records
-    alike = stats.records_failed == stats.records and len(stats.failed_by_code) == 1
-    over = share > sync.quarantine_threshold
-    if stop is None and not over and not alike:
-        return None
-    label = crm_label(sync.crm)
-    code = stats.failed_by_code.most_common(1)[0][0]
-    cause = stats.failure_messages.get(code, "")[:300]
-    if stop is not None:
-        limit = getattr(resource, "max_retry_after_seconds", None)
-        text = (f"{stop.message}, longer than the resource's max_retry_after_seconds "
-                f"({limit:g} s): sending stopped after {stats.records - stats.records_failed} of "
-                f"{stats.records} rows; launch the run again after that time (or raise "
-                f"max_retry_after_seconds)")
-    else:
-        how = (f"{stats.records_failed} of {stats.records} rows sent to {label} failed "
-               f"({share:.0%}, over the sync's quarantine_threshold of "
-               f"{sync.quarantine_threshold:.0%})" if over else
-               f"every one of the {stats.records} rows sent to {label} failed the same way")
-        check = _what_to_check(sync, resource, code)
-        text = f"{how}: {code} ({cause}). {check[0].upper()}{check[1:]}"
-    text += (f". {stats.records_transient} failed row(s) stay in the quarantine as transient and "
-             f"are sent again by the next run.")
-    metadata = {"sync": sync.name, "crm": sync.crm, "rows_sent": stats.records,
-                "rows_failed": stats.records_failed,
-                "rows_failed_transient": stats.records_transient,
-                "failed_by_code": json.dumps(dict(stats.failed_by_code.most_common())),
-                "quarantine_threshold": dg.MetadataValue.float(sync.quarantine_threshold),
-                "rate_limit_stopped": dg.MetadataValue.bool(stop is not None)}
-    if stop is not None:
-        metadata["retry_after_seconds"] = dg.MetadataValue.float(stop.retry_after_seconds)
-        metadata["rate_limited_until"] = stop.until.isoformat()
-    return dg.Failure(description=f"{sync.name}: {text}", metadata=metadata,
-                      allow_retries=False)
+# -- fatal: the sync spec and the source -------------------------------------------------------
+class SpecError(FatalError, ValueError):
+    """The sync spec is invalid; the message names the sync and the field. The user sees it
+    when the code location loads (the Dagster UI, `dagster definitions validate`, the CLI):
+    fix syncs.yaml (or $CRM_SYNC_SPEC) as the message says and reload."""
 
 
-def readable_crm_errors(sync: SyncSpec):
-    """Decorate an asset's compute function: a `FatalCrmError` becomes `crm_failure`."""
+class SourceError(FatalError, RuntimeError):
+    """A source table cannot be read (missing file, no `updated_at`, no readable line, SQL
+    error); the message names the table and what to do. The run's upsert fails before anything
+    is sent: fix the table or the source resource's settings and launch the run again."""
 
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(context, *args, **kwargs):
-            try:
-                return fn(context, *args, **kwargs)
-            except FatalCrmError as exc:
-                resource = getattr(context.resources, sync.crm, None)
-                raise crm_failure(sync, resource, exc) from None
 
-        return wrapper
+class CsvFileError(FatalError, ValueError):
+    """A CSV source file as a whole cannot be read (its header, its encoding). The user sees
+    it as the `SourceError` naming the table and the line: save the file as UTF-8 with one
+    header line of distinct column names. (One malformed line is a bad record instead.)"""
 
-    return decorate
+
+class SourceTableError(FatalError, ValueError):
+    """The source table itself is unusable (a mapped column is missing, a column-wide check
+    fails). The validation step fails naming the sync and the columns: fix the table or the
+    sync spec's field mapping and launch the run again."""
+
+
+# -- fatal: the CRM ----------------------------------------------------------------------------
+class FatalCrmError(FatalError, RuntimeError):
+    """The CRM refused the whole sync (401 token refused, 403, unknown object type): never
+    retried. The run fails with one `dagster.Failure` "<sync>: <CRM> refused the sync: ...";
+    fix the token, object or spec and launch the run again."""
+
+
+class CrmUnreachable(FatalCrmError):
+    """No request of the run ever reached the CRM (connection refused, DNS, TLS handshake),
+    even after the retries: the base URL is wrong or the CRM is down. Rows are not quarantined
+    one by one as transient failures; the run fails ("cannot reach <CRM> at <url>: check
+    <CRM>_BASE_URL") and nothing is marked as synced. Launch it again once the CRM answers."""
+
+    def __init__(self, message: str, base_url: str, reason: str = ""):
+        super().__init__(message)
+        self.base_url, self.reason = base_url, reason
+
+
+class BadBaseUrl(FatalCrmError):
+    """The CRM resource's base URL is no http(s) URL (`127.0.0.1:8765`): refused before any
+    request, since every request would fail the same way. Set <CRM>_BASE_URL with its scheme
+    and launch the run again."""
+
+    def __init__(self, message: str, base_url: str):
+        super().__init__(message)
+        self.base_url = base_url
+
+
+class MissingToken(FatalCrmError):
+    """The CRM resource has no token (its environment variable is not set): the run fails
+    naming the variable before anything is sent. Set it where the Dagster webserver and daemon
+    run and launch the run again."""
+
+    def __init__(self, message: str, env_var: str | None):
+        super().__init__(message)
+        self.env_var = env_var
+
+
+# -- fatal: the run's own safety checks --------------------------------------------------------
+class MassDeleteRefused(FatalError, RuntimeError):
+    """The mirror step would delete more than the sync's mirror_max_delete_share of its
+    records; nothing was deleted. The run fails with the counts: check that the source is
+    complete, then run once with `allow_mass_delete` (or raise the share) if it is."""
+
+
+class AccountingError(FatalError, AssertionError):
+    """created + updated + unchanged + failed did not add up to the rows handed in (or the
+    connector answered for other records than it was sent): a bug in crm_sync, so the run
+    fails rather than record a state it cannot vouch for. Report it with the message."""
+
+
+# -- retriable ---------------------------------------------------------------------------------
+class TransientFailure(RetriableError, RuntimeError):
+    """A request that kept failing for reasons that may pass (retries exhausted: timeouts,
+    5xx, dropped connections). Its batch's rows end in the quarantine as transient with the
+    error code (TIMEOUT, HTTP_503, ...) and the next run sends them again."""
+
+    def __init__(self, message: str, status: int | None, attempts: int, code: str,
+                 raw: str | None = None):
+        super().__init__(message)
+        self.status, self.attempts, self.code = status, attempts, code
+        self.raw = raw  # the last answer, when it could not be understood
+
+
+class AllowanceReserveReached(RetriableError, RuntimeError):
+    """The CRM's daily allowance is spent (HubSpot) or down to the configured reserve
+    (Salesforce's `daily_allowance_share`): stop sending. The rows not sent end transient
+    (ALLOWANCE_RESERVE_REACHED) and a later run, once the allowance resets, sends them."""
+
+
+class PartitionBusy(RetriableError):
+    """Another live run holds the sync partition's lease. This run sends nothing and fails
+    "skipped: partition P of sync S is being synced by another run (owner O, since T)"; the
+    CLI counts it as skipped. Launch it again later, or wait longer (`lease_wait_seconds`,
+    the CLI's `--lease-wait`)."""
+
+    def __init__(self, sync: str, partition: str, holder: dict):
+        self.sync, self.partition, self.holder = sync, partition, holder
+        super().__init__(f"skipped: {self.held_by(sync, partition, holder)}")
+
+    @staticmethod
+    def held_by(sync: str, partition: str, holder: dict) -> str:
+        """Who holds the partition, as the waiting run's log and the failure name it."""
+        since = datetime.fromtimestamp(holder["acquired_at"], timezone.utc)
+        return (f"partition {partition} of sync {sync} is being synced by another run (owner "
+                f"{holder['owner']}, since {since:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+# What this module held before it held the errors: the Dagster failure builders and the CRM
+# labels, for code written against the old layout. Loaded on first use only, so that importing
+# this module never loads dagster or the connectors.
+_MOVED = {"crm_failure": "crm_sync.dagster_failures",
+          "crm_stage_failure": "crm_sync.dagster_failures",
+          "readable_crm_errors": "crm_sync.dagster_failures",
+          "exc_attempts": "crm_sync.dagster_failures",
+          "crm_label": "crm_sync.connectors.core", "CRM_LABELS": "crm_sync.connectors.core"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,8 +90,8 @@ def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
            description="Send again the quarantined rows that failed transiently or whose "
                        "source row changed since; a row leaves the quarantine when it succeeds.")
     def replay_quarantine_op(context: dg.OpExecutionContext, config: ReplayConfig):
-        from crm_sync.connectors.core import FatalCrmError
-        from crm_sync.errors import crm_failure
+        from crm_sync.dagster_failures import crm_failure
+        from crm_sync.errors import FatalCrmError
         from crm_sync.replay import replay_sync
 
         store = context.resources.store.get()

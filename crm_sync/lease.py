@@ -27,30 +27,16 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
 import dagster as dg
 
+from crm_sync.errors import PartitionBusy  # re-exported: its old home
 from crm_sync.store import SyncStore
 
 LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a dead run
 DEFAULT_WAIT_SECONDS = 120.0  # longer than LEASE_SECONDS: a crashed run's lease is taken over
 POLL_SECONDS = 1.0
 SKIPPED = "partition_busy"  # the `skipped` metadata of a run that gave up (crm_sync/backfill.py)
-
-
-class PartitionBusy(Exception):
-    """Another live run holds the sync partition's lease."""
-
-    def __init__(self, sync: str, partition: str, holder: dict):
-        self.sync, self.partition, self.holder = sync, partition, holder
-        super().__init__(f"skipped: {_held_by(sync, partition, holder)}")
-
-
-def _held_by(sync: str, partition: str, holder: dict) -> str:
-    since = datetime.fromtimestamp(holder["acquired_at"], timezone.utc)
-    return (f"partition {partition} of sync {sync} is being synced by another run (owner "
-            f"{holder['owner']}, since {since:%Y-%m-%d %H:%M:%S} UTC)")
 
 
 def run_owner(run_id: str) -> str:
@@ -73,7 +59,8 @@ def acquire(store: SyncStore, sync: str, partition: str, owner: str, wait_second
         if left <= 0:
             raise PartitionBusy(sync, partition, holder)
         if log is not None and holder["owner"] != announced:
-            log(f"waiting up to {wait_seconds:.0f} s: {_held_by(sync, partition, holder)}")
+            held_by = PartitionBusy.held_by(sync, partition, holder)
+            log(f"waiting up to {wait_seconds:.0f} s: {held_by}")
             announced = holder["owner"]
         time.sleep(min(poll_seconds, left))
 

@@ -32,15 +32,11 @@ from dataclasses import dataclass, field
 from crm_sync.connectors.base import CrmResource
 from crm_sync.connectors.core import Outcome
 from crm_sync.sources import SourceResource
-from crm_sync.spec import MIRROR_UNSUPPORTED, SpecError, SyncSpec
+from crm_sync.errors import MassDeleteRefused, SpecError  # MassDeleteRefused re-exported
+from crm_sync.spec import MIRROR_UNSUPPORTED, SyncSpec
 from crm_sync.store import SyncStore
 
 QUARANTINE_PARTITION = "mirror"  # the quarantine's `partition` of failed deletions
-
-
-class MassDeleteRefused(RuntimeError):
-    """The mirror step would delete more than the sync's mirror_max_delete_share of its
-    records; nothing was deleted."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from crm_sync import csvsource, paths
+from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # updated_at as a timestamp. Naive values are UTC: every DuckDB connection runs in UTC
@@ -35,10 +36,6 @@ def range_notes(bounds: tuple[datetime, datetime]) -> tuple[str, str]:
     return (f"it is before {lo:%Y-%m-%d}, where the first daily partition (start_date) begins",
             f"it is at or after {hi:%Y-%m-%dT%H:%M:%SZ}, where the last daily partition that "
             f"exists now (today's) ends")
-
-
-class SourceError(RuntimeError):
-    """A source table cannot be read; the message names the table and what to do."""
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -96,7 +93,7 @@ class SourceResource(dg.ConfigurableResource):
                         f"read with the header's columns ({malformed[0]['description']}); check "
                         f"the header and the delimiter (a comma)")
                 return _with_malformed(frame, malformed) if include_unpartitioned else frame
-            except csvsource.CsvFileError as exc:
+            except CsvFileError as exc:
                 raise SourceError(f"source table {table!r}: {exc}") from None
             except duckdb.BinderException as exc:
                 if '"updated_at" not found' in str(exc):
@@ -164,7 +161,7 @@ class SourceResource(dg.ConfigurableResource):
                                     f"FROM {relation} WHERE {key_column} IS NOT NULL").fetchall()
                 csv_path = self._csv_path(table)
                 malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
-            except csvsource.CsvFileError as exc:
+            except CsvFileError as exc:
                 raise SourceError(f"source table {table!r}: {exc}") from None
             except duckdb.Error as exc:
                 raise SourceError(f"cannot read the keys of source table {table!r}: "
@@ -236,7 +233,7 @@ class SourceResource(dg.ConfigurableResource):
                 if suffix == ".csv":
                     try:
                         return csvsource.reader(path)
-                    except csvsource.CsvFileError as exc:
+                    except CsvFileError as exc:
                         raise SourceError(f"source table {table!r} ({path}): {exc}") from None
                 quoted = "'" + str(path).replace("'", "''") + "'"  # a literal, quotes doubled
                 # B608 (nosec below): the only value is the file path, quoted as a literal

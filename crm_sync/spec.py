@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_sync import paths
+from crm_sync.errors import SpecError  # re-exported: its old home
 
 # The folder holding the package (a clone's root; tests read the clone's files through it).
 # Where a project's own files are is crm_sync/paths.py's business.
@@ -73,10 +74,6 @@ MIRROR_UNSUPPORTED = {
     "superleap": "Superleap documents no API to delete records, so crm_sync could not remove "
                  "the records of rows that left the source; use mode 'upsert' for this sync",
 }
-
-
-class SpecError(ValueError):
-    """The sync spec is invalid; the message names the sync and the field."""
 
 
 class FieldMapping(BaseModel):

@@ -35,10 +35,7 @@ from crm_sync.connectors.core import Outcome, Stats
 from crm_sync.masking import mask_entry, redact_text, sensitive_names, sensitive_values
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
-
-
-class AccountingError(AssertionError):
-    """created + updated + unchanged + failed did not add up to the rows handed in."""
+from crm_sync.errors import AccountingError  # re-exported: its old home
 
 
 @dataclass

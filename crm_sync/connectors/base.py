@@ -14,10 +14,10 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.core import (
-    AllowanceReserveReached, HttpCore, HttpSettings, Item, Outcome, Stats, TransientFailure,
-    failed_all, make_batches, serialize,
+    HttpCore, HttpSettings, Item, Outcome, Stats, failed_all, make_batches, serialize,
 )
-from crm_sync.connectors.core import BadBaseUrl, MissingToken, crm_label
+from crm_sync.connectors.core import crm_label
+from crm_sync.errors import AllowanceReserveReached, BadBaseUrl, MissingToken, TransientFailure
 from crm_sync.spec import SyncSpec
 
 SANDBOX_URL = "http://127.0.0.1:8765"

@@ -55,10 +55,9 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import (
-    FatalCrmError, HttpCore, Item, Outcome, TransientFailure, failed_all,
-)
+from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
+from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.rules import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS
 from crm_sync.spec import SyncSpec
 

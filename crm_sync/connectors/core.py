@@ -1,12 +1,12 @@
 """The shared core of every CRM connector: batching by count and bytes, bounded concurrency,
 client-side rate limiting, retries, and the accounting of every record.
 
-Three kinds of failure, as in singer-sdk:
+Three kinds of failure, as in singer-sdk (the exceptions and their kinds: crm_sync/errors.py):
 - fatal (`FatalCrmError`): the whole sync cannot work (bad token, unknown object type). The run
   fails with one readable message; nothing is marked as synced.
 - retriable (429, 5xx, timeouts, dropped connections): retried here with exponential backoff and
   jitter, honouring Retry-After. If the retries run out, the batch's records end `failed` with
-  `transient=True`, so the next run sends them again.
+  `transient=True` (`TransientFailure`), so the next run sends them again.
 - one bad record: the CRM's per-record error; that record ends `failed`, permanent.
 
 Two answers are not retried and leave their rows transient: a 405/501 (the server at the base
@@ -41,6 +41,11 @@ import dagster as dg
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential_jitter
+
+from crm_sync.errors import (  # re-exported (__all__): their old home
+    AllowanceReserveReached, BadBaseUrl, CrmUnreachable, FatalCrmError, MissingToken,
+    TransientFailure,
+)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # "This server does not take this method here": the base URL is not the CRM's API. No record is
@@ -125,51 +130,6 @@ class Stats:
                 self.records_transient += int(outcome.transient)
                 self.failed_by_code[code] += 1
                 self.failure_messages.setdefault(code, outcome.message or "")
-
-
-class FatalCrmError(RuntimeError):
-    """The sync cannot go on (authentication, unknown object type, ...). Never retried."""
-
-
-class CrmUnreachable(FatalCrmError):
-    """No request of the run ever reached the CRM (connection refused, DNS, TLS handshake),
-    even after the retries: the base URL is wrong or the CRM is down. Rows are not quarantined
-    one by one as transient failures; the run fails and nothing is marked as synced."""
-
-    def __init__(self, message: str, base_url: str, reason: str = ""):
-        super().__init__(message)
-        self.base_url, self.reason = base_url, reason
-
-
-class BadBaseUrl(FatalCrmError):
-    """The CRM resource's base URL is no http(s) URL (`127.0.0.1:8765`): refused before any
-    request, since every request would fail the same way."""
-
-    def __init__(self, message: str, base_url: str):
-        super().__init__(message)
-        self.base_url = base_url
-
-
-class MissingToken(FatalCrmError):
-    """The CRM resource has no token (its environment variable is not set)."""
-
-    def __init__(self, message: str, env_var: str | None):
-        super().__init__(message)
-        self.env_var = env_var
-
-
-class TransientFailure(RuntimeError):
-    """A request that kept failing for reasons that may pass (retries exhausted)."""
-
-    def __init__(self, message: str, status: int | None, attempts: int, code: str,
-                 raw: str | None = None):
-        super().__init__(message)
-        self.status, self.attempts, self.code = status, attempts, code
-        self.raw = raw  # the last answer, when it could not be understood
-
-
-class AllowanceReserveReached(RuntimeError):
-    """The CRM's daily allowance is spent down to the configured reserve: stop sending."""
 
 
 class _GiveUp(Exception):

@@ -31,10 +31,9 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import (
-    AllowanceReserveReached, FatalCrmError, Item, Outcome, TransientFailure, failed_all,
-)
+from crm_sync.connectors.core import Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
+from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
 from crm_sync.rules import HUBSPOT_MAX_INPUTS
 from crm_sync.spec import SyncSpec
 

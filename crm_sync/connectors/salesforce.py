@@ -26,11 +26,9 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import (
-    AllowanceReserveReached, FatalCrmError, HttpCore, Item, Outcome, TransientFailure,
-    failed_all,
-)
+from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
+from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
 
 MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46 and later"

@@ -24,10 +24,9 @@ from typing import ClassVar
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import (
-    FatalCrmError, HttpCore, Item, Outcome, TransientFailure, failed_all, serialize,
-)
+from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all, serialize
 from crm_sync.connectors.core import path_segment
+from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
 from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
 

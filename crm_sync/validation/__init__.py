@@ -15,13 +15,10 @@ from pandera.errors import SchemaErrors
 from crm_sync import matching, safejson
 from crm_sync.masking import mask_entry, sensitive_names
 from crm_sync.spec import SyncSpec
+from crm_sync.errors import SourceTableError  # re-exported: its old home
 from crm_sync.validation.schemas import RULES, build_schema, rule_of
 
 META_COLUMNS = ["_key", "_updated_at", "_crm_id", "_extra"]
-
-
-class SourceTableError(ValueError):
-    """The source table itself is unusable (a mapped column is missing, ...)."""
 
 
 @dataclass
