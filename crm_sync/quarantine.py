@@ -33,7 +33,7 @@ PATHS = (SYNC, REPLAY, MIRROR)
 VALIDATION, CRM = "validation", "crm"  # the `stage` column
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class QuarantineEntry:
     """One quarantine row (the columns of table `quarantine`, less sync and quarantined_at).
     `sensitive` and `echoes` are not stored: they say what `masked` takes out."""
@@ -134,6 +134,13 @@ class QuarantineEntry:
                 raw = redact_text(raw, own)
         return dataclasses.replace(self, payload=shown["payload"], value=shown["value"],
                                    message=shown["message"], raw=raw, echoes=())
+
+    def __repr__(self) -> str:
+        # An entry in a log line or a failed assertion shows what the store would: masked.
+        shown = self.masked()
+        return "QuarantineEntry(" + ", ".join(
+            f"{f.name}={getattr(shown, f.name)!r}" for f in dataclasses.fields(self)
+            if f.repr) + ")"
 
     def payload_text(self) -> str | None:
         if self.payload is None or isinstance(self.payload, str):

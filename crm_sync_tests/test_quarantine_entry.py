@@ -149,6 +149,7 @@ def test_masking_an_entry_twice_changes_nothing(tmp_path):
         assert once.masked() == once
         shown = f"{once.payload} {once.value} {once.message} {once.raw}".lower()
         assert SECRET not in shown and OTHER_SECRET not in shown, entry.source_key
+        assert SECRET not in repr(entry).lower(), entry.source_key  # (logs, assertions)
 
 
 def test_a_store_from_before_path_moves_replay_and_mirror_out_of_partition(tmp_path):
