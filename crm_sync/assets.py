@@ -254,7 +254,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         for code, count in sorted(report.failed_by_code.items()):
             metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
         metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
-            quarantined[["source_key", "stage", "error_code", "message"]].head(20),
+            # `path`: which step failed the row (its own day's run, replay, mirror)
+            quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
             sensitive=_masked_preview_columns(sync)))
         return dg.MaterializeResult(metadata=metadata)
 

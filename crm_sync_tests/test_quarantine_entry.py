@@ -74,6 +74,7 @@ def test_a_row_that_fails_again_through_replay_stays_in_its_days_quarantine(
     meta = dry.asset_materializations_for_node(SYNC)[0].metadata
     preview = meta["quarantine_preview"].value
     assert all(key in preview for key in keys), preview
+    assert all(f"| {key} | crm | replay |" in preview for key in keys), preview
     assert f"| crm | {day1['error_code'].iloc[0]} | {len(keys)} |" in \
         meta["quarantined_by_error_code"].value
     # The path column says which step's failure each entry is.
