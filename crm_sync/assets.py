@@ -120,15 +120,12 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         )],
     )
     def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame, store: StoreResource):
-        result = validate_partition(sync, rows)
-        store.get().record_results(
-            sync.name, succeeded=[],
-            quarantined=[{"partition": context.partition_key, **f} for f in result.failures])
+        result = validate_partition(sync, rows, partition=context.partition_key)
+        store.get().record_results(sync.name, succeeded=[], quarantined=result.failures)
         # Every partition run sees all of the table's unreadable lines: earlier ones that no
         # longer fail (fixed, or removed) leave the quarantine.
         store.get().drop_quarantined(sync.name, "MALFORMED_SOURCE_ROW", keep=[
-            f["source_key"] for f in result.failures
-            if f["error_code"] == "MALFORMED_SOURCE_ROW"])
+            f.source_key for f in result.failures if f.error_code == "MALFORMED_SOURCE_ROW"])
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
@@ -258,7 +255,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         for code, count in sorted(report.failed_by_code.items()):
             metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
         metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
-            quarantined[["source_key", "stage", "error_code", "message"]].head(20),
+            # `path`: which step failed the row (its own day's run, replay, mirror)
+            quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
             sensitive=_masked_preview_columns(sync)))
         return dg.MaterializeResult(metadata=metadata)
 

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 
 from crm_sync.connectors.base import CrmResource
 from crm_sync.connectors.core import Outcome
+from crm_sync.quarantine import MIRROR, QuarantineEntry, day_of
 from crm_sync.sources import SourceResource
 from crm_sync.errors import MassDeleteRefused, SpecError  # MassDeleteRefused re-exported
 from crm_sync.spec import MIRROR_UNSUPPORTED, SyncSpec
 from crm_sync.store import SyncStore
 
-QUARANTINE_PARTITION = "mirror"  # the quarantine's `partition` of failed deletions
+QUARANTINE_PATH = MIRROR  # the quarantine's `path` of failed deletions
 
 
 @dataclass
@@ -97,21 +98,23 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
     outcomes, report.requests = asyncio.run(_delete(spec, resource, list(targets)))
     to_forget = list(shared["source_key"])  # no deletion needed: the record is another row's
     report.forgotten = len(to_forget)
-    quarantined = [_quarantine(spec, key, None, Outcome(
+    days = _days(gone)
+    quarantined = [QuarantineEntry.mirror_deletion(spec, key, None, Outcome(
         key, "failed", error_code="NO_CRM_ID", transient=False,
         message="the state holds no CRM record id for this row, so its record cannot be "
-                "deleted")) for key in no_id["source_key"]]
+                "deleted"), days.get(key)) for key in no_id["source_key"]]
     for outcome in outcomes:
         keys = targets.get(outcome.key, [])
         if outcome.status == "deleted":
             to_forget += keys
             report.deleted += len(keys)
             continue
-        quarantined += [_quarantine(spec, key, outcome.key, outcome) for key in keys]
+        quarantined += [QuarantineEntry.mirror_deletion(spec, key, outcome.key, outcome,
+                                                        days.get(key)) for key in keys]
     for entry in quarantined:
         report.failed += 1
-        report.failed_transient += int(entry["transient"])
-        report.failed_by_code[entry["error_code"]] += 1
+        report.failed_transient += int(entry.transient)
+        report.failed_by_code[entry.error_code] += 1
     store.forget(spec.name, to_forget)  # only confirmed deletions (and shared records)
     if quarantined:
         store.record_results(spec.name, succeeded=[], quarantined=quarantined)
@@ -138,16 +141,12 @@ async def _delete(spec: SyncSpec, resource: CrmResource,
     return outcomes, requests
 
 
-def _quarantine(spec: SyncSpec, key: str, crm_id: str | None, outcome: Outcome) -> dict:
-    """A quarantine entry for a row whose CRM record could not be deleted."""
-    reason = outcome.message or "no reason given"
-    return {"source_key": key, "partition": QUARANTINE_PARTITION, "stage": "crm",
-            "error_code": outcome.error_code or "FAILED",
-            "message": f"the source row is gone but deleting {spec.crm} {spec.object} record "
-                       f"{crm_id} failed: {reason}" if crm_id else reason,
-            "http_status": outcome.http_status, "attempts": outcome.attempts,
-            "transient": outcome.transient, "raw": outcome.raw,  # an answer not understood
-            "payload": {"operation": "delete", "crm_id": crm_id}}
+def _days(gone) -> dict[str, str | None]:
+    """Source key -> the day of the updated_at its state keeps (the quarantine's `partition`
+    of a failed deletion; None when the state predates that column)."""
+    if "updated_at" not in gone.columns:
+        return {}
+    return {key: day_of(stamp) for key, stamp in zip(gone["source_key"], gone["updated_at"])}
 
 
 def _mass_delete(spec: SyncSpec, would_delete: int, records: int, allowed: bool) -> str | None:
@@ -170,4 +169,4 @@ def _say(log, message: str) -> None:
         log(message)
 
 
-__all__ = ["MassDeleteRefused", "MirrorReport", "mirror_deletes", "QUARANTINE_PARTITION"]
+__all__ = ["MassDeleteRefused", "MirrorReport", "mirror_deletes", "QUARANTINE_PATH"]

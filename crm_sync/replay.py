@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
+from crm_sync.quarantine import REPLAY
 from crm_sync.sources import SourceResource
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
@@ -54,8 +55,9 @@ def replay_sync(spec: SyncSpec, source: SourceResource, resource: CrmResource, s
     if rows.empty:
         return report
     result = validate_partition(spec, rows)
+    # each entry keeps its row's day (`partition`) and says that replay found it (`path`)
     store.record_results(spec.name, succeeded=[], quarantined=[
-        {**f, "partition": "replay"} for f in result.failures])
+        replace(f, path=REPLAY) for f in result.failures])
     report.still_invalid = len(result.failures)
 
     entries = quarantine.set_index("source_key")
@@ -66,7 +68,7 @@ def replay_sync(spec: SyncSpec, source: SourceResource, resource: CrmResource, s
     report.unchanged_permanent = len(result.valid) - len(worth_sending)
     if worth_sending:
         report.resent = run_upsert(spec, result.valid.loc[worth_sending], resource, store,
-                                   partition="replay", log=log)
+                                   partition=None, log=log, path=REPLAY)
     return report
 
 

@@ -13,16 +13,18 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from crm_sync import ownership, paths, writeahead
+from crm_sync.quarantine import MIRROR, QuarantineEntry, masked_all
 
 QUARANTINE_COLUMNS = [
     "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
     "message", "http_status", "attempts", "transient", "payload", "raw", "quarantined_at",
-    "runs", "payload_digest",
+    "runs", "payload_digest", "path",
 ]
 
 # Transient CRM failures that are the row's own doing rather than the CRM's state: Brevo accepts
@@ -85,6 +87,9 @@ _ADDED_COLUMNS = (
     ("sync_state", "updated_at", "TEXT"),
     # how many runs in a row a transient CRM failure was the row's outcome
     ("quarantine", "runs", "INTEGER"),
+    # the step whose failure the entry is: 'sync', 'replay' or 'mirror' (crm_sync/quarantine.py;
+    # `partition` is always the row's day)
+    ("quarantine", "path", "TEXT"),
 )
 
 # How much of a CRM answer the quarantine keeps (`raw`).
@@ -186,7 +191,7 @@ class SyncStore:
         self,
         sync: str,
         succeeded: Sequence[str],
-        quarantined: Sequence[dict],
+        quarantined: Sequence[QuarantineEntry],
         state_rows: Sequence[tuple[str, str | None, str]] = (),
         versions: dict[str, str] | None = None,
         run: str | None = None,
@@ -196,8 +201,11 @@ class SyncStore:
         written. One transaction means a crash leaves either all of it or none of it.
         Superleap creates whose outcome is now known leave the write-ahead log in it too.
         `versions`: source key -> the updated_at of what the CRM confirmed (a state's version
-        never goes back); `run`: the run whose claims to be sending these rows end here."""
+        never goes back); `run`: the run whose claims to be sending these rows end here.
+        Each entry is masked here, the one place entries enter the store (crm_sync/quarantine.py):
+        sensitive values never reach the file."""
         now = time.time()
+        quarantined = masked_all(quarantined)
         with self.transaction() as conn:
             quarantined = _count_runs(conn, sync, quarantined)
             writeahead.settle(conn, sync, succeeded, quarantined)
@@ -231,7 +239,7 @@ class SyncStore:
             )
             if run is not None:
                 ownership.settle(conn, sync, run,
-                                 [*succeeded, *(q["source_key"] for q in quarantined)])
+                                 [*succeeded, *(q.source_key for q in quarantined)])
 
     def settle_unconfirmed(self, sync: str, max_runs: int) -> int:
         """Rows that ended unconfirmed (UNCONFIRMED_CODES) in `max_runs` runs in a row: their
@@ -244,8 +252,8 @@ class SyncStore:
                 "|| ' runs, so it is no longer resent automatically (fix the row at the source: "
                 "a changed row is sent again; or run its partition again): ' || message "
                 "WHERE sync = ? AND stage = 'crm' AND transient = 1 AND runs >= ? AND "
-                "partition IS NOT ? AND error_code IN (SELECT value FROM json_each(?))",
-                (sync, max_runs, "mirror", codes)).rowcount
+                "path IS NOT ? AND error_code IN (SELECT value FROM json_each(?))",
+                (sync, max_runs, MIRROR, codes)).rowcount
 
     def drop_quarantined(self, sync: str, error_code: str, keep: Iterable[str]) -> int:
         """Drop the sync's quarantine entries with `error_code` except those of `keep` (the
@@ -348,45 +356,55 @@ def _add_missing_columns(conn) -> None:
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):
                 raise
+            continue
+        if (table, column) == ("quarantine", "path"):
+            _move_paths_out_of_partition(conn)
 
 
-def _count_runs(conn, sync: str, quarantined: Sequence[dict]) -> Sequence[dict]:
+def _move_paths_out_of_partition(conn) -> None:
+    """Stores from before `path`: their `partition` held 'replay' and 'mirror' for entries of
+    those paths (their day unknown then: NULL now); every other entry came from a sync run."""
+    conn.execute("UPDATE quarantine SET path = CASE WHEN partition IN ('replay', 'mirror') "
+                 "THEN partition ELSE 'sync' END")
+    conn.execute("UPDATE quarantine SET partition = NULL "
+                 "WHERE partition IN ('replay', 'mirror')")
+
+
+def _count_runs(conn, sync: str,
+                quarantined: Sequence[QuarantineEntry]) -> Sequence[QuarantineEntry]:
     """Each transient CRM failure with how many runs in a row it has been the row's outcome
     (`runs`): one more than its entry's when that entry is the same failure, else 1."""
-    repeating = [row for row in quarantined if row.get("stage") == "crm" and row.get("transient")]
+    repeating = [row for row in quarantined if row.stage == "crm" and row.transient]
     if not repeating:
         return quarantined
-    keys = json.dumps([str(row["source_key"]) for row in repeating], ensure_ascii=False)
+    keys = json.dumps([row.source_key for row in repeating], ensure_ascii=False)
     before = {(key, code): runs for key, code, runs in conn.execute(
         "SELECT source_key, error_code, runs FROM quarantine WHERE sync = ? AND stage = 'crm' "
         "AND runs IS NOT NULL AND source_key IN (SELECT value FROM json_each(?))", (sync, keys))}
-    return [{**row, "runs": before.get((str(row["source_key"]), row["error_code"]), 0) + 1}
-            if row.get("stage") == "crm" and row.get("transient") else row
+    return [replace(row, runs=before.get((row.source_key, row.error_code), 0) + 1)
+            if row.stage == "crm" and row.transient else row
             for row in quarantined]
 
 
-def _quarantine_row(sync: str, row: dict, now: float) -> tuple:
-    payload = row.get("payload")
-    if payload is not None and not isinstance(payload, str):
-        payload = json.dumps(payload, default=str, ensure_ascii=False)
-    value = row.get("value")
+def _quarantine_row(sync: str, row: QuarantineEntry, now: float) -> tuple:
     values = {
         "sync": sync,
-        "source_key": str(row["source_key"]),
-        "partition": row.get("partition"),
-        "stage": row["stage"],
-        "error_code": row["error_code"],
-        "rules": row.get("rules") or row["error_code"],
-        "column_name": row.get("column_name"),
-        "value": None if value is None else str(value)[:1000],
-        "message": row["message"],
-        "http_status": row.get("http_status"),
-        "attempts": row.get("attempts"),
-        "transient": int(bool(row.get("transient"))),
-        "payload": payload,
-        "raw": None if row.get("raw") is None else str(row["raw"])[:RAW_LIMIT],
+        "source_key": str(row.source_key),
+        "partition": row.partition,
+        "stage": row.stage,
+        "error_code": row.error_code,
+        "rules": row.rules or row.error_code,
+        "column_name": row.column_name,
+        "value": None if row.value is None else str(row.value)[:1000],
+        "message": row.message,
+        "http_status": row.http_status,
+        "attempts": row.attempts,
+        "transient": int(bool(row.transient)),
+        "payload": row.payload_text(),
+        "raw": None if row.raw is None else str(row.raw)[:RAW_LIMIT],
         "quarantined_at": now,
-        "runs": row.get("runs"),
-        "payload_digest": row.get("payload_digest"),
+        "runs": row.runs,
+        "payload_digest": row.payload_digest,
+        "path": row.path,
     }
     return tuple(values[c] for c in QUARANTINE_COLUMNS)

@@ -32,7 +32,8 @@ import pandas as pd
 from crm_sync.connectors.base import CrmResource
 from crm_sync import matching, ownership, safejson
 from crm_sync.connectors.core import Outcome, Stats
-from crm_sync.masking import mask_entry, redact_text, sensitive_names, sensitive_values
+from crm_sync.masking import sensitive_names
+from crm_sync.quarantine import SYNC, QuarantineEntry, batch_echoes
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
 from crm_sync.errors import AccountingError  # re-exported: its old home
@@ -231,12 +232,25 @@ def mapped_columns(spec: SyncSpec, frame: pd.DataFrame) -> list[tuple[dict | Non
 
 def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store: SyncStore,
                partition: str | None = None, full_resync: bool = False, dry_run: bool = False,
-               chunk_rows: int = 10_000, log=None) -> SyncReport:
+               chunk_rows: int = 10_000, log=None, path: str = SYNC) -> SyncReport:
     """Send a partition's valid rows in chunks (bounded memory; the state of each chunk is
-    recorded as soon as the CRM confirmed it, so an interrupted run loses nothing)."""
+    recorded as soon as the CRM confirmed it, so an interrupted run loses nothing).
+    `path`: the quarantine's `path` of the rows that fail (crm_sync/quarantine.py); their
+    `partition` is the day of their updated_at (`partition` where it is unknown)."""
     with _objects_set_aside():
-        return asyncio.run(_run_upsert(spec, valid, resource, store, partition, full_resync,
-                                       dry_run, chunk_rows, log))
+        return asyncio.run(_run_upsert(spec, valid, resource, store, _Where(partition, path),
+                                       full_resync, dry_run, chunk_rows, log))
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a run's failing rows go in the quarantine: the run's partition (a row's day when
+    its updated_at is unknown) and its path (sync, replay)."""
+    partition: str | None
+    path: str
+
+    def day(self, stamp: str | None) -> str | None:
+        return stamp[:10] if stamp else self.partition
 
 
 @contextmanager
@@ -263,22 +277,22 @@ PLAN_SLICE_ROWS = 250
 _NOT_SYNCED = (None, None)
 
 
-async def _run_upsert(spec, valid, resource, store, partition, full_resync, dry_run, chunk_rows,
+async def _run_upsert(spec, valid, resource, store, where, full_resync, dry_run, chunk_rows,
                       log) -> SyncReport:
     started = time.monotonic()
-    report = SyncReport(spec.name, spec.crm, spec.object, partition, rows_in=len(valid))
+    report = SyncReport(spec.name, spec.crm, spec.object, where.partition, rows_in=len(valid))
     report.dry_run = dry_run
     total = len(valid)
     run = ownership.new_run()  # names this run's claims to be sending rows (ownership.py)
     try:
-        return await _run_chunks(spec, valid, resource, store, partition, full_resync,
+        return await _run_chunks(spec, valid, resource, store, where, full_resync,
                                  dry_run, chunk_rows, log, report, run, started)
     finally:
         if not dry_run:
             await asyncio.to_thread(store.release_sending, spec.name, run)
 
 
-async def _run_chunks(spec, valid, resource, store, partition, full_resync, dry_run,
+async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
                       chunk_rows, log, report, run, started) -> SyncReport:
     total = len(valid)
     async with resource.open(spec) as connector:
@@ -288,7 +302,7 @@ async def _run_chunks(spec, valid, resource, store, partition, full_resync, dry_
             outcomes = await connector.upsert(plan.items) if plan.items else []
             if previous is not None:  # record in order, one transaction at a time
                 await asyncio.wait([previous])
-            await asyncio.to_thread(_record, spec, store, partition, plan, outcomes, report,
+            await asyncio.to_thread(_record, spec, store, where, plan, outcomes, report,
                                     run)
             if log is not None and total > chunk_rows:
                 log(f"{spec.name}: {done}/{total} rows done")
@@ -316,7 +330,7 @@ async def _run_chunks(spec, valid, resource, store, partition, full_resync, dry_
                     stop = start + PLAN_SLICE_ROWS
                     plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
                                          digests[start:stop], same[start:stop], state,
-                                         partition, full_resync, report,
+                                         where, full_resync, report,
                                          None if dry_run else connector,
                                          verdicts[start:stop], stamps[start:stop]))
                     await asyncio.sleep(0)
@@ -349,7 +363,7 @@ class _Plan:
     to_send: list[tuple[str, dict, str | None]] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)
-    quarantined: list[dict] = field(default_factory=list)
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
     upgraded: list[tuple[str, str | None, str]] = field(default_factory=list)  # legacy hashes
     items: list = field(default_factory=list)  # the connector's records of to_send
     versions: dict[str, str] = field(default_factory=dict)  # key -> updated_at sent
@@ -402,10 +416,10 @@ async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, li
     return verdicts, stamps
 
 
-def _prepare(spec, chunk, keys, digests, same, state, partition, full_resync, report,
+def _prepare(spec, chunk, keys, digests, same, state, where, full_resync, report,
              connector, verdicts=None, stamps=None) -> _Plan:
     """Plan a slice of rows and build the records to send."""
-    plan = _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report,
+    plan = _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
                  verdicts, stamps)
     if connector is not None and plan.to_send:
         plan.items = [connector.item(key, fields, crm_id) for key, fields, crm_id in plan.to_send]
@@ -424,7 +438,7 @@ def _identities(spec, chunk: pd.DataFrame) -> set[str]:
     return found
 
 
-def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, report,
+def _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
           verdicts=None, stamps=None) -> _Plan:
     """Decide, row by row, what to send: only new or changed rows, as the mode allows.
     `same[i]`: row i is unchanged (its digest equals its state's, and this is no full
@@ -438,7 +452,8 @@ def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, repor
         if unchanged:
             plan.unchanged.append(key)
         elif verdict is not None and verdict.kind in (ownership.SUPERSEDED, ownership.OWNED):
-            _set_aside(spec, plan, chunk.iloc[pos].to_dict(), verdict, partition, report)
+            _set_aside(spec, plan, chunk.iloc[pos].to_dict(), verdict, where, report,
+                       stamps[pos] if stamps else None)
         else:
             candidates.append(pos)
     report.unchanged += len(plan.unchanged)
@@ -447,10 +462,10 @@ def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, repor
     for pos, (fields, error) in zip(candidates, converted):
         key = keys[pos]
         if error is not None:
-            row = chunk.iloc[pos].to_dict()
-            plan.quarantined.append(mask_entry(_quarantine(
-                key, partition, "validation", "PARSE_INVALID_FORMAT",
-                f"cannot convert the row's values: {error}", row), sensitive_names(spec)))
+            plan.quarantined.append(QuarantineEntry.conversion_failure(
+                spec, key, f"cannot convert the row's values: {error}",
+                chunk.iloc[pos].to_dict(), where.day(stamps[pos] if stamps else None),
+                where.path))
             report.failed += 1
             report.failed_by_code["PARSE_INVALID_FORMAT"] += 1
             continue
@@ -478,7 +493,7 @@ def _plan(spec, chunk, keys, digests, same, state, partition, full_resync, repor
     return plan
 
 
-def _set_aside(spec, plan: _Plan, row: dict, verdict, partition, report) -> None:
+def _set_aside(spec, plan: _Plan, row: dict, verdict, where, report, stamp=None) -> None:
     """A row that is not sent: a newer version of it was (superseded), or another source key
     owns the CRM record its matching value names (DUPLICATE_MATCHING_KEY, naming the owner)."""
     if verdict.kind == ownership.SUPERSEDED:
@@ -487,22 +502,21 @@ def _set_aside(spec, plan: _Plan, row: dict, verdict, partition, report) -> None
     sensitive = sensitive_names(spec)
     owner = "another source key" if spec.source_key in sensitive else \
         f"the row with {spec.source_key} {verdict.other!r}"
-    entry = _quarantine(
-        row["_key"], partition, "crm", "DUPLICATE_MATCHING_KEY",
+    try:
+        digest = payload_hash(mapped_fields(spec, row))
+    except (ValueError, TypeError):
+        digest = None
+    plan.quarantined.append(QuarantineEntry.not_sent(
+        spec, row["_key"], "DUPLICATE_MATCHING_KEY",
         f"{owner} already upserts the {spec.crm} record this row's {spec.matching_key} names "
         f"({matching.describe(spec)}); the row that owns a record in the sync state keeps "
-        f"it, so this row is not sent. Fix the source (one row per CRM record)", row)
-    entry["column_name"] = spec.key_column
-    try:
-        entry["payload_digest"] = payload_hash(mapped_fields(spec, row))
-    except (ValueError, TypeError):
-        pass
-    plan.quarantined.append(mask_entry(entry, sensitive))
+        f"it, so this row is not sent. Fix the source (one row per CRM record)", row,
+        spec.key_column, digest, where.day(stamp), where.path))
     report.failed += 1
     report.failed_by_code["DUPLICATE_MATCHING_KEY"] += 1
 
 
-def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report,
+def _record(spec, store, where, plan: _Plan, outcomes: list[Outcome], report,
             run: str | None = None) -> None:
     """Account for every outcome and write state + quarantine in one transaction."""
     sent_keys = {key for key, _, _ in plan.to_send}
@@ -512,9 +526,7 @@ def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report
     payloads = {key: fields for key, fields, _ in plan.to_send}
     state_rows, succeeded = list(plan.upgraded), list(plan.unchanged)
     quarantined = plan.quarantined
-    sensitive = sensitive_names(spec)
-    batch_secrets: list[str] | None = None  # a raw answer may echo any record of the batch
-    masked_raw: dict[str, str] = {}
+    echoes = None  # a raw answer may echo any record of the batch: masked in the store
     for outcome in outcomes:
         if outcome.ok:
             setattr(report, outcome.status, getattr(report, outcome.status) + 1)
@@ -524,33 +536,15 @@ def _record(spec, store, partition, plan: _Plan, outcomes: list[Outcome], report
         report.failed += 1
         report.failed_transient += int(outcome.transient)
         report.failed_by_code[outcome.error_code or "FAILED"] += 1
-        entry = {
-            **_quarantine(outcome.key, partition, "crm", outcome.error_code or "FAILED",
-                          outcome.message or "", payloads.get(outcome.key)),
-            "http_status": outcome.http_status, "attempts": outcome.attempts,
-            "transient": outcome.transient, "column_name": outcome.column,
-            "raw": outcome.raw,  # the CRM's answer when it could not be understood
+        if echoes is None:
+            echoes = batch_echoes(payloads.values(), sensitive_names(spec))
+        payload = payloads.get(outcome.key)
+        quarantined.append(QuarantineEntry.crm_outcome(
+            spec, outcome, payload,
             # replay's change check: the payload is stored masked when fields are sensitive
-            "payload_digest": payload_hash(payloads[outcome.key])
-            if isinstance(payloads.get(outcome.key), dict) else None,
-        }
-        if sensitive:  # sensitive values never reach the store (crm_sync/masking.py)
-            entry = mask_entry({**entry, "raw": None}, sensitive)
-            if outcome.raw:
-                if batch_secrets is None:
-                    batch_secrets = [v for fields in payloads.values()
-                                     for v in sensitive_values(fields, sensitive)]
-                if outcome.raw not in masked_raw:
-                    masked_raw[outcome.raw] = redact_text(outcome.raw, batch_secrets)
-                entry["raw"] = masked_raw[outcome.raw]
-        quarantined.append(entry)
+            payload_hash(payload) if isinstance(payload, dict) else None,
+            where.day(plan.versions.get(outcome.key)), where.path,
+            echoes=echoes if outcome.raw else ()))
     versions = {key: plan.versions[key] for key in succeeded if key in plan.versions}
     store.record_results(spec.name, succeeded, quarantined, state_rows, versions=versions,
                          run=run)
-
-
-def _quarantine(key, partition, stage, code, message, payload) -> dict:
-    if isinstance(payload, dict):
-        payload = {k: v for k, v in payload.items() if not k.startswith("_") or k == "_crm_id"}
-    return {"source_key": key, "partition": partition, "stage": stage, "error_code": code,
-            "message": message, "payload": payload}

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
 
+    from crm_sync.quarantine import QuarantineEntry
     from crm_sync.store import SyncStore
 
 UNKNOWN_OUTCOME = "CREATE_OUTCOME_UNKNOWN"
@@ -150,14 +151,14 @@ def _refused(conn: sqlite3.Connection, sync: str, keys: list[str],
 
 
 def settle(conn: sqlite3.Connection, sync: str, succeeded: Sequence[str],
-           quarantined: Sequence[dict]) -> None:
+           quarantined: Sequence[QuarantineEntry]) -> None:
     """Inside `SyncStore.record_results`' transaction: close the entries of rows whose outcome
     is now known (confirmed, or rejected by the CRM). Transient failures stay open."""
     if conn.execute("SELECT 1 FROM write_ahead WHERE sync = ? LIMIT 1", (sync,)).fetchone() is None:
         return  # nothing open for this sync: the common case costs one lookup
-    known = [*succeeded, *(row["source_key"] for row in quarantined
-                           if row.get("stage") == "crm" and not row.get("transient")
-                           and row.get("error_code") != UNKNOWN_OUTCOME)]
+    known = [*succeeded, *(row.source_key for row in quarantined
+                           if row.stage == "crm" and not row.transient
+                           and row.error_code != UNKNOWN_OUTCOME)]
     conn.execute("DELETE FROM write_ahead WHERE sync = ? AND source_key IN "
                  "(SELECT value FROM json_each(?))", (sync, _keys(known)))
 

@@ -110,9 +110,8 @@ def sync_once(spec: SyncSpec, source: SourceResource, crm_resource, store: SyncS
     """validated_<sync> (quarantine the invalid rows) then <sync> (run_upsert, then the retry of
     earlier transient failures), without Dagster around them."""
     frame = read_source(spec, source)
-    result = validate_partition(spec, frame)
-    store.record_results(spec.name, succeeded=[], quarantined=[
-        {**f, "partition": PARTITION} for f in result.failures])
+    result = validate_partition(spec, frame, partition=PARTITION)
+    store.record_results(spec.name, succeeded=[], quarantined=result.failures)
     started = time.time()
     report = run_upsert(spec, result.valid, crm_resource, store, partition=PARTITION,
                         chunk_rows=chunk_rows)

@@ -289,7 +289,7 @@ def test_projects_partition_end_to_end(brevo, store):
     spec = load_spec()
     sync = spec.sync("projects_to_brevo")
     source = _source_rows("projects", PARTITION)
-    invalid = {f["source_key"] for f in validate_partition(sync, source).failures}
+    invalid = {f.source_key for f in validate_partition(sync, source).failures}
     too_many = {r.project_id for r in source.itertuples()
                 if r.custom_fields and len(json.loads(r.custom_fields)) + len(sync.fields) > 500}
     assert invalid and too_many, "the bundled partition must hold bad projects of both kinds"

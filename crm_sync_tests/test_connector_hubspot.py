@@ -279,7 +279,7 @@ def test_hubspot_partition_end_to_end(sandbox, store):
     spec = load_spec()
     sync = spec.sync("contacts_to_hubspot")
     source = _source_rows(PARTITION)
-    expected_bad = {f["source_key"] for f in validate_partition(sync, source).failures}
+    expected_bad = {f.source_key for f in validate_partition(sync, source).failures}
     assert expected_bad, "the bundled data must contain bad contacts in this partition"
 
     result = _materialize(spec)

@@ -283,7 +283,7 @@ def test_salesforce_partition_end_to_end(sandbox, store):
     frame = pd.read_csv(PROJECT_ROOT / "data" / "companies.csv", dtype=str,
                         keep_default_na=False)
     source = frame[frame["updated_at"].str.startswith(PARTITION)].reset_index(drop=True)
-    expected_bad = {f["source_key"] for f in validate_partition(sync, source).failures}
+    expected_bad = {f.source_key for f in validate_partition(sync, source).failures}
     assert expected_bad, "the bundled data must contain bad companies in this partition"
 
     selection = [a for a in build_assets(spec) if a.key.path[0] in (

@@ -22,7 +22,8 @@ from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.connectors.salesforce import SalesforceResource
 from crm_sync.definitions import build_resources
-from crm_sync.mirror import QUARANTINE_PARTITION, mirror_deletes
+from crm_sync.mirror import QUARANTINE_PATH, mirror_deletes
+from crm_sync.quarantine import QuarantineEntry, day_of
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.sandbox.salesforce import case_safe_suffix
 from crm_sync.sources import SourceError, SourceResource
@@ -425,8 +426,7 @@ def test_all_keys_from_csv_parquet_duckdb_and_sql(tmp_path):
 
 def test_forget_drops_state_and_quarantine_entries_in_one_go(tmp_path):
     store = SyncStore(tmp_path / "store.sqlite")
-    store.record_results("s", [], [{"source_key": "b", "stage": "crm", "error_code": "X",
-                                    "message": "m"}],
+    store.record_results("s", [], [QuarantineEntry("b", "crm", "X", "m")],
                          state_rows=[("a", "1", "h"), ("b", "2", "h"), ("c", "3", "h")])
     store.record_results("t", [], [], state_rows=[("a", "9", "h")])
     assert store.forget("s", ["a", "b", "zz"]) == 2
@@ -483,7 +483,7 @@ def _valid_rows(sync: str, table: str, per_day: int) -> pd.DataFrame:
     picked = []
     for day in DAYS:
         rows = frame[frame["updated_at"].str.startswith(day)]
-        bad = {f["source_key"] for f in validate_partition(spec, rows).failures}
+        bad = {f.source_key for f in validate_partition(spec, rows).failures}
         picked.append(rows[~rows[spec.source_key].isin(bad)].head(per_day))
     return pd.concat(picked, ignore_index=True)
 
@@ -606,9 +606,10 @@ def test_a_failed_deletion_is_quarantined_and_kept_until_it_succeeds(sandbox, st
     assert (report.candidates, report.deleted, report.failed) == (1, 0, 1)
     assert report.failed_by_code == {"INVALID_CROSS_REFERENCE_KEY": 1}
     [entry] = store.quarantine_frame(spec.name).to_dict("records")
+    # its path says mirror; its partition is the gone row's day (the state keeps updated_at)
     assert (entry["source_key"], entry["stage"], entry["error_code"], entry["transient"],
-            entry["partition"]) == (gone, "crm", "INVALID_CROSS_REFERENCE_KEY", 0,
-                                    QUARANTINE_PARTITION)
+            entry["path"], entry["partition"]) == (gone, "crm", "INVALID_CROSS_REFERENCE_KEY", 0,
+                                                   QUARANTINE_PATH, day_of(rows["updated_at"][0]))
     assert "deleting salesforce Account record" in entry["message"]
     assert "invalid cross reference id" in entry["message"]
     assert json.loads(entry["payload"]) == {"operation": "delete",

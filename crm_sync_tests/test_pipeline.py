@@ -32,7 +32,7 @@ def test_superleap_partition_end_to_end(sandbox, store):
     spec = load_spec()
     sync = spec.sync("leads_to_superleap")
     source = _source_rows("leads", PARTITION)
-    expected_bad = {f["source_key"] for f in validate_partition(sync, source).failures}
+    expected_bad = {f.source_key for f in validate_partition(sync, source).failures}
     assert expected_bad, "the bundled data must contain bad leads in this partition"
 
     result = _materialize(spec)
@@ -173,7 +173,7 @@ def test_create_only_and_update_only_modes(sandbox, store, tmp_path, mode):
     data.mkdir()
     source = _source_rows("leads", PARTITION)
     source["superleap_id"] = ""
-    bad = {f["source_key"] for f in validate_partition(load_spec().sync("leads_to_superleap"),
+    bad = {f.source_key for f in validate_partition(load_spec().sync("leads_to_superleap"),
                                                         source).failures}
     source = source[~source["lead_id"].isin(bad)].head(10).copy()
     source["status"] = "new"

@@ -115,13 +115,13 @@ def test_every_crm_refuses_a_date_that_does_not_exist(sync):
     frame = pd.read_csv(PROJECT_ROOT / "data" / f"{spec.source}.csv", dtype=str,
                         keep_default_na=False).head(40)
     frame = frame[~frame[spec.source_key].isin(
-        {f["source_key"] for f in validate_partition(base, frame).failures})].head(4).copy()
+        {f.source_key for f in validate_partition(base, frame).failures})].head(4).copy()
     frame["closes_on"] = ["2026-02-28", "2026-02-30", "2026-06-31", "２０２６-01-01"]
     result = validate_partition(spec, frame)
-    failed = {f["source_key"]: f for f in result.failures}
+    failed = {f.source_key: f for f in result.failures}
     keys = list(frame[spec.source_key])
-    assert set(failed) == set(keys[1:]), [f["message"] for f in result.failures]
-    assert {f["rules"] for f in failed.values()} == {"date_format"}
+    assert set(failed) == set(keys[1:]), [f.message for f in result.failures]
+    assert {f.rules for f in failed.values()} == {"date_format"}
 
 
 def test_a_row_brevo_keeps_dropping_becomes_permanent_after_max_unconfirmed_runs(

@@ -16,6 +16,7 @@ import pytest
 
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.sandbox.app import DEFAULT_TOKENS
+from crm_sync.quarantine import QuarantineEntry
 from crm_sync.sources import SourceResource
 from crm_sync.sync_runner import run_upsert
 from crm_sync.validation import validate_partition
@@ -205,14 +206,10 @@ def test_an_entry_closes_only_when_the_rows_outcome_is_known(store):
     log.answered(["transient"])
     assert not log.pending()["transient"].maybe_in_progress(0, 60)
     store.record_results("s", succeeded=["ok"], quarantined=[
-        {"source_key": "rejected", "stage": "crm", "error_code": "PARSE_INVALID_FORMAT",
-         "message": "invalid email format: x", "transient": False},
-        {"source_key": "transient", "stage": "crm", "error_code": "TIMEOUT",
-         "message": "request timed out", "transient": True},
-        {"source_key": "invalid", "stage": "validation", "error_code": "REQUIRED_FIELD_MISSING",
-         "message": "name is required"},
-        {"source_key": "unknown", "stage": "crm", "error_code": UNKNOWN_OUTCOME,
-         "message": "no external_id", "transient": False}],
+        QuarantineEntry("rejected", "crm", "PARSE_INVALID_FORMAT", "invalid email format: x"),
+        QuarantineEntry("transient", "crm", "TIMEOUT", "request timed out", transient=True),
+        QuarantineEntry("invalid", "validation", "REQUIRED_FIELD_MISSING", "name is required"),
+        QuarantineEntry("unknown", "crm", UNKNOWN_OUTCOME, "no external_id")],
         state_rows=[("ok", "g1koYv_AAAAAAAA", "h1:x")])
     # Confirmed or rejected by the CRM: known. Transient, a validation failure (a create of an
     # earlier version may exist), an unverifiable create: still open.

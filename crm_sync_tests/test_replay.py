@@ -20,7 +20,7 @@ DAY1, DAY2 = "2026-11-02", "2026-11-03"
 def _good_leads(tmp_path, per_day=5):
     leads = pd.read_csv(PROJECT_ROOT / "data" / "leads.csv", dtype=str, keep_default_na=False)
     sync = load_spec().sync("leads_to_superleap")
-    bad = {f["source_key"] for f in validate_partition(sync, leads).failures}
+    bad = {f.source_key for f in validate_partition(sync, leads).failures}
     leads = leads[~leads["lead_id"].isin(bad)]
     picked = pd.concat([leads[leads["updated_at"].str.startswith(d)].head(per_day)
                         for d in (DAY1, DAY2)])

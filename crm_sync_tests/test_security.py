@@ -32,6 +32,7 @@ from crm_sync.sandbox import server
 from crm_sync.sandbox.app import TOKEN_ENV
 from crm_sync.sandbox.server import sandbox_process
 from crm_sync.sources import SourceResource
+from crm_sync.quarantine import QuarantineEntry
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.store import SyncStore
 from crm_sync_tests.conftest import stored
@@ -314,8 +315,7 @@ def test_previews_mask_a_sensitive_source_key(tmp_path):
     assert "source_key" not in _masked_preview_columns(spec.sync("contacts_to_hubspot"))
     store = SyncStore(tmp_path / "store.sqlite")
     for sync, key in (("leads_to_superleap", "L-SECRET-KEY"), ("contacts_to_hubspot", "C-PUBLIC")):
-        store.record_results(sync, [], [{"source_key": key, "stage": "validation",
-                                         "error_code": "X", "message": "m"}])
+        store.record_results(sync, [], [QuarantineEntry(key, "validation", "X", "m")])
     [asset] = [a for a in build_assets(spec) if a.key.path[-1] == "quarantine"]
     result = dg.materialize([asset], resources={"store": StoreResource(path=str(store.path))})
     preview = result.asset_materializations_for_node("quarantine")[0].metadata["preview"].value

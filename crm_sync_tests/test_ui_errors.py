@@ -119,7 +119,7 @@ def test_replay_job_with_an_unreachable_crm_is_one_failure(sandbox, store, tmp_p
     sync = load_spec().sync("leads_to_superleap")
     leads = pd.read_csv(PROJECT_ROOT / "data" / "leads.csv", dtype=str, keep_default_na=False)
     leads = leads[leads["updated_at"].str.startswith(PARTITION) & (leads["superleap_id"] == "")]
-    bad = {f["source_key"] for f in validate_partition(sync, leads).failures}
+    bad = {f.source_key for f in validate_partition(sync, leads).failures}
     leads = leads[~leads["lead_id"].isin(bad)].head(3).copy()
     key = leads["lead_id"].iloc[0]
     data = tmp_path / "data"

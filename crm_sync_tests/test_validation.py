@@ -36,10 +36,10 @@ def test_bad_rows_are_quarantined_with_their_rule(sync, overrides, code, rule):
     result = validate_partition(sync, frame)
     assert list(result.valid["_key"]) == ["LD-1"]
     [failure] = result.failures
-    assert failure["source_key"] == "LD-2" and failure["error_code"] == code
-    assert rule in failure["rules"].split(",") and failure["stage"] == "validation"
+    assert failure.source_key == "LD-2" and failure.error_code == code
+    assert rule in failure.rules.split(",") and failure.stage == "validation"
     if rule == "email_format":
-        assert failure["message"] == f"invalid email format: {overrides['email']}"
+        assert failure.message == f"invalid email format: {overrides['email']}"
 
 
 @pytest.mark.parametrize("overrides", [
@@ -56,8 +56,8 @@ def test_rows_just_inside_the_rules_pass(sync, overrides):
 def test_every_failure_of_a_row_is_reported(sync):
     result = validate_partition(sync, pd.DataFrame([_row(name="", email="a b@c.com")]))
     [failure] = result.failures
-    assert set(failure["rules"].split(",")) == {"required", "email_format"}
-    assert "invalid email format" in failure["message"] and "name is required" in failure["message"]
+    assert set(failure.rules.split(",")) == {"required", "email_format"}
+    assert "invalid email format" in failure.message and "name is required" in failure.message
 
 
 def test_duplicate_source_keys_keep_the_newest(sync):
@@ -65,7 +65,7 @@ def test_duplicate_source_keys_keep_the_newest(sync):
                           _row(lead_id="LD-1", status="new", updated_at="2026-11-01T02:00:00Z")])
     result = validate_partition(sync, frame)
     assert list(result.valid["status"]) == ["new"]
-    assert [f["error_code"] for f in result.failures] == ["DUPLICATE_MATCHING_KEY"]
+    assert [f.error_code for f in result.failures] == ["DUPLICATE_MATCHING_KEY"]
 
 
 def test_a_missing_column_names_the_table_and_column(sync):
@@ -93,8 +93,8 @@ def _check(sync, good: dict, bad: dict | None, expect_code=None, expect_rule=Non
         return None
     assert len(result.valid) == 1 and len(result.failures) == 1
     failure = result.failures[0]
-    assert failure["error_code"] == expect_code
-    assert expect_rule in failure["rules"].split(",")
+    assert failure.error_code == expect_code
+    assert expect_rule in failure.rules.split(",")
     return failure
 
 
@@ -115,8 +115,8 @@ def test_hubspot_duplicate_id_property_values_keep_the_newest():
     ])
     result = validate_partition(sync, frame)
     assert list(result.valid["_key"]) == ["CT-2"]
-    assert result.failures[0]["source_key"] == "CT-1"
-    assert result.failures[0]["error_code"] == "DUPLICATE_MATCHING_KEY"
+    assert result.failures[0].source_key == "CT-1"
+    assert result.failures[0].error_code == "DUPLICATE_MATCHING_KEY"
 
 
 # -- Salesforce accounts ----------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_salesforce_rules(bad, code, rule):
     sync = load_spec().sync("companies_to_salesforce")
     bad = _company(**{"company_id": "CO-0000002", **bad})
     failure = _check(sync, _company(), bad, code, rule)
-    assert failure["source_key"] == bad["company_id"]
+    assert failure.source_key == bad["company_id"]
 
 
 @pytest.mark.parametrize("good", [
@@ -172,8 +172,8 @@ def test_brevo_attribute_limit_boundary():
     result = validate_partition(sync, pd.DataFrame([at_limit, over]))
     assert list(result.valid["_key"]) == ["PR-1"]
     [failure] = result.failures
-    assert failure["error_code"] == "TOO_MANY_ATTRIBUTES" and failure["source_key"] == "PR-2"
-    assert "501 attributes" in failure["message"]
+    assert failure.error_code == "TOO_MANY_ATTRIBUTES" and failure.source_key == "PR-2"
+    assert "501 attributes" in failure.message
 
 
 def test_brevo_attributes_column_must_be_a_json_object_and_fit_one_request():
@@ -186,7 +186,7 @@ def test_brevo_attributes_column_must_be_a_json_object_and_fit_one_request():
     ])
     result = validate_partition(sync, frame)
     assert list(result.valid["_key"]) == ["PR-1"]
-    codes = {f["source_key"]: f["error_code"] for f in result.failures}
+    codes = {f.source_key: f.error_code for f in result.failures}
     assert codes == {"PR-2": "PARSE_INVALID_FORMAT", "PR-3": "RECORD_TOO_LARGE",
                      "PR-4": "PARSE_INVALID_FORMAT"}
 

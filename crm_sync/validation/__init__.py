@@ -7,13 +7,14 @@ import hashlib
 import json
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from pandera.errors import SchemaErrors
 
 from crm_sync import matching, safejson
-from crm_sync.masking import mask_entry, sensitive_names
+from crm_sync.masking import sensitive_names
+from crm_sync.quarantine import QuarantineEntry, row_days
 from crm_sync.spec import SyncSpec
 from crm_sync.errors import SourceTableError  # re-exported: its old home
 from crm_sync.validation.schemas import RULES, build_schema, rule_of
@@ -24,7 +25,7 @@ META_COLUMNS = ["_key", "_updated_at", "_crm_id", "_extra"]
 @dataclass
 class ValidationResult:
     valid: pd.DataFrame
-    failures: list[dict] = field(default_factory=list)
+    failures: list[QuarantineEntry] = field(default_factory=list)
     rows_in: int = 0
     warnings: Counter = field(default_factory=Counter)
     unpartitioned: int = 0  # rows without a valid updated_at (in no partition), quarantined
@@ -32,7 +33,7 @@ class ValidationResult:
 
     @property
     def by_rule(self) -> Counter:
-        return Counter(rule for f in self.failures for rule in f["rules"].split(","))
+        return Counter(rule for f in self.failures for rule in f.rules.split(","))
 
     @property
     def share_quarantined(self) -> float:
@@ -107,7 +108,10 @@ def _attribute_count(text) -> int:
     return len(value) if isinstance(value, dict) else -1
 
 
-def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult:
+def validate_partition(spec: SyncSpec, source: pd.DataFrame,
+                       partition: str | None = None) -> ValidationResult:
+    """`partition`: the day the rows were read for, the quarantine's day of a failing row whose
+    updated_at pandas cannot read (every other row's is the day of its updated_at)."""
     source = source.reset_index(drop=True)
     # Rows the source flagged as having no valid updated_at (`SourceResource.read_partition(...,
     # include_unpartitioned=True)`): they are in no daily partition, so they are quarantined
@@ -149,11 +153,11 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame) -> ValidationResult
 
     order = sorted(failures)
     bad = frame.loc[order, ["_key", *spec.fields]].to_dict("index") if order else {}
-    sensitive = sensitive_names(spec)
-    bad_rows = [_failure(spec, bad[idx], idx, failures[idx], sensitive,
+    days = dict(zip(order, row_days(frame.loc[order, "_updated_at"]))) if order else {}
+    bad_rows = [_failure(spec, bad[idx], idx, failures[idx], days[idx] or partition,
                          identity=identities.get(idx), note=_flag(why, "_out_of_range", idx))
                 for idx in order]
-    _name_winners(spec, order, bad_rows, winners, sensitive)
+    bad_rows = _name_winners(spec, order, bad_rows, winners, sensitive_names(spec))
     valid = frame.drop(index=list(failures))
     return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
                             warnings=unknown_attributes(spec, valid),
@@ -230,16 +234,18 @@ def _duplicates(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> dict[i
     return winners
 
 
-def _name_winners(spec: SyncSpec, order: list, entries: list[dict], winners: dict[int, str],
-                  sensitive: frozenset[str]) -> None:
+def _name_winners(spec: SyncSpec, order: list, entries: list[QuarantineEntry],
+                  winners: dict[int, str], sensitive: frozenset[str]) -> list[QuarantineEntry]:
     """A row that lost its matching value says which row won it (by source key, unless the
     source key is sensitive)."""
+    named = []
     for idx, entry in zip(order, entries):
-        if idx not in winners or entry["error_code"] != "DUPLICATE_MATCHING_KEY":
-            continue
-        kept = "" if spec.source_key in sensitive else \
-            f"; the row kept is {spec.source_key} {winners[idx]!r}"
-        entry["message"] += f" ({matching.describe(spec)}{kept})"
+        if idx in winners and entry.error_code == "DUPLICATE_MATCHING_KEY":
+            kept = "" if spec.source_key in sensitive else \
+                f"; the row kept is {spec.source_key} {winners[idx]!r}"
+            entry = replace(entry, message=entry.message + f" ({matching.describe(spec)}{kept})")
+        named.append(entry)
+    return named
 
 
 def unknown_attributes(spec: SyncSpec, frame: pd.DataFrame) -> Counter:
@@ -266,11 +272,11 @@ def _source_column(spec: SyncSpec, column: str) -> str:
             "_attribute_count": spec.attributes_json_column}.get(column) or column
 
 
-def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list,
-             sensitive: frozenset[str], identity: str | None = None,
-             note: str | None = None) -> dict:
-    """The quarantine entry of one failing row (`row`: its _key and mapped fields;
-    `identity`: its key when it has no source key; `note`: added to the message)."""
+def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list, day: str | None,
+             identity: str | None = None, note: str | None = None) -> QuarantineEntry:
+    """The quarantine entry of one failing row (`row`: its _key and mapped fields; `day`: the
+    day of its updated_at; `identity`: its key when it has no source key; `note`: added to the
+    message). Masked where it enters the store (crm_sync/quarantine.py)."""
     rules = list(dict.fromkeys(r for r, _, _ in reasons))
     first_rule, column, value = reasons[0]
     code = RULES.get(first_rule, (first_rule.upper(), ""))[0]
@@ -280,17 +286,11 @@ def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list,
         for rule, col, val in reasons
     ]
     key = row["_key"]
-    entry = {
-        "source_key": key if key is not None else
-        identity or f"<row {idx + 1} without {spec.source_key}>",
-        "stage": "validation",
-        "error_code": code,
-        "rules": ",".join(rules),
-        "column_name": None if column == "_malformed" else _source_column(spec, column),
-        "value": value,
-        "message": "; ".join(dict.fromkeys(messages + ([note] if note else []))),
-        "payload": {k: row[k] for k in spec.fields},
-    }
-    if first_rule in NO_PARTITION_RULES:
-        entry["partition"] = None  # it belongs to no daily partition
-    return mask_entry(entry, sensitive)  # sensitive values never reach the store
+    return QuarantineEntry.validation_failure(
+        spec, key if key is not None else identity or f"<row {idx + 1} without {spec.source_key}>",
+        error_code=code, rules=",".join(rules),
+        column_name=None if column == "_malformed" else _source_column(spec, column),
+        value=value, message="; ".join(dict.fromkeys(messages + ([note] if note else []))),
+        payload={k: row[k] for k in spec.fields},
+        # a row of no daily partition has no day (its updated_at is none, or out of range)
+        day=None if first_rule in NO_PARTITION_RULES else day)
