@@ -598,6 +598,7 @@ PROFILE = CrmProfile(
               "letters, digits and _)",
     matching_keys=frozenset({"ext_id", "id"}),  # records[].identifiers
     matching_column=_matching_column,
+    measures_attributes=True,  # at most BREVO_MAX_ATTRIBUTES and BREVO_MAX_BODY_BYTES a record
     # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
     # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
     allowance=(1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),

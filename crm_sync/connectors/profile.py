@@ -43,6 +43,12 @@ class CrmProfile:
     matching_column: Callable[[Any], str | None] = matching_key_column
     # spec -> whether the CRM compares matching values ignoring case.
     matching_ignores_case: Callable[[Any], bool] = never
+    # `matching_column` holds the CRM's own record id (sent as the record's id).
+    matching_column_is_record_id: bool = False
+    # A matching value must NOT match this regex: (rule name in validation's RULES, pattern).
+    matching_value_refused: tuple[str, str] | None = None
+    # The CRM limits attributes and bytes per record: validation measures them (Brevo).
+    measures_attributes: bool = False
     # Why `mode: mirror` is not available (None: the CRM can delete records).
     mirror_unsupported: str | None = None
     # The class in crm_sync/validation/schemas.py holding the CRM's record rules that do not

@@ -30,6 +30,7 @@ from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
 from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
+from crm_sync.rules import SALESFORCE_ID_PATTERN
 from crm_sync.spec import SyncSpec
 
 MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46 and later"
@@ -319,6 +320,10 @@ PROFILE = CrmProfile(
               "My_Object__c, External_Id__c)",
     matching_key_is_field=True,  # the external id field, sent as a field
     matching_ignores_case=_ignores_case,
+    # A record id may not be sent as an external id: 15 or 18 alphanumerics (a negative
+    # look-ahead, so validation's str_matches check can express "must not look like").
+    matching_value_refused=("salesforce_record_id_as_external_id",
+                            rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)"),
     required_fields={"Account": frozenset({"Name"}), "Contact": frozenset({"LastName"}),
                      "Lead": frozenset({"LastName", "Company"})},
     # Salesforce sets no per-second rate, only an allocation over a rolling 24 h (100,000 calls

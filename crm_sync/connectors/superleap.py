@@ -305,7 +305,7 @@ PROFILE = CrmProfile(
     object_pattern=r"[a-z][a-z0-9_]*", field_pattern=r"[a-z][a-z0-9_]*",
     name_rule="a Superleap slug: lowercase letters, digits and _, first a letter",
     matching_keys=frozenset({"id"}),  # Superleap's own record id; no id = create
-    matching_column=_matching_column,
+    matching_column=_matching_column, matching_column_is_record_id=True,
     mirror_unsupported="Superleap documents no API to delete records, so crm_sync could not "
                        "remove the records of rows that left the source; use mode 'upsert' "
                        "for this sync",

@@ -19,7 +19,7 @@ from pandera.typing import Series
 
 from crm_sync.rules import (
     BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, EMAIL_PATTERN, PHONE_PATTERN,
-    SALESFORCE_ID_PATTERN, SUPERLEAP_ID_PATTERN,
+    SUPERLEAP_ID_PATTERN,
 )
 from crm_sync.connectors import PROFILES
 from crm_sync.spec import SyncSpec
@@ -83,9 +83,6 @@ RULES: dict[str, tuple[str, str]] = {
     ),
 }
 
-# A record id may not be sent as an external id: 15 or 18 alphanumerics (negative look-ahead,
-# so the built-in str_matches check can express "must not look like").
-NOT_A_SALESFORCE_ID = rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)"
 
 
 # Digits are ASCII [0-9], not `\d`: Python's `\d`, int() and float() also accept digits of
@@ -212,9 +209,10 @@ def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
             checks.append(_format_check(mapping.type))
         if crm_field in required:
             checks.append(pa.Check.str_length(min_value=1, name="required", error="required"))
-        if spec.crm == "salesforce" and crm_field == spec.matching_key:
-            rule = "salesforce_record_id_as_external_id"
-            checks.append(pa.Check.str_matches(NOT_A_SALESFORCE_ID, name=rule, error=rule))
+        refused = PROFILES[spec.crm].matching_value_refused
+        if refused and crm_field == spec.matching_key:
+            rule, pattern = refused
+            checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
         columns[crm_field] = pa.Column(object, checks=checks, nullable=crm_field not in required)
     schema = records_model(spec.crm).to_schema().add_columns(columns)
     schema.name = f"{spec.crm}:{spec.object}"
