@@ -2,7 +2,8 @@
 
 crm_sync/connectors/__init__.py collects every module's PROFILE into `PROFILES`; the spec, the
 assets, matching and validation look a CRM up there instead of keeping their own lists. This
-module imports nothing of crm_sync: the spec imports it without a cycle.
+module imports nothing of crm_sync. The spec reads PROFILES only when it validates (the
+connector modules import the spec, so importing the registry at its top would be a cycle).
 """
 
 from __future__ import annotations
