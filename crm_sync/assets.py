@@ -11,7 +11,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from crm_sync.connectors import RESOURCE_CLASSES
+from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
 from crm_sync.dagster_failures import crm_stage_failure, readable_crm_errors
 from crm_sync.errors import MassDeleteRefused
 from crm_sync.lease import DEFAULT_WAIT_SECONDS, one_run_per_partition
@@ -25,8 +25,12 @@ from crm_sync.spec import Spec, SyncSpec
 from crm_sync.sync_runner import run_upsert
 from crm_sync.validation import validate_partition
 
-CRM_KINDS = {"superleap": "superleap", "brevo": "brevo", "hubspot": "hubspot",
-             "salesforce": "salesforce"}
+
+
+def __getattr__(name: str):
+    if name == "CRM_KINDS":  # old name: each CRM's Dagster kind, now in its profile
+        return {crm: profile.kind for crm, profile in PROFILES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class UpsertConfig(dg.Config):
@@ -183,7 +187,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         ins={"valid": dg.AssetIn(f"validated_{sync.name}")},
         partitions_def=partitions,
         group_name=sync.crm,
-        kinds={CRM_KINDS[sync.crm]},
+        kinds={PROFILES[sync.crm].kind},
         tags={"crm": sync.crm},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
         required_resource_keys={sync.crm, "store", "source"},

@@ -2,7 +2,8 @@
 
 Two rows whose matching values the CRM treats as equal upsert the same record: the later write
 silently overwrites the earlier. So duplicates are found on the normalised value, here and only
-here (validation within a partition, the sync store across partitions):
+here (validation within a partition, the sync store across partitions), by the rules each
+CRM's profile declares (`matching_column`, `matching_ignores_case`):
 
 - HubSpot: `email` is matched case-insensitively (HubSpot stores email addresses lowercased);
   other unique properties exactly.
@@ -20,6 +21,7 @@ import hashlib
 
 import pandas as pd
 
+from crm_sync.connectors import PROFILES
 from crm_sync.spec import SyncSpec
 
 
@@ -29,25 +31,14 @@ def _casefold(value) -> str:
 
 def frame_column(spec: SyncSpec) -> str | None:
     """The column of a CRM frame (validation's `to_crm_frame`) that holds the value naming the
-    row's CRM record, or None when the sync has none (Brevo `matching_key: id`)."""
-    if spec.crm in ("hubspot", "salesforce"):
-        return spec.matching_key  # a mapped field (spec.py checks it)
-    if spec.crm == "superleap":
-        return "_crm_id"
-    if spec.matching_key != "ext_id":
-        return None
-    if spec.matching_column in (None, spec.source_key):
-        return "_key"  # the ext_id is the source key (connectors/brevo.py)
-    return next((n for n, m in spec.fields.items() if m.column == spec.matching_column), None)
+    row's CRM record, or None when the sync has none (Brevo `matching_key: id`). Each CRM's
+    profile says which (crm_sync/connectors/<crm>.py)."""
+    return PROFILES[spec.crm].matching_column(spec)
 
 
 def normaliser(spec: SyncSpec):
     """value -> the text the CRM compares."""
-    if spec.crm == "hubspot" and spec.matching_key == "email":
-        return _casefold
-    if spec.crm == "salesforce" and not spec.matching_key_case_sensitive:
-        return _casefold
-    return str
+    return _casefold if PROFILES[spec.crm].matching_ignores_case(spec) else str
 
 
 def matching_values(spec: SyncSpec, frame: pd.DataFrame) -> pd.Series | None:

@@ -34,7 +34,8 @@ from crm_sync.connectors.core import Outcome
 from crm_sync.quarantine import MIRROR, QuarantineEntry, day_of
 from crm_sync.sources import SourceResource
 from crm_sync.errors import MassDeleteRefused, SpecError  # MassDeleteRefused re-exported
-from crm_sync.spec import MIRROR_UNSUPPORTED, SyncSpec
+from crm_sync.connectors import PROFILES
+from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
 
 QUARANTINE_PATH = MIRROR  # the quarantine's `path` of failed deletions
@@ -60,9 +61,10 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
                    allow_mass_delete: bool = False) -> MirrorReport:
     """Delete the CRM records of the sync's synced rows that left the source table.
     `allow_mass_delete`: delete even more than the sync's mirror_max_delete_share."""
-    if spec.crm in MIRROR_UNSUPPORTED:
+    reason = PROFILES[spec.crm].mirror_unsupported
+    if reason:
         raise SpecError(f"sync {spec.name!r}: mode 'mirror' is not available for {spec.crm}: "
-                        f"{MIRROR_UNSUPPORTED[spec.crm]}")
+                        f"{reason}")
     report = MirrorReport(spec.name, dry_run=dry_run)
     state = store.state_frame(spec.name)  # before the source: see the module docstring
     if state.empty:

@@ -22,58 +22,56 @@ from crm_sync.errors import SpecError  # re-exported: its old home
 PROJECT_ROOT = paths.PACKAGE_PARENT
 DEFAULT_SPEC_PATH = PROJECT_ROOT / paths.SPEC_NAME
 
-CrmName = Literal["superleap", "brevo", "hubspot", "salesforce"]
 FieldType = Literal["string", "email", "phone", "integer", "number", "boolean", "date", "json"]
 
-# The matching key each CRM's bulk upsert understands.
-MATCHING_KEYS_BY_CRM = {
-    "superleap": {"id"},  # Superleap's own record id; no id = create
-    "brevo": {"ext_id", "id"},  # records[].identifiers
-}
+
+def profiles() -> dict:
+    """The registry of CRMs (crm_sync.connectors.PROFILES). Imported when first needed: the
+    connector modules import this module."""
+    from crm_sync.connectors import PROFILES
+
+    return PROFILES
 
 
-# The characters each CRM documents for the names a sync uses. The object (and Salesforce's
-# external id field) become segments of the request's URL path, field names keys of its body:
-# a name like `../../_sandbox/reset?` would send the token and the rows to another path of the
-# CRM's host, so anything outside these sets is refused when the spec is loaded.
-NAME_PATTERNS = {
-    # Superleap object and field slugs (`lead`, `external_id`): lowercase, digits, `_`.
-    "superleap": {"object": r"[a-z][a-z0-9_]*", "field": r"[a-z][a-z0-9_]*"},
-    # HubSpot: an object's name (`contacts`, `p_cars`: letters, digits, `_`, first a letter) or
-    # its objectTypeId (`0-1`, `2-3508482`); property internal names alike.
-    "hubspot": {"object": r"[A-Za-z][A-Za-z0-9_]*|[0-9]+-[0-9]+",
-                "field": r"[A-Za-z][A-Za-z0-9_]*"},
-    # Salesforce API names (`Account`, `My_Object__c`, `ns__Field__c`): letters, digits, `_`,
-    # first a letter.
-    "salesforce": {"object": r"[A-Za-z][A-Za-z0-9_]*", "field": r"[A-Za-z][A-Za-z0-9_]*"},
-    # Brevo object types: "Only lowercase alphanumeric characters and underscores are allowed
-    # (max 32 characters)"; attribute keys: letters, digits, `_`.
-    "brevo": {"object": r"[a-z0-9_]{1,32}", "field": r"[A-Za-z0-9_]+"},
-}
-NAME_RULES = {
-    "superleap": "a Superleap slug: lowercase letters, digits and _, first a letter",
-    "hubspot": "a HubSpot name: letters, digits and _, first a letter (or an objectTypeId "
-               "like 2-3508482)",
-    "salesforce": "a Salesforce API name: letters, digits and _, first a letter (like Account, "
-                  "My_Object__c, External_Id__c)",
-    "brevo": "a Brevo name: lowercase letters, digits and _, at most 32 (attribute keys: "
-             "letters, digits and _)",
-}
+def _profile(crm: str | None):
+    """The CRM's profile (crm_sync/connectors/profile.py), None for an unknown CRM."""
+    return profiles().get(crm or "")
 
 
+# The object (and Salesforce's external id field) become segments of the request's URL path,
+# field names keys of its body: a name like `../../_sandbox/reset?` would send the token and the
+# rows to another path of the CRM's host, so anything outside the characters each CRM documents
+# (its profile's patterns) is refused when the spec is loaded.
 def _check_name(crm: str | None, kind: str, what: str, value: str) -> None:
-    patterns = NAME_PATTERNS.get(crm or "")
-    if patterns and not re.fullmatch(patterns[kind], value):
-        raise ValueError(f"{what} {value!r} is not {NAME_RULES[crm]}; it becomes part of the "
+    profile = _profile(crm)
+    if profile is None:
+        return
+    pattern = profile.object_pattern if kind == "object" else profile.field_pattern
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{what} {value!r} is not {profile.name_rule}; it becomes part of the "
                          f"{crm} request, so other characters are refused")
 
 
-# `mode: mirror` deletes the CRM records of rows that left the source, so the CRM needs an API
-# to delete records (crm_sync/mirror.py). Why each CRM left out cannot mirror:
-MIRROR_UNSUPPORTED = {
-    "superleap": "Superleap documents no API to delete records, so crm_sync could not remove "
-                 "the records of rows that left the source; use mode 'upsert' for this sync",
+# Old names, kept for compatibility: tables derived from the profiles (read when asked for,
+# as the profiles are collected after this module is imported).
+_DERIVED = {
+    "CrmName": lambda: Literal[tuple(profiles())],
+    "MATCHING_KEYS_BY_CRM": lambda: {n: set(p.matching_keys) for n, p in profiles().items()
+                                     if p.matching_keys is not None},
+    # `mode: mirror` deletes the CRM records of rows that left the source, so the CRM needs an
+    # API to delete records (crm_sync/mirror.py). Why each CRM left out cannot mirror:
+    "MIRROR_UNSUPPORTED": lambda: {n: p.mirror_unsupported for n, p in profiles().items()
+                                   if p.mirror_unsupported},
+    "NAME_PATTERNS": lambda: {n: {"object": p.object_pattern, "field": p.field_pattern}
+                              for n, p in profiles().items()},
+    "NAME_RULES": lambda: {n: p.name_rule for n, p in profiles().items()},
 }
+
+
+def __getattr__(name: str):
+    if name in _DERIVED:
+        return _DERIVED[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class FieldMapping(BaseModel):
@@ -94,7 +92,7 @@ class SyncSpec(BaseModel):
     description: str = ""
     source: str = Field(description="source table name")
     source_key: str = Field(description="column that identifies a source row")
-    crm: CrmName
+    crm: str = Field(description="the CRM (a name in crm_sync.connectors.PROFILES)")
     object: str = Field(description="CRM object type / slug / sObject")
     matching_key: str = Field(
         description="CRM-side identifier: Superleap `id`, Brevo `ext_id`, HubSpot idProperty, "
@@ -141,6 +139,13 @@ class SyncSpec(BaseModel):
             raise ValueError("fields must be a non-empty mapping of CRM field -> source column")
         return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
 
+    @field_validator("crm")
+    @classmethod
+    def _known_crm(cls, value: str) -> str:
+        if value not in profiles():
+            raise ValueError(f"unknown CRM {value!r}; known: {', '.join(sorted(profiles()))}")
+        return value
+
     @field_validator("object")
     @classmethod
     def _object_name(cls, value: str, info):
@@ -169,12 +174,13 @@ class SyncSpec(BaseModel):
 
     @model_validator(mode="after")
     def _matching_key_fits_crm(self):
-        allowed = MATCHING_KEYS_BY_CRM.get(self.crm)
-        if allowed and self.matching_key not in allowed:
+        profile = _profile(self.crm)
+        allowed = profile.matching_keys
+        if allowed is not None and self.matching_key not in allowed:
             raise ValueError(
                 f"{self.crm} matches records by {sorted(allowed)}, not {self.matching_key!r}"
             )
-        if self.crm in ("hubspot", "salesforce") and self.matching_key not in self.fields:
+        if profile.matching_key_is_field and self.matching_key not in self.fields:
             raise ValueError(
                 f"matching_key {self.matching_key!r} must also be a mapped field "
                 f"(the {self.crm} upsert sends it as a property)"
@@ -183,9 +189,9 @@ class SyncSpec(BaseModel):
 
     @model_validator(mode="after")
     def _mode_fits_crm(self):
-        if self.mode == "mirror" and self.crm in MIRROR_UNSUPPORTED:
-            raise ValueError(f"mode 'mirror' is not available for {self.crm}: "
-                             f"{MIRROR_UNSUPPORTED[self.crm]}")
+        reason = _profile(self.crm).mirror_unsupported
+        if self.mode == "mirror" and reason:
+            raise ValueError(f"mode 'mirror' is not available for {self.crm}: {reason}")
         return self
 
     @property

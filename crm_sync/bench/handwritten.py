@@ -17,7 +17,8 @@ from crm_sync.rules import (
     BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, SUPERLEAP_ID_PATTERN,
 )
 from crm_sync.spec import SyncSpec
-from crm_sync.validation.schemas import _FORMAT_CHECKS, NOT_A_SALESFORCE_ID, required_fields
+from crm_sync.connectors import PROFILES
+from crm_sync.validation.schemas import _FORMAT_CHECKS, required_fields
 
 
 def _blank(series: pd.Series) -> np.ndarray:
@@ -53,9 +54,9 @@ def verdicts(spec: SyncSpec, source: pd.DataFrame) -> list[frozenset[str]]:
             add(rule, _fails(column, present, pattern))
         if name in required:
             add("required", blank)
-        if spec.crm == "salesforce" and name == spec.matching_key:
-            add("salesforce_record_id_as_external_id",
-                _fails(column, present, NOT_A_SALESFORCE_ID))
+        refused = PROFILES[spec.crm].matching_value_refused  # Salesforce: no record ids
+        if refused and name == spec.matching_key:
+            add(refused[0], _fails(column, present, refused[1]))
     key = source[spec.source_key]
     key_blank = _blank(key)
     add("required", key_blank)

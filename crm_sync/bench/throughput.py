@@ -15,6 +15,7 @@ from crm_sync.bench.ceiling import Recorder, replay
 from crm_sync.bench.util import (
     Stopwatch, counters, cpu_seconds, fast_resource, read_table, reset,
 )
+from crm_sync.connectors import PROFILES
 from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import Spec, SyncSpec
@@ -22,18 +23,9 @@ from crm_sync.store import SyncStore
 from crm_sync.sync_runner import run_upsert
 from crm_sync.validation import validate_partition
 
-# What each CRM documents, as rows per second (rows per call x calls per second) and why.
-ALLOWANCES = {
-    "hubspot": (100 * 190 / 10, "190 requests / 10 s (Professional/Enterprise) x 100 inputs"),
-    # Salesforce sets no per-second rate, only an allocation over a rolling 24 h (100,000 calls
-    # + 1,000 per licence on Enterprise, REFERENCE.md §4): 10 calls/s is 864,000 calls a day,
-    # the allocation of an Enterprise org with ~760 licences.
-    "salesforce": (200 * 10, "200 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
-    # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
-    # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
-    "brevo": (1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),
-    "superleap": (None, "Superleap documents no rate limit"),
-}
+# What each CRM documents, as rows per second (rows per call x calls per second) and why:
+# each CRM's profile (`allowance`, crm_sync/connectors/<crm>.py).
+ALLOWANCES = {crm: profile.allowance for crm, profile in PROFILES.items()}
 # For scale only: Brevo's fastest documented tier for contact endpoints (10 requests/s), which
 # custom objects are not under.
 BREVO_CONTACTS_TIER = 1000 * 10

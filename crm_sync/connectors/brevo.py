@@ -57,6 +57,7 @@ from pydantic import Field
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.rules import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS
 from crm_sync.spec import SyncSpec
@@ -575,3 +576,30 @@ def _parse_records(records: list) -> list[tuple[int, str | None, dict]]:
         found.append((identifiers["id"], None if ext_id is None else str(ext_id),
                       stored if isinstance(stored, dict) else {}))
     return found
+
+
+def _matching_column(spec: SyncSpec) -> str | None:
+    """`ext_id` is compared exactly (Brevo documents no case folding); `matching_key: id` rows
+    carry no matching value (the id comes from the state)."""
+    if spec.matching_key != "ext_id":
+        return None
+    if spec.matching_column in (None, spec.source_key):
+        return "_key"  # the ext_id is the source key
+    return next((n for n, m in spec.fields.items() if m.column == spec.matching_column), None)
+
+
+PROFILE = CrmProfile(
+    name="brevo", label="Brevo", resource=BrevoResource, kind="brevo",
+    records_model="BrevoRecords",
+    # Object types: "Only lowercase alphanumeric characters and underscores are allowed (max 32
+    # characters)"; attribute keys: letters, digits, `_`.
+    object_pattern=r"[a-z0-9_]{1,32}", field_pattern=r"[A-Za-z0-9_]+",
+    name_rule="a Brevo name: lowercase letters, digits and _, at most 32 (attribute keys: "
+              "letters, digits and _)",
+    matching_keys=frozenset({"ext_id", "id"}),  # records[].identifiers
+    matching_column=_matching_column,
+    measures_attributes=True,  # at most BREVO_MAX_ATTRIBUTES and BREVO_MAX_BODY_BYTES a record
+    # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
+    # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
+    allowance=(1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),
+)

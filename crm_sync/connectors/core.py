@@ -52,12 +52,23 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # at fault: the request is not retried, its records fail transient (sent again next run).
 NOT_THE_API_STATUS = frozenset({405, 501})
 
-CRM_LABELS = {"superleap": "Superleap", "brevo": "Brevo", "hubspot": "HubSpot",
-              "salesforce": "Salesforce"}
+
+
+def _profiles() -> dict:
+    from crm_sync.connectors import PROFILES  # late: the package imports this module
+
+    return PROFILES
 
 
 def crm_label(crm: str) -> str:
-    return CRM_LABELS.get(crm, crm)
+    profile = _profiles().get(crm)
+    return profile.label if profile else crm
+
+
+def __getattr__(name: str):
+    if name == "CRM_LABELS":  # old name: each CRM's label, now in its profile
+        return {crm: profile.label for crm, profile in _profiles().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Messages reach the Dagster event log (get_dagster_logger) when a run is under way.

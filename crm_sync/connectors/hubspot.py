@@ -33,6 +33,7 @@ from pydantic import Field
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
 from crm_sync.rules import HUBSPOT_MAX_INPUTS
 from crm_sync.spec import SyncSpec
@@ -436,3 +437,21 @@ class HubSpotResource(CrmResource):
 
 
 RESOURCE = HubSpotResource
+
+
+def _ignores_case(spec: SyncSpec) -> bool:
+    return spec.matching_key == "email"  # HubSpot stores email addresses lowercased
+
+
+PROFILE = CrmProfile(
+    name="hubspot", label="HubSpot", resource=HubSpotResource, kind="hubspot",
+    records_model="HubSpotRecords",
+    # An object's name (`contacts`, `p_cars`: letters, digits, `_`, first a letter) or its
+    # objectTypeId (`0-1`, `2-3508482`); property internal names alike.
+    object_pattern=r"[A-Za-z][A-Za-z0-9_]*|[0-9]+-[0-9]+", field_pattern=r"[A-Za-z][A-Za-z0-9_]*",
+    name_rule="a HubSpot name: letters, digits and _, first a letter (or an objectTypeId like "
+              "2-3508482)",
+    matching_key_is_field=True,  # the idProperty, sent as a property
+    matching_ignores_case=_ignores_case,
+    allowance=(100 * 190 / 10, "190 requests / 10 s (Professional/Enterprise) x 100 inputs"),
+)

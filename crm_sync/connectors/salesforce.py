@@ -28,7 +28,9 @@ from pydantic import Field, field_validator
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
 from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
+from crm_sync.rules import SALESFORCE_ID_PATTERN
 from crm_sync.spec import SyncSpec
 
 MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46 and later"
@@ -302,3 +304,30 @@ class SalesforceResource(CrmResource):
 
 
 RESOURCE = SalesforceResource
+
+
+def _ignores_case(spec: SyncSpec) -> bool:
+    # Text external ids match ignoring case unless marked "Unique, case sensitive".
+    return not spec.matching_key_case_sensitive
+
+
+PROFILE = CrmProfile(
+    name="salesforce", label="Salesforce", resource=SalesforceResource, kind="salesforce",
+    records_model="SalesforceRecords",
+    # API names (`Account`, `My_Object__c`, `ns__Field__c`): letters, digits, `_`, first a letter.
+    object_pattern=r"[A-Za-z][A-Za-z0-9_]*", field_pattern=r"[A-Za-z][A-Za-z0-9_]*",
+    name_rule="a Salesforce API name: letters, digits and _, first a letter (like Account, "
+              "My_Object__c, External_Id__c)",
+    matching_key_is_field=True,  # the external id field, sent as a field
+    matching_ignores_case=_ignores_case,
+    # A record id may not be sent as an external id: 15 or 18 alphanumerics (a negative
+    # look-ahead, so validation's str_matches check can express "must not look like").
+    matching_value_refused=("salesforce_record_id_as_external_id",
+                            rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)"),
+    required_fields={"Account": frozenset({"Name"}), "Contact": frozenset({"LastName"}),
+                     "Lead": frozenset({"LastName", "Company"})},
+    # Salesforce sets no per-second rate, only an allocation over a rolling 24 h (100,000 calls
+    # + 1,000 per licence on Enterprise, REFERENCE.md §4): 10 calls/s is 864,000 calls a day,
+    # the allocation of an Enterprise org with ~760 licences.
+    allowance=(200 * 10, "200 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
+)

@@ -26,6 +26,7 @@ from pydantic import Field
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all, serialize
 from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
 from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
@@ -291,3 +292,23 @@ class SuperleapResource(CrmResource):
 
 
 RESOURCE = SuperleapResource
+
+
+def _matching_column(spec: SyncSpec) -> str | None:
+    return "_crm_id"  # the record id (`matching_column`), compared exactly
+
+
+PROFILE = CrmProfile(
+    name="superleap", label="Superleap", resource=SuperleapResource, kind="superleap",
+    records_model="SuperleapRecords",
+    # Object and field slugs (`lead`, `external_id`): lowercase, digits, `_`.
+    object_pattern=r"[a-z][a-z0-9_]*", field_pattern=r"[a-z][a-z0-9_]*",
+    name_rule="a Superleap slug: lowercase letters, digits and _, first a letter",
+    matching_keys=frozenset({"id"}),  # Superleap's own record id; no id = create
+    matching_column=_matching_column, matching_column_is_record_id=True,
+    mirror_unsupported="Superleap documents no API to delete records, so crm_sync could not "
+                       "remove the records of rows that left the source; use mode 'upsert' "
+                       "for this sync",
+    required_fields={"*": frozenset({"name"})},  # a lead needs its name ("Name or title")
+    allowance=(None, "Superleap documents no rate limit"),
+)

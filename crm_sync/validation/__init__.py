@@ -13,6 +13,7 @@ import pandas as pd
 from pandera.errors import SchemaErrors
 
 from crm_sync import matching, safejson
+from crm_sync.connectors import PROFILES
 from crm_sync.masking import sensitive_names
 from crm_sync.quarantine import QuarantineEntry, row_days
 from crm_sync.spec import SyncSpec
@@ -72,14 +73,16 @@ def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
     columns = {crm_field: source[m.column] for crm_field, m in spec.fields.items()}
     columns["_key"] = source[spec.source_key]
     columns["_updated_at"] = source["updated_at"]
+    profile = PROFILES[spec.crm]
     columns["_crm_id"] = source[spec.matching_column] if spec.matching_column and \
-        spec.crm == "superleap" else pd.Series(None, index=source.index, dtype=object)
+        profile.matching_column_is_record_id else pd.Series(None, index=source.index,
+                                                            dtype=object)
     columns["_extra"] = source[spec.attributes_json_column] if spec.attributes_json_column \
         else pd.Series(None, index=source.index, dtype=object)
     frame = pd.DataFrame(columns, index=source.index).astype(object)
     for name in frame.columns:
         frame[name] = _without_blanks(frame[name])
-    if spec.crm == "brevo":
+    if profile.measures_attributes:
         _add_brevo_measures(spec, frame)
     return frame
 

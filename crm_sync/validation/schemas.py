@@ -19,8 +19,9 @@ from pandera.typing import Series
 
 from crm_sync.rules import (
     BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, EMAIL_PATTERN, PHONE_PATTERN,
-    SALESFORCE_ID_PATTERN, SUPERLEAP_ID_PATTERN,
+    SUPERLEAP_ID_PATTERN,
 )
+from crm_sync.connectors import PROFILES
 from crm_sync.spec import SyncSpec
 
 # rule -> (error code, message template). {column} and {value} are filled in per row.
@@ -82,17 +83,7 @@ RULES: dict[str, tuple[str, str]] = {
     ),
 }
 
-# A record id may not be sent as an external id: 15 or 18 alphanumerics (negative look-ahead,
-# so the built-in str_matches check can express "must not look like").
-NOT_A_SALESFORCE_ID = rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)"
 
-# Fields each CRM itself requires for an object (beyond `required: true` in the spec).
-CRM_REQUIRED = {
-    ("superleap", "*"): {"name"},  # a lead needs its name (documented "Name or title")
-    ("salesforce", "Account"): {"Name"},
-    ("salesforce", "Contact"): {"LastName"},
-    ("salesforce", "Lead"): {"LastName", "Company"},
-}
 
 # Digits are ASCII [0-9], not `\d`: Python's `\d`, int() and float() also accept digits of
 # other scripts (`٣`, `１２`), which a CRM would read differently or refuse; such a value is
@@ -162,10 +153,15 @@ class BrevoRecords(CommonRecords):
     record_bytes: Series[int] = pa.Field(alias="_record_bytes", le=BREVO_MAX_BODY_BYTES)
 
 
-MODELS: dict[str, type[CommonRecords]] = {
-    "superleap": SuperleapRecords, "hubspot": HubSpotRecords,
-    "salesforce": SalesforceRecords, "brevo": BrevoRecords,
-}
+def records_model(crm: str) -> type[CommonRecords]:
+    """The CRM's model: its profile names one of the classes above (`records_model`)."""
+    return globals()[PROFILES[crm].records_model]
+
+
+def __getattr__(name: str):
+    if name == "MODELS":  # old name: CRM -> model, now named by each CRM's profile
+        return {crm: records_model(crm) for crm in PROFILES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Rules of the models' Field checks, by column and check kind.
 FIELD_RULES = {
@@ -187,9 +183,9 @@ def rule_of(column: str, check: str) -> str:
 
 def required_fields(spec: SyncSpec) -> set[str]:
     fields = {f for f, m in spec.fields.items() if m.required}
-    fields |= CRM_REQUIRED.get((spec.crm, "*"), set())
-    fields |= CRM_REQUIRED.get((spec.crm, spec.object), set())
-    if spec.crm in ("hubspot", "salesforce"):
+    profile = PROFILES[spec.crm]
+    fields |= profile.required_for(spec.object)  # what the CRM itself requires
+    if profile.matching_key_is_field:
         fields.add(spec.matching_key)  # the upsert matches on it: it must be there
     return fields & set(spec.fields)
 
@@ -213,10 +209,11 @@ def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
             checks.append(_format_check(mapping.type))
         if crm_field in required:
             checks.append(pa.Check.str_length(min_value=1, name="required", error="required"))
-        if spec.crm == "salesforce" and crm_field == spec.matching_key:
-            rule = "salesforce_record_id_as_external_id"
-            checks.append(pa.Check.str_matches(NOT_A_SALESFORCE_ID, name=rule, error=rule))
+        refused = PROFILES[spec.crm].matching_value_refused
+        if refused and crm_field == spec.matching_key:
+            rule, pattern = refused
+            checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
         columns[crm_field] = pa.Column(object, checks=checks, nullable=crm_field not in required)
-    schema = MODELS[spec.crm].to_schema().add_columns(columns)
+    schema = records_model(spec.crm).to_schema().add_columns(columns)
     schema.name = f"{spec.crm}:{spec.object}"
     return schema

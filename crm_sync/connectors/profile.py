@@ -1,0 +1,76 @@
+"""What crm_sync knows of one CRM, declared once, in the CRM's own module (`PROFILE`).
+
+crm_sync/connectors/__init__.py collects every module's PROFILE into `PROFILES`; the spec, the
+assets, matching and validation look a CRM up there instead of keeping their own lists. This
+module imports nothing of crm_sync. The spec reads PROFILES only when it validates (the
+connector modules import the spec, so importing the registry at its top would be a cycle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def matching_key_column(spec) -> str | None:
+    """The common case: the matching key is a mapped field holding the value."""
+    return spec.matching_key
+
+
+def never(spec) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class CrmProfile:
+    """One CRM's rules: names, matching, limits a sync spec is checked against."""
+
+    name: str  # as in the sync spec (`crm: hubspot`) and the resource key
+    label: str  # for people ("HubSpot")
+    resource: type  # the Dagster resource class (a CrmResource)
+    kind: str  # the Dagster kind of its upsert assets
+    # The characters the CRM documents for object and field names (they become URL path
+    # segments and body keys, so anything else is refused when the spec is loaded), and how
+    # to say so in an error.
+    object_pattern: str
+    field_pattern: str
+    name_rule: str
+    # Matching keys the CRM's bulk upsert understands (None: any mapped field).
+    matching_keys: frozenset[str] | None = None
+    # The upsert sends the matching key as a property, so it must be a mapped field.
+    matching_key_is_field: bool = False
+    # spec -> the column of a CRM frame holding the value naming the row's record (or None).
+    matching_column: Callable[[Any], str | None] = matching_key_column
+    # spec -> whether the CRM compares matching values ignoring case.
+    matching_ignores_case: Callable[[Any], bool] = never
+    # `matching_column` holds the CRM's own record id (sent as the record's id).
+    matching_column_is_record_id: bool = False
+    # A matching value must NOT match this regex: (rule name in validation's RULES, pattern).
+    matching_value_refused: tuple[str, str] | None = None
+    # The CRM limits attributes and bytes per record: validation measures them (Brevo).
+    measures_attributes: bool = False
+    # Why `mode: mirror` is not available (None: the CRM can delete records).
+    mirror_unsupported: str | None = None
+    # The class in crm_sync/validation/schemas.py holding the CRM's record rules that do not
+    # depend on the mapping (named, not imported: validation imports the connectors).
+    records_model: str = "CommonRecords"
+    # Fields the CRM itself requires, by object ("*": every object).
+    required_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    # What the CRM documents as rows per second (None: no documented limit) and why (for the
+    # benchmark's report).
+    allowance: tuple[float | None, str] = (None, "no documented rate limit")
+
+    @property
+    def token_variable(self) -> str:
+        return self.resource.token_variable
+
+    @property
+    def can_delete(self) -> bool:
+        return self.mirror_unsupported is None
+
+    def required_for(self, object_name: str) -> set[str]:
+        return set(self.required_fields.get("*", ())) | set(
+            self.required_fields.get(object_name, ()))
+

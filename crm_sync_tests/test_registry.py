@@ -1,0 +1,199 @@
+"""One registry of CRMs (issue 14): each connector module declares its PROFILE next to its
+RESOURCE, crm_sync/connectors/__init__.py lists the modules once (CRMS), and everything else
+looks a CRM up there. So the list of CRMs is not written again elsewhere in the client, and a
+fifth CRM is one module plus its entry in CRMS."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import crm_sync
+import crm_sync.connectors as connectors
+from crm_sync.spec import SpecError, load_spec
+
+PACKAGE = Path(crm_sync.__file__).parent
+KNOWN = set(connectors.CRMS)  # the registry entries of today's four CRMs
+
+
+def _allowed(path: Path) -> bool:
+    """The registry itself: each CRM's own module, the list of modules, and the sandbox (an
+    emulator that keeps its own list: it shares no code with the client)."""
+    rel = path.relative_to(PACKAGE)
+    if rel.parts[0] == "sandbox":
+        return True
+    if rel.parts[0] == "connectors" and (rel.stem in KNOWN or rel.name == "__init__.py"):
+        return True
+    return False
+
+
+def _is_literal_subscript(node: ast.Subscript) -> bool:
+    target = node.value
+    return (isinstance(target, ast.Name) and target.id == "Literal") or (
+        isinstance(target, ast.Attribute) and target.attr == "Literal")
+
+
+def _crm_strings(node: ast.AST | None):
+    """CRM-name string constants in a node (a key may be a tuple like ("salesforce", "Lead"))."""
+    if node is None:
+        return
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value in KNOWN:
+            yield sub
+
+
+def _lists_of_crms(tree: ast.AST):
+    """(line, name) of each CRM name used as a dict key or a Literal member."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key in node.keys:
+                for const in _crm_strings(key):
+                    yield const.lineno, const.value
+        elif isinstance(node, ast.Subscript) and _is_literal_subscript(node):
+            for const in _crm_strings(node.slice):
+                yield const.lineno, const.value
+
+
+def test_the_list_of_crms_is_written_only_in_the_registry():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if _allowed(path):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found += [f"{path.relative_to(PACKAGE)}:{line}: {name!r}"
+                  for line, name in _lists_of_crms(tree)]
+    assert not found, "CRM names written as dict keys / Literal members outside the " \
+                      "registry:\n" + "\n".join(found)
+
+
+def _branches_on_crms(tree: ast.AST):
+    """(line, name) of each CRM name compared with (`crm == "brevo"`, `crm in ("hubspot", ...)`):
+    a CRM-specific rule outside the CRM's module."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                for const in _crm_strings(side):
+                    yield const.lineno, const.value
+
+
+def test_no_client_module_branches_on_a_crm_name():
+    # crm_sync/bench is left out: its hand-written baseline and its report are written per CRM
+    # on purpose (they measure the generic path against code that knows each CRM).
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if _allowed(path) or path.relative_to(PACKAGE).parts[0] == "bench":
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found += [f"{path.relative_to(PACKAGE)}:{line}: {name!r}"
+                  for line, name in _branches_on_crms(tree)]
+    assert not found, "CRM-specific branches outside the CRM's module:\n" + "\n".join(found)
+
+
+def test_the_check_finds_a_list_written_again():
+    # The check above is not blind: the tables it replaced are what it reports.
+    tree = ast.parse('KINDS = {"hubspot": "hubspot"}\nName = Literal["brevo", "x"]\n'
+                     'REQ = {("salesforce", "Lead"): {"LastName"}}\n')
+    assert sorted(_lists_of_crms(tree)) == [(1, "hubspot"), (2, "brevo"), (3, "salesforce")]
+    tree = ast.parse('a = crm == "superleap"\nb = crm in ("hubspot", "x")\n')
+    assert sorted(_branches_on_crms(tree)) == [(1, "superleap"), (2, "hubspot")]
+
+
+FIFTH = textwrap.dedent('''
+    from typing import ClassVar
+
+    from crm_sync.connectors.base import CrmResource
+    from crm_sync.connectors.profile import CrmProfile
+
+
+    class FifthResource(CrmResource):
+        token_variable: ClassVar[str] = "FIFTHCRM_TOKEN"
+
+
+    RESOURCE = FifthResource
+    PROFILE = CrmProfile(
+        name="fifthcrm", label="FifthCRM", resource=FifthResource, kind="fifthcrm",
+        object_pattern=r"[a-z]+", field_pattern=r"[a-z_]+",
+        name_rule="a FifthCRM name: lowercase letters",
+        matching_keys=frozenset({"code"}), matching_key_is_field=True,
+        matching_ignores_case=lambda spec: True,
+        mirror_unsupported="FifthCRM cannot delete",
+        required_fields={"deal": frozenset({"title"})},
+    )
+''')
+
+
+@pytest.fixture
+def fifth_crm(tmp_path, monkeypatch):
+    """A fifth CRM: one module outside crm_sync, and its entry in the registry (CRMS)."""
+    package = tmp_path / "extra_crms"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "fifthcrm.py").write_text(FIFTH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(connectors, "CRMS", (*connectors.CRMS, "extra_crms.fifthcrm"))
+    connectors.refresh()
+    yield
+    monkeypatch.undo()
+    for name in ("extra_crms.fifthcrm", "extra_crms"):
+        sys.modules.pop(name, None)
+    connectors.refresh()
+
+
+def _spec(tmp_path, **overrides) -> Path:
+    sync = {"name": "deals_to_fifth", "source": "deals", "source_key": "deal_id",
+            "crm": "fifthcrm", "object": "deal", "matching_key": "code",
+            "fields": "{code: deal_code, title: title}", **overrides}
+    path = tmp_path / "syncs.yaml"
+    path.write_text("syncs:\n  - " + "\n    ".join(f"{k}: {v}" for k, v in sync.items()) + "\n")
+    return path
+
+
+def test_a_fifth_crm_is_one_module_and_its_registry_entry(fifth_crm, tmp_path):
+    from crm_sync import matching
+    from crm_sync.project import build_defs
+    from crm_sync.validation.schemas import required_fields
+
+    spec = load_spec(_spec(tmp_path))
+    sync = spec.sync("deals_to_fifth")
+    assert sync.crm == "fifthcrm"
+    defs = build_defs(spec=spec, store=tmp_path / "store.sqlite")
+    graph = defs.resolve_asset_graph()
+    upsert = graph.get(dg.AssetKey("deals_to_fifth"))
+    assert upsert.kinds == {"fifthcrm"}
+    assert dg.AssetKey("validated_deals_to_fifth") in graph.get_all_asset_keys()
+    assert type(defs.resources["fifthcrm"]).__name__ == "FifthResource"
+    # Its profile's rules are the ones applied: the required field, the case-blind matching.
+    assert required_fields(sync) == {"code", "title"}
+    assert matching.describe(sync) == "fifthcrm matches code ignoring case"
+
+
+def test_a_fifth_crms_profile_rules_check_its_syncs(fifth_crm, tmp_path):
+    cases = [({"matching_key": "title"}, "fifthcrm matches records by"),
+             ({"object": "Deal"}, "is not a FifthCRM name"),
+             ({"mode": "mirror"}, "FifthCRM cannot delete")]
+    for overrides, message in cases:
+        with pytest.raises(SpecError, match=message):
+            load_spec(_spec(tmp_path, **overrides))
+
+
+def test_an_unknown_crm_names_the_known_ones(tmp_path):
+    with pytest.raises(SpecError) as err:
+        load_spec(_spec(tmp_path, crm="fifthcrm"))  # not in the registry
+    assert "unknown CRM 'fifthcrm'; known: brevo, hubspot, salesforce, superleap" in str(err.value)
+
+
+def test_old_names_are_derived_from_the_profiles():
+    from crm_sync.assets import CRM_KINDS
+    from crm_sync.connectors.core import CRM_LABELS
+    from crm_sync.spec import MATCHING_KEYS_BY_CRM, MIRROR_UNSUPPORTED
+
+    assert CRM_KINDS == {crm: crm for crm in KNOWN}
+    assert CRM_LABELS == {"superleap": "Superleap", "brevo": "Brevo", "hubspot": "HubSpot",
+                          "salesforce": "Salesforce"}
+    assert MATCHING_KEYS_BY_CRM == {"superleap": {"id"}, "brevo": {"ext_id", "id"}}
+    assert set(MIRROR_UNSUPPORTED) == {"superleap"}
