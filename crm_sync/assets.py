@@ -80,23 +80,23 @@ def _orphan_report(context, table: str, frame: pd.DataFrame) -> dict:
         else pd.Series(False, index=frame.index)
     out, malformed = flagged("_out_of_range") & orphan, flagged("_malformed_key") & orphan
     invalid = orphan & ~out & ~malformed
-    if invalid.any():
-        samples = ", ".join(repr(v) for v in frame.loc[invalid, "updated_at"].head(5))
-        context.log.warning(
-            f"source table {table!r}: {int(invalid.sum())} row(s) have an updated_at that is "
-            f"missing or not a timestamp ({samples}); they belong to no daily partition "
-            f"and are quarantined as INVALID_UPDATED_AT until updated_at is fixed")
-    if out.any():
-        samples = ", ".join(repr(v) for v in frame.loc[out, "updated_at"].head(5))
-        context.log.warning(
-            f"source table {table!r}: {int(out.sum())} row(s) have an updated_at outside every "
-            f"daily partition ({samples}); they are quarantined as UPDATED_AT_OUT_OF_RANGE "
-            f"until it falls in one (or start_date is moved)")
-    if malformed.any():
-        samples = "; ".join(frame.loc[malformed, "_malformed"].head(5))
-        context.log.warning(
-            f"source table {table!r}: {int(malformed.sum())} line(s) cannot be read ({samples}); "
-            f"they are quarantined as MALFORMED_SOURCE_ROW until fixed, the other rows sync")
+    # (rows, the column shown as samples, how they are joined, what happened to them)
+    reports = (
+        (invalid, "updated_at", ", ", "row(s) have an updated_at that is missing or not a "
+         "timestamp ({}); they belong to no daily partition and are quarantined as "
+         "INVALID_UPDATED_AT until updated_at is fixed"),
+        (out, "updated_at", ", ", "row(s) have an updated_at outside every daily partition "
+         "({}); they are quarantined as UPDATED_AT_OUT_OF_RANGE until it falls in one (or "
+         "start_date is moved)"),
+        (malformed, "_malformed", "; ", "line(s) cannot be read ({}); they are quarantined as "
+         "MALFORMED_SOURCE_ROW until fixed, the other rows sync"),
+    )
+    for rows, column, sep, what in reports:
+        if rows.any():
+            values = frame.loc[rows, column].head(5)
+            samples = sep.join(values if column == "_malformed" else map(repr, values))
+            context.log.warning(f"source table {table!r}: {int(rows.sum())} "
+                                + what.format(samples))
     return {
         "rows": dg.MetadataValue.int(int((~orphan).sum())),
         "rows_without_valid_updated_at": dg.MetadataValue.int(int(invalid.sum())),
