@@ -231,38 +231,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         mirrored = None
         if sync.mode == "mirror":  # rows that left the source: delete their CRM records
             mirrored = _mirror(context, sync, resource, store, config)
-        quarantined = store.quarantine_frame(sync.name, partition=context.partition_key)
-        metadata = {
-            name: dg.MetadataValue.int(getattr(report, name))
-            for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
-                         "failed", "failed_transient", "requests", "retries", "rate_limited",
-                         "superseded")
-        }
-        if report.dry_run:
-            metadata["dry_run"] = dg.MetadataValue.bool(True)
-            metadata["would_create"] = dg.MetadataValue.int(report.would_create)
-            metadata["would_update"] = dg.MetadataValue.int(report.would_update)
-        metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
-        metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
-        metadata["retried_transient"] = dg.MetadataValue.int(retried.candidates if retried else 0)
-        metadata["recovered_transient"] = dg.MetadataValue.int(retried.recovered if retried else 0)
-        if mirrored is not None and mirrored.dry_run:
-            metadata["would_delete"] = dg.MetadataValue.int(mirrored.would_delete)
-        elif mirrored is not None:
-            metadata["deleted"] = dg.MetadataValue.int(mirrored.deleted)
-            metadata["delete_failed"] = dg.MetadataValue.int(mirrored.failed)
-        metadata["quarantined_by_error_code"] = dg.MetadataValue.md(_by_error_code(quarantined))
-        metadata["quarantine_table"] = dg.MetadataValue.path(str(store.path))
-        metadata["quarantine_query"] = dg.MetadataValue.text(
-            f"SELECT * FROM quarantine WHERE sync = '{sync.name}' "  # nosec B608  # shown, never run
-            f"AND partition = '{context.partition_key}'")
-        for code, count in sorted(report.failed_by_code.items()):
-            metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
-        metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
-            # `path`: which step failed the row (its own day's run, replay, mirror)
-            quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
-            sensitive=_masked_preview_columns(sync)))
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=_upsert_metadata(
+            sync, context.partition_key, store, report, retried, mirrored))
 
     return _upsert
 
@@ -277,6 +247,44 @@ def _mirror(context: dg.AssetExecutionContext, sync: SyncSpec, resource, store, 
     except MassDeleteRefused as exc:
         raise dg.Failure(description=str(exc), allow_retries=False,
                          metadata={"sync": sync.name, "deleted": 0}) from None
+
+
+def _upsert_metadata(sync: SyncSpec, partition: str, store, report, retried,
+                     mirrored) -> dict:
+    """The run report of one upsert materialization: counts as numeric metadata (plotted
+    across runs), this partition's quarantine by error code and a preview."""
+    quarantined = store.quarantine_frame(sync.name, partition=partition)
+    metadata = {
+        name: dg.MetadataValue.int(getattr(report, name))
+        for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
+                     "failed", "failed_transient", "requests", "retries", "rate_limited",
+                     "superseded")
+    }
+    if report.dry_run:
+        metadata["dry_run"] = dg.MetadataValue.bool(True)
+        metadata["would_create"] = dg.MetadataValue.int(report.would_create)
+        metadata["would_update"] = dg.MetadataValue.int(report.would_update)
+    metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
+    metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
+    metadata["retried_transient"] = dg.MetadataValue.int(retried.candidates if retried else 0)
+    metadata["recovered_transient"] = dg.MetadataValue.int(retried.recovered if retried else 0)
+    if mirrored is not None and mirrored.dry_run:
+        metadata["would_delete"] = dg.MetadataValue.int(mirrored.would_delete)
+    elif mirrored is not None:
+        metadata["deleted"] = dg.MetadataValue.int(mirrored.deleted)
+        metadata["delete_failed"] = dg.MetadataValue.int(mirrored.failed)
+    metadata["quarantined_by_error_code"] = dg.MetadataValue.md(_by_error_code(quarantined))
+    metadata["quarantine_table"] = dg.MetadataValue.path(str(store.path))
+    metadata["quarantine_query"] = dg.MetadataValue.text(
+        f"SELECT * FROM quarantine WHERE sync = '{sync.name}' "  # nosec B608  # shown, never run
+        f"AND partition = '{partition}'")
+    for code, count in sorted(report.failed_by_code.items()):
+        metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
+    metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
+        # `path`: which step failed the row (its own day's run, replay, mirror)
+        quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
+        sensitive=_masked_preview_columns(sync)))
+    return metadata
 
 
 def _settle_unconfirmed(context: dg.AssetExecutionContext, sync: SyncSpec, store) -> None:
