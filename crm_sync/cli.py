@@ -18,14 +18,40 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)  # bench's own options are its parser's
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return _COMMANDS[args.command](parser, args, extra)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-sync", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-
     demo = sub.add_parser("demo", help="sync the bundled data into a local sandbox")
     demo.add_argument("--workdir", help="where the demo keeps its sandbox and store files")
     demo.add_argument("--port", type=int, help="sandbox port (default: a free one)")
 
+    _add_sandbox_parser(sub)
+    _add_backfill_parser(sub)
+    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
+    ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    ui.add_argument("--sandbox-port", type=int, default=8765)
+
+    gen = sub.add_parser("generate", help="write deterministic source tables")
+    gen.add_argument("--out", default="data")
+    gen.add_argument("--scale", type=float, default=1.0, help="1 = the bundled 4,000 rows")
+    gen.add_argument("--seed", type=int, default=42)
+
+    bench = sub.add_parser("bench", add_help=False,
+                           help="benchmark the pipeline against the sandbox (crm-sync bench -h)")
+    bench.add_argument("options", nargs=argparse.REMAINDER)
+
+    return parser
+
+
+def _add_sandbox_parser(sub) -> None:
     sandbox = sub.add_parser("sandbox", help="run the CRM sandbox (all four APIs on one port)")
     sandbox.add_argument("--host", default="127.0.0.1",
                          help="address to bind (default 127.0.0.1: this machine only)")
@@ -46,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("--salesforce-daily-limit", type=int, default=100_000,
                          help="Salesforce API requests allowed per day")
 
+
+def _add_backfill_parser(sub) -> None:
     backfill = sub.add_parser(
         "backfill", help="sync a range of daily partitions of some syncs, in this process")
     backfill.add_argument("syncs", nargs="+", help="sync names from the spec")
@@ -61,69 +89,60 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--verbose", action="store_true",
                           help="print the traceback of each failed partition")
 
-    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
-    ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
-    ui.add_argument("--sandbox-port", type=int, default=8765)
 
-    gen = sub.add_parser("generate", help="write deterministic source tables")
-    gen.add_argument("--out", default="data")
-    gen.add_argument("--scale", type=float, default=1.0, help="1 = the bundled 4,000 rows")
-    gen.add_argument("--seed", type=int, default=42)
+def _demo(parser, args, extra) -> int:
+    from pathlib import Path
 
-    bench = sub.add_parser("bench", add_help=False,
-                           help="benchmark the pipeline against the sandbox (crm-sync bench -h)")
-    bench.add_argument("options", nargs=argparse.REMAINDER)
+    from crm_sync.demo import run_demo
 
-    args, extra = parser.parse_known_args(argv)  # bench's own options are its parser's
-    if extra and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "demo":
-        from pathlib import Path
+    run_demo(Path(args.workdir) if args.workdir else None, port=args.port)
+    return 0
 
-        from crm_sync.demo import run_demo
 
-        run_demo(Path(args.workdir) if args.workdir else None, port=args.port)
-        return 0
-    if args.command == "sandbox":
-        from crm_sync.sandbox.server import serve
+def _sandbox(parser, args, extra) -> int:
+    from crm_sync.sandbox.server import serve
 
-        tokens = {}
-        for pair in args.token:
-            crm, _, token = pair.partition("=")
-            if not token:
-                parser.error(f"--token expects CRM=TOKEN, got {pair!r}")
-            tokens[crm] = token
-        print(f"CRM sandbox on http://{args.host}:{args.port} (db {args.db})", flush=True)
-        serve(args.host, args.port, args.db, certfile=args.certfile, keyfile=args.keyfile,
-              tokens=tokens, hubspot_rate_limit=args.hubspot_rate_limit or None,
-              hubspot_window_seconds=args.hubspot_window_seconds,
-              brevo_rate_limit=args.brevo_rate_limit or None,
-              superleap_rate_limit=args.superleap_rate_limit or None,
-              salesforce_daily_limit=args.salesforce_daily_limit)
-        return 0
-    if args.command == "backfill":
-        return _backfill(parser, args)
-    if args.command == "ui":
-        from crm_sync.ui import run_ui
+    tokens = {}
+    for pair in args.token:
+        crm, _, token = pair.partition("=")
+        if not token:
+            parser.error(f"--token expects CRM=TOKEN, got {pair!r}")
+        tokens[crm] = token
+    print(f"CRM sandbox on http://{args.host}:{args.port} (db {args.db})", flush=True)
+    serve(args.host, args.port, args.db, certfile=args.certfile, keyfile=args.keyfile,
+          tokens=tokens, hubspot_rate_limit=args.hubspot_rate_limit or None,
+          hubspot_window_seconds=args.hubspot_window_seconds,
+          brevo_rate_limit=args.brevo_rate_limit or None,
+          superleap_rate_limit=args.superleap_rate_limit or None,
+          salesforce_daily_limit=args.salesforce_daily_limit)
+    return 0
 
-        return run_ui(args.port, args.sandbox_port)
-    if args.command == "generate":
-        from crm_sync.generate import generate
 
-        sizes = generate(args.out, scale=args.scale, seed=args.seed)
-        print(", ".join(f"{name}: {n} rows" for name, n in sizes.items()) + f" -> {args.out}")
-        return 0
-    if args.command == "bench":
-        from crm_sync.bench import main as bench_main
+def _ui(parser, args, extra) -> int:
+    from crm_sync.ui import run_ui
 
-        return bench_main(extra + args.options)
-    return 2
+    return run_ui(args.port, args.sandbox_port)
+
+
+def _generate(parser, args, extra) -> int:
+    from crm_sync.generate import generate
+
+    sizes = generate(args.out, scale=args.scale, seed=args.seed)
+    print(", ".join(f"{name}: {n} rows" for name, n in sizes.items()) + f" -> {args.out}")
+    return 0
+
+
+def _bench(parser, args, extra) -> int:
+    from crm_sync.bench import main as bench_main
+
+    return bench_main(extra + args.options)
 
 
 BACKFILL_EXIT_FAILED, BACKFILL_EXIT_SKIPPED = 1, 3
 
 
-def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
+              extra=()) -> int:
     """Each sync and partition on its own; a summary at the end; non-zero if any failed."""
     from crm_sync.backfill import day_range, sync_partitions
     from crm_sync.demo import SUMMARY_COLUMNS
@@ -152,6 +171,10 @@ def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return BACKFILL_EXIT_SKIPPED
     return 0
 
+
+# Each subcommand's handler: (parser, parsed arguments, bench's own options) -> exit code.
+_COMMANDS = {"demo": _demo, "sandbox": _sandbox, "backfill": _backfill,
+             "ui": _ui, "generate": _generate, "bench": _bench}
 
 if __name__ == "__main__":
     sys.exit(main())
