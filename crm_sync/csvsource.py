@@ -77,8 +77,10 @@ def rejected_lines(conn, path: Path) -> list[dict]:
         entry = lines.setdefault(int(line), {
             "line": int(line),
             "key": f"<line {line}: {hashlib.sha256(str(text).encode()).hexdigest()[:12]}>",
-            "problems": []})
-        if described not in entry["problems"]:
+            "problems": [], "types": set()})
+        # DuckDB reports a short line once per missing column: the first report says it all.
+        if error_type not in entry["types"]:
+            entry["types"].add(error_type)
             entry["problems"].append(described)
     return [{"line": e["line"], "key": e["key"],
              "description": f"{path.name} line {e['line']}: {'; '.join(e['problems'])}"}

@@ -291,3 +291,18 @@ def test_a_file_no_line_of_which_fits_its_header_fails_the_sync(sandbox, store, 
     text = "\n".join(texts)
     assert "none of its 3 line(s) can be read" in text and "line 2: too many columns" in text
     assert store.quarantine_frame().empty and _in_crm(sandbox) == set()
+
+
+def test_a_line_missing_several_columns_is_described_once(tmp_path):
+    """DuckDB reports a short line once per missing column; the quarantine names it once."""
+    import duckdb
+
+    from crm_sync import csvsource
+
+    path = tmp_path / "leads.csv"
+    path.write_text("a,b,c,d,e\n1,2,3,4,5\n1,2\n")
+    with duckdb.connect() as conn:
+        conn.execute(f"SELECT * FROM {csvsource.reader(path)}").fetchall()  # nosec B608
+        lines = csvsource.rejected_lines(conn, path)
+    assert [line["line"] for line in lines] == [3]
+    assert lines[0]["description"].count("missing columns") == 1, lines[0]["description"]
