@@ -55,8 +55,9 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
-from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.core import HttpCore
+from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.rules import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS

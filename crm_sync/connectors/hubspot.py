@@ -31,8 +31,8 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import Item, Outcome, failed_all
-from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
 from crm_sync.rules import HUBSPOT_MAX_INPUTS
