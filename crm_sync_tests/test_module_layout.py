@@ -27,9 +27,11 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-# Modules other parts of issue 14 split (their owners' branches are merged after this one):
-# checked once they are. TODO(lead): empty this set after the merge.
-NOT_YET_SPLIT = frozenset({"crm_sync.sync_runner"})
+# Modules another part of issue 14 restructures (merged after this one): checked once it is.
+# TODO(lead): empty these after the merge.
+NOT_YET_SPLIT = frozenset({"crm_sync.sync_runner"})  # 550 lines
+LONG_FUNCTIONS_ELSEWHERE = frozenset({  # mirror_deletes 72, sync_partitions 62, _run_chunks 64
+    "crm_sync.mirror", "crm_sync.backfill", "crm_sync.sync_runner"})
 
 
 def test_every_module_is_at_most_400_lines():
@@ -49,9 +51,9 @@ def _long_functions(paths: list[Path]) -> dict[str, int]:
     return long
 
 
-def test_no_function_of_the_connectors_store_and_bench_is_over_60_lines():
-    paths = [*_modules("connectors"), *_modules("bench"), *PACKAGE.glob("store*.py"),
-             PACKAGE / "writeahead.py"]
+def test_no_function_is_over_60_lines():
+    paths = [p for p in _modules() if _name(p) not in LONG_FUNCTIONS_ELSEWHERE]
+    assert PACKAGE / "store.py" in paths and PACKAGE / "connectors" / "core.py" in paths
     long = _long_functions(paths)
     assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
