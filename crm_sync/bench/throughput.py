@@ -25,9 +25,6 @@ from crm_sync.validation import validate_partition
 # What each CRM documents, as rows per second (rows per call x calls per second) and why:
 # each CRM's profile (`allowance`, crm_sync/connectors/<crm>.py).
 ALLOWANCES = {crm: profile.allowance for crm, profile in PROFILES.items()}
-# For scale only, by CRM: a faster documented tier that its objects are not under (rows/s, and
-# what it is). Brevo: the fastest tier of contact endpoints, 10 requests/s.
-SCALE_TIERS = {"brevo": (1000 * 10, "contacts' 10 requests/s")}
 # The CRM whose rolling-window rate limit the sandbox enforces (`--hubspot-rate-limit`): the
 # saturation measurement runs against it.
 RATE_LIMITED_CRM = "hubspot"
