@@ -162,7 +162,7 @@ def _mass_delete(spec: SyncSpec, would_delete: int, records: int, allowed: bool)
             f"deleted. A source table cut short (a truncated file, a partial extract) looks "
             f"like this: check the source table {spec.source!r}. If the rows really left it, "
             f"run once with the run config "
-            f'{{"ops": {{"{spec.name}": {{"config": {{"allow_mass_delete": true}}}}}}}}, '
+            f'{{"ops": {{"{spec.name}_mirror": {{"config": {{"allow_mass_delete": true}}}}}}}}, '
             f"or raise mirror_max_delete_share in the sync spec.")
 
 
