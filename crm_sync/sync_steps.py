@@ -14,6 +14,7 @@ import time
 
 import dagster as dg
 
+from crm_sync.connectors import PROFILES
 from crm_sync.dagster_failures import readable_crm_errors
 from crm_sync.errors import MassDeleteRefused
 from crm_sync.lease import DEFAULT_WAIT_SECONDS, one_run_per_partition
@@ -80,6 +81,7 @@ def _step(sync: SyncSpec, name: str, upstream: str, partitions, description: str
     source as a dependency, one readable failure per fatal CRM error, the partition's lease."""
     asset = dg.asset(
         name=name, partitions_def=partitions, group_name=sync.crm, tags={"crm": sync.crm},
+        kinds={PROFILES[sync.crm].kind},
         # The step reads the table through the `source` resource; this dependency shows it
         # (and keeps a day's steps in one backfill run with its source).
         deps=[dg.AssetKey(upstream), dg.AssetKey(f"source_{sync.source}")],
