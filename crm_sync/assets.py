@@ -1,28 +1,26 @@
 """Assets generated from the sync spec:
 
-    source_<table>  ->  validated_<sync>  ->  <sync> (the CRM upsert)  ->  quarantine
+    source_<table>  ->  validated_<sync>  ->  <sync> (the CRM upsert)  ->  <sync>_replay
+        [->  <sync>_mirror]  ->  quarantine
 
-Source, validated and upsert assets are partitioned by day of the rows' `updated_at`.
+Every asset but the quarantine is partitioned by day of the rows' `updated_at`. The steps after
+the upsert (replay, mirror) and the list of a sync's assets are crm_sync/sync_steps.py.
 """
-
-
-import time
 
 import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
 from crm_sync.dagster_failures import crm_stage_failure, readable_crm_errors
-from crm_sync.errors import MassDeleteRefused
-from crm_sync.lease import DEFAULT_WAIT_SECONDS, one_run_per_partition
-from crm_sync.mirror import mirror_deletes
+from crm_sync.lease import one_run_per_partition
 from crm_sync.masking import MASK, sensitive_names
 from crm_sync.reporting import markdown_table
-from crm_sync.replay import retry_transient
 from crm_sync.resources import StoreResource
 from crm_sync.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.sync_runner import run_upsert
+from crm_sync.sync_steps import (  # UpsertConfig re-exported: its old home
+    UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
 from crm_sync.validation import validate_partition
 
 
@@ -31,15 +29,6 @@ def __getattr__(name: str):
     if name == "CRM_KINDS":  # old name: each CRM's Dagster kind, now in its profile
         return {crm: profile.kind for crm, profile in PROFILES.items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class UpsertConfig(dg.Config):
-    full_resync: bool = False  # ignore the change-detection state and send every row
-    dry_run: bool = False  # count what would be created/updated/unchanged; send nothing
-    # mode mirror: delete even more than the sync's mirror_max_delete_share of its records
-    allow_mass_delete: bool = False
-    # Another run holds the partition (crm_sync/lease.py): wait this long, then skip.
-    lease_wait_seconds: float = DEFAULT_WAIT_SECONDS
 
 
 def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
@@ -190,7 +179,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         kinds={PROFILES[sync.crm].kind},
         tags={"crm": sync.crm},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
-        required_resource_keys={sync.crm, "store", "source"},
+        required_resource_keys={sync.crm, "store"},
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
         metadata={
@@ -207,7 +196,6 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
                 valid: pd.DataFrame) -> dg.MaterializeResult:
         resource = getattr(context.resources, sync.crm)
         store = context.resources.store.get()
-        started = time.time()
         report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
                             full_resync=config.full_resync, dry_run=config.dry_run,
                             log=context.log.info)
@@ -216,41 +204,20 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
             f"failed, {report.superseded} superseded, {report.requests} requests")
         # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
-        # fails the run, now that its outcomes are recorded (transient rows go again next run).
+        # fails the run, now that its outcomes are recorded (transient rows go again next
+        # run); the replay and mirror steps after it do not run.
         if not config.dry_run:  # rows never confirmed for max_unconfirmed_runs settle first
-            _settle_unconfirmed(context, sync, store)
+            settle_unconfirmed(context, sync, store)
         failure = crm_stage_failure(sync, resource, report.stats)
         if failure is not None:
             raise failure
-        retried = None
-        if not config.dry_run:
-            # Rows that earlier runs lost to a transient failure go again now (on any partition).
-            retried = retry_transient(sync, context.resources.source, resource, store,
-                                      before=started, log=context.log.info)
-            _settle_unconfirmed(context, sync, store)
-        mirrored = None
-        if sync.mode == "mirror":  # rows that left the source: delete their CRM records
-            mirrored = _mirror(context, sync, resource, store, config)
         return dg.MaterializeResult(metadata=_upsert_metadata(
-            sync, context.partition_key, store, report, retried, mirrored))
+            sync, context.partition_key, store, report))
 
     return _upsert
 
 
-def _mirror(context: dg.AssetExecutionContext, sync: SyncSpec, resource, store, config):
-    """The mirror step; a refused mass deletion fails the run with its counts (one readable
-    message, no traceback; nothing was deleted)."""
-    try:
-        return mirror_deletes(sync, context.resources.source, resource, store,
-                              log=context.log.info, dry_run=config.dry_run,
-                              allow_mass_delete=config.allow_mass_delete)
-    except MassDeleteRefused as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False,
-                         metadata={"sync": sync.name, "deleted": 0}) from None
-
-
-def _upsert_metadata(sync: SyncSpec, partition: str, store, report, retried,
-                     mirrored) -> dict:
+def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
     """The run report of one upsert materialization: counts as numeric metadata (plotted
     across runs), this partition's quarantine by error code and a preview."""
     quarantined = store.quarantine_frame(sync.name, partition=partition)
@@ -266,13 +233,6 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report, retried,
         metadata["would_update"] = dg.MetadataValue.int(report.would_update)
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
     metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
-    metadata["retried_transient"] = dg.MetadataValue.int(retried.candidates if retried else 0)
-    metadata["recovered_transient"] = dg.MetadataValue.int(retried.recovered if retried else 0)
-    if mirrored is not None and mirrored.dry_run:
-        metadata["would_delete"] = dg.MetadataValue.int(mirrored.would_delete)
-    elif mirrored is not None:
-        metadata["deleted"] = dg.MetadataValue.int(mirrored.deleted)
-        metadata["delete_failed"] = dg.MetadataValue.int(mirrored.failed)
     metadata["quarantined_by_error_code"] = dg.MetadataValue.md(_by_error_code(quarantined))
     metadata["quarantine_table"] = dg.MetadataValue.path(str(store.path))
     metadata["quarantine_query"] = dg.MetadataValue.text(
@@ -285,17 +245,6 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report, retried,
         quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
         sensitive=_masked_preview_columns(sync)))
     return metadata
-
-
-def _settle_unconfirmed(context: dg.AssetExecutionContext, sync: SyncSpec, store) -> None:
-    """Rows the CRM never confirmed in `max_unconfirmed_runs` runs stop being resent: each run
-    would cost requests (Brevo: a process and read-backs) for a row it silently drops."""
-    settled = store.settle_unconfirmed(sync.name, sync.max_unconfirmed_runs)
-    if settled:
-        context.log.warning(
-            f"{sync.name}: {settled} row(s) were never confirmed by {sync.crm} after "
-            f"{sync.max_unconfirmed_runs} runs; their quarantine entries are now permanent "
-            f"(not resent until the row changes). See the quarantine's message for each.")
 
 
 def _masked_preview_columns(sync: SyncSpec) -> set[str]:
@@ -348,6 +297,9 @@ def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     assets = [source_asset(t, partitions) for t in tables]
     assets += [validated_asset(s, partitions) for s in syncs]
     assets += [upsert_asset(s, partitions) for s in syncs]
-    assets.append(quarantine_asset([dg.AssetKey(s.name) for s in syncs], frozenset(
+    assets += [step for s in syncs for step in step_assets(s, partitions)]
+    # after each sync's last step: the quarantine then holds what replay and mirror recorded
+    last_steps = [dg.AssetKey(sync_asset_names(s)[-1]) for s in syncs]
+    assets.append(quarantine_asset(last_steps, frozenset(
         s.name for s in syncs if s.source_key in sensitive_names(s))))
     return assets

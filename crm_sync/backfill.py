@@ -31,40 +31,25 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
                     instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
                     log=print, syncs: list[str] | None = None,
                     resources: dict | None = None, verbose: bool = False) -> list[dict]:
-    """Materialize the partitioned assets of `syncs` (default: all) for each partition, one
-    partition after the other, then the quarantine asset. Returns one summary row per sync,
-    with its partitions ok / failed / skipped. Each sync partition is a run of its own: one
-    that fails is logged once (`log`; with `verbose`, its traceback too) and the backfill goes
-    on. `resources` replaces the default ones (`build_resources()`), e.g. other rate limits."""
-    from crm_sync.assets import build_assets
+    """Materialize the partitioned assets of `syncs` (default: all; each sync's steps are
+    `sync_asset_names`) for each partition, one partition after the other, then the quarantine
+    asset. Returns one summary row per sync, with its partitions ok / failed / skipped. Each
+    sync partition is a run of its own: one that fails is logged once (`log`; with `verbose`,
+    its traceback too) and the backfill goes on. `resources` replaces the default ones
+    (`build_resources()`, e.g. `sandbox_resources(...)` or other rate limits)."""
     from crm_sync.project import build_resources
 
     spec = spec or load_spec()
-    assets = build_assets(spec)
+    runs, quarantine = _runs(spec, syncs)
     # Every partition is one in-process run whose assets read only what the same run produced:
     # outputs are handed over in memory (Dagster keeps every output of an in-process run until
     # it ends anyway), not pickled to disk and read back as a second copy.
     resources = {"io_manager": dg.mem_io_manager, **(resources or build_resources())}
-    if syncs:
-        unknown = set(syncs) - {s.name for s in spec.syncs}
-        if unknown:
-            raise ValueError(f"no sync named {sorted(unknown)}; known: "
-                             f"{[s.name for s in spec.syncs]}")
-        chosen = {n for s in spec.syncs if s.name in syncs
-                  for n in (f"source_{s.source}", f"validated_{s.name}", s.name)}
-        assets = [a for a in assets if a.partitions_def is None or a.key.path[-1] in chosen]
-    partitioned = [a for a in assets if a.partitions_def is not None]
-    quarantine = [a for a in assets if a.partitions_def is None]
     totals: dict[str, dict] = defaultdict(lambda: defaultdict(int))
     # Dagster's per-event debug log drowns the summary; warnings and errors still show.
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
                   **(run_config or {})}
     instance = instance or dg.DagsterInstance.ephemeral()
-    # One run per sync and partition: a run holds every output of its assets until it ends,
-    # so one sync's frames at a time (not all syncs' at once) bound the memory of a backfill.
-    runs = [(sync, [a for a in partitioned if a.key.path[-1] in
-                    (f"source_{sync.source}", f"validated_{sync.name}", sync.name)])
-            for sync in spec.syncs if any(a.key == dg.AssetKey(sync.name) for a in partitioned)]
     for partition in partitions:
         log(f"syncing partition {partition} ...")
         for sync, selection in runs:
@@ -73,22 +58,44 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
             gc.collect()
             outcome = _run_one(sync.name, selection, partition, resources, instance,
                                _config_for(run_config, selection))
-            row = totals[sync.name]
-            row[f"partitions_{outcome.status}"] += 1
+            totals[sync.name][f"partitions_{outcome.status}"] += 1
             _report(outcome, sync.name, partition, log, verbose)
-            if outcome.result is None:
-                continue
-            validated = _metadata(outcome.result, f"validated_{sync.name}")
-            upsert = _metadata(outcome.result, sync.name)
-            row["rows_read"] += validated.get("rows_in", 0)
-            row["quarantined"] += validated.get("rows_quarantined", 0) + upsert.get("failed", 0)
-            for name in ("created", "updated", "unchanged", "superseded", "requests"):
-                row[name] += upsert.get(name, 0)
+            if outcome.result is not None:
+                _add_counts(totals[sync.name], outcome.result, sync.name)
     _materialize(quarantine, resources=resources, instance=instance,
                  run_config={"loggers": run_config["loggers"]}, raise_on_error=True)
     return [{"crm": s.crm, "object": s.object, "sync": s.name,
              **{f"partitions_{k}": 0 for k in ("ok", "failed", "skipped")}, **totals[s.name]}
             for s in spec.syncs if s.name in totals]
+
+
+def _runs(spec: Spec, syncs: list[str] | None):
+    """([(sync, the assets of its run)], [the quarantine asset]) for `syncs` (default: all)."""
+    from crm_sync.assets import build_assets
+    from crm_sync.sync_steps import sync_asset_names
+
+    if syncs:
+        unknown = set(syncs) - {s.name for s in spec.syncs}
+        if unknown:
+            raise ValueError(f"no sync named {sorted(unknown)}; known: "
+                             f"{[s.name for s in spec.syncs]}")
+    assets = build_assets(spec)
+    by_name = {a.key.path[-1]: a for a in assets if a.partitions_def is not None}
+    # One run per sync and partition: a run holds every output of its assets until it ends,
+    # so one sync's frames at a time (not all syncs' at once) bound the memory of a backfill.
+    runs = [(sync, [by_name[n] for n in sync_asset_names(sync)]) for sync in spec.syncs
+            if sync.name in by_name and (not syncs or sync.name in syncs)]
+    return runs, [a for a in assets if a.partitions_def is None]
+
+
+def _add_counts(row: dict, result: dg.ExecuteInProcessResult, sync: str) -> None:
+    """Add one run's counts to its sync's summary row."""
+    validated = _metadata(result, f"validated_{sync}")
+    upsert = _metadata(result, sync)
+    row["rows_read"] += validated.get("rows_in", 0)
+    row["quarantined"] += validated.get("rows_quarantined", 0) + upsert.get("failed", 0)
+    for name in ("created", "updated", "unchanged", "superseded", "requests"):
+        row[name] += upsert.get(name, 0)
 
 
 @dataclass

@@ -141,6 +141,17 @@ def _bench(parser, args, extra) -> int:
 BACKFILL_EXIT_FAILED, BACKFILL_EXIT_SKIPPED = 1, 3
 
 
+def _step_config(syncs: list[str], config: dict) -> dict:
+    """The backfill's run config: each step of each sync gets the options it takes (dry_run
+    reaches the upsert, replay and mirror steps); each run keeps only its own assets' entries."""
+    from crm_sync.spec import load_spec
+    from crm_sync.sync_steps import sync_run_config
+
+    # (an unknown sync name is refused by sync_partitions)
+    return {"ops": {name: entry for sync in load_spec().syncs if sync.name in syncs
+                    for name, entry in sync_run_config(sync, **config).items()}}
+
+
 def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
               extra=()) -> int:
     """Each sync and partition on its own; a summary at the end; non-zero if any failed."""
@@ -155,9 +166,8 @@ def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
     config = {"full_resync": args.full_resync, "dry_run": args.dry_run}
     if args.lease_wait is not None:
         config["lease_wait_seconds"] = args.lease_wait
-    # Per sync: each run of the backfill keeps only the entries of its own assets.
-    run_config = {"ops": {name: {"config": config} for name in args.syncs}}
     try:
+        run_config = _step_config(args.syncs, config)
         summary = sync_partitions(days, syncs=args.syncs, run_config=run_config,
                                   verbose=args.verbose)
     except ValueError as exc:

@@ -1,5 +1,7 @@
 """The clone's code location (`dagster dev -w workspace.yaml` loads `defs`): the syncs of the
-project's syncs.yaml ($CRM_SYNC_SPEC). A project of your own calls `crm_sync.build_defs`."""
+project's syncs.yaml ($CRM_SYNC_SPEC), with the resources of the deployment the environment
+names (live, or `CRM_SYNC_DEPLOYMENT=sandbox` as `crm-sync ui` starts it:
+crm_sync/project.py `deployment_resources`). A project of your own calls `crm_sync.build_defs`."""
 
 from __future__ import annotations
 

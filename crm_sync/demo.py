@@ -14,9 +14,10 @@ import duckdb
 
 from crm_sync import paths
 from crm_sync.backfill import sync_partitions
+from crm_sync.project import sandbox_resources
 from crm_sync.reporting import text_table
-from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
 from crm_sync.sandbox.server import sandbox_process
+from crm_sync.sandbox.state import tokens_from_env
 from crm_sync.spec import Spec, load_spec
 
 SUMMARY_COLUMNS = ["crm", "object", "sync", "rows_read", "created", "updated", "unchanged",
@@ -50,23 +51,22 @@ def demo_files() -> tuple[Path, Path]:
 
 
 def run_demo(workdir: Path | None = None, port: int | None = None) -> list[dict]:
+    """The demo's resources are passed to the backfill (`sandbox_resources`); the process's
+    environment is only read, never written."""
     workdir = Path(workdir or paths.state_dir() / "demo")
     workdir.mkdir(parents=True, exist_ok=True)
-    for crm, env in TOKEN_ENV.items():
-        # The demo talks to the local sandbox only; its tokens are the sandbox's defaults.
-        os.environ.setdefault(env, DEFAULT_TOKENS[crm])
-    os.environ["CRM_SYNC_STORE"] = str(workdir / "crm_sync.sqlite")
+    store = workdir / "crm_sync.sqlite"
     spec_path, data_dir = demo_files()
     spec = load_spec(os.environ.get("CRM_SYNC_SPEC") or spec_path)
     data_dir = Path(os.environ.get("CRM_SYNC_DATA_DIR") or data_dir)
-    os.environ["CRM_SYNC_DATA_DIR"] = str(data_dir)
     partitions = partitions_with_data(spec, data_dir)
     with sandbox_process(workdir / "sandbox.sqlite", port=port) as url:
         print(f"CRM sandbox running at {url} (data in {workdir / 'sandbox.sqlite'})")
-        for crm in TOKEN_ENV:
-            os.environ[f"{crm.upper()}_BASE_URL"] = url
-        summary = sync_partitions(partitions, spec)
+        # The demo talks to the local sandbox only, with the tokens the sandbox accepts (its
+        # defaults, or the ones set in the environment).
+        resources = sandbox_resources(url, store, data_dir, tokens=tokens_from_env())
+        summary = sync_partitions(partitions, spec, resources=resources)
     print()
     print(text_table(summary, SUMMARY_COLUMNS))
-    print(f"\nquarantine: table `quarantine` in {workdir / 'crm_sync.sqlite'}")
+    print(f"\nquarantine: table `quarantine` in {store}")
     return summary

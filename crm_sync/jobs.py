@@ -9,16 +9,18 @@ import dagster as dg
 
 from crm_sync.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
+from crm_sync.sync_steps import sync_asset_names
 
 
 def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition):
     return dg.define_asset_job(
         name=f"sync_{sync.name}",
-        selection=dg.AssetSelection.assets(f"source_{sync.source}", f"validated_{sync.name}",
-                                           sync.name),
+        selection=dg.AssetSelection.assets(*sync_asset_names(sync)),
         partitions_def=partitions,
         description=f"Extract, validate and upsert one day of `{sync.source}` into "
-                    f"{sync.crm} `{sync.object}`.",
+                    f"{sync.crm} `{sync.object}`, then replay earlier transient failures"
+                    + (" and delete the records of rows that left the source."
+                       if sync.mode == "mirror" else "."),
     )
 
 

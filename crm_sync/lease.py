@@ -5,8 +5,10 @@ firing during a backfill) would both read "not synced yet" and both send the par
 Superleap creates have no idempotency key, so every new row would be created twice. So a run
 owns the partition while it upserts it:
 
-- it takes the lease (`SyncStore.take_lease`: read and write in one BEGIN IMMEDIATE
-  transaction, so two runs never both take it) before the upsert, retry and mirror work;
+- each step of the sync that writes to the CRM (the upsert, `<sync>_replay`, `<sync>_mirror`:
+  crm_sync/sync_steps.py) takes the lease (`SyncStore.take_lease`: read and write in one BEGIN
+  IMMEDIATE transaction, so two runs never both take it) before its work, so no two of these
+  steps of one sync partition ever run at once, whichever runs they belong to;
 - a thread renews it every `LEASE_SECONDS / 4` while the run works;
 - it is released at the end, whether the run succeeded or failed;
 - a run killed with SIGKILL cannot release it: its lease expires `LEASE_SECONDS` after its last
@@ -109,8 +111,8 @@ def partition_lease(store: SyncStore, sync: str, partition: str, owner: str,
 
 
 def one_run_per_partition(sync_name: str):
-    """Decorate the upsert asset's compute function: its work runs under the partition's
-    lease (Dagster UI runs, schedules and the CLI alike). A run that cannot get it fails with
+    """Decorate the compute function of a sync step (upsert, replay, mirror): its work runs
+    under the partition's lease (Dagster UI runs, schedules and the CLI alike). A run that cannot get it fails with
     one readable `dagster.Failure` marked `skipped` (the CLI counts it as skipped)."""
 
     def decorate(fn):

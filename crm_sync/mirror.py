@@ -80,13 +80,7 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
         _say(log, f"{spec.name}: {report.skipped}")
         return report
 
-    live_ids = set(state.loc[state["source_key"].isin(present), "crm_id"].dropna())
-    shared = gone[gone["crm_id"].isin(live_ids)]
-    no_id = gone[gone["crm_id"].isna()]
-    targets: dict[str, list[str]] = defaultdict(list)  # CRM id -> the gone keys mapped to it
-    for key, crm_id in gone.loc[~gone.index.isin(shared.index.union(no_id.index)),
-                                ["source_key", "crm_id"]].itertuples(index=False):
-        targets[str(crm_id)].append(key)
+    targets, shared, no_id = _targets(state, gone, present)
     would_delete = sum(len(keys) for keys in targets.values())
     refusal = _mass_delete(spec, would_delete, len(state), allow_mass_delete)
     if dry_run:
@@ -98,6 +92,29 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
         raise MassDeleteRefused(refusal)
 
     outcomes, report.requests = asyncio.run(_delete(spec, resource, list(targets)))
+    _record(spec, store, report, gone, targets, outcomes, shared, no_id)
+    _say(log, f"{spec.name}: {report.candidates} synced rows left the source: {report.deleted} "
+              f"deleted in {spec.crm}, {report.failed} failed (quarantined), "
+              f"{report.forgotten} forgotten (their record belongs to another row)")
+    return report
+
+
+def _targets(state, gone, present):
+    """(CRM id -> the gone keys mapped to it, the gone keys whose record a row still in the
+    source maps to, the gone keys without a CRM id)."""
+    live_ids = set(state.loc[state["source_key"].isin(present), "crm_id"].dropna())
+    shared = gone[gone["crm_id"].isin(live_ids)]
+    no_id = gone[gone["crm_id"].isna()]
+    targets: dict[str, list[str]] = defaultdict(list)
+    for key, crm_id in gone.loc[~gone.index.isin(shared.index.union(no_id.index)),
+                                ["source_key", "crm_id"]].itertuples(index=False):
+        targets[str(crm_id)].append(key)
+    return targets, shared, no_id
+
+
+def _record(spec: SyncSpec, store: SyncStore, report: MirrorReport, gone, targets, outcomes,
+            shared, no_id) -> None:
+    """Forget the keys whose record is deleted (or another row's), quarantine the others."""
     to_forget = list(shared["source_key"])  # no deletion needed: the record is another row's
     report.forgotten = len(to_forget)
     days = _days(gone)
@@ -124,10 +141,6 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
         raise AssertionError(f"sync {spec.name!r}: mirror accounted for "
                              f"{report.deleted + report.failed + report.forgotten} of "
                              f"{report.candidates} candidates")
-    _say(log, f"{spec.name}: {report.candidates} synced rows left the source: {report.deleted} "
-              f"deleted in {spec.crm}, {report.failed} failed (quarantined), "
-              f"{report.forgotten} forgotten (their record belongs to another row)")
-    return report
 
 
 async def _delete(spec: SyncSpec, resource: CrmResource,
@@ -162,7 +175,7 @@ def _mass_delete(spec: SyncSpec, would_delete: int, records: int, allowed: bool)
             f"deleted. A source table cut short (a truncated file, a partial extract) looks "
             f"like this: check the source table {spec.source!r}. If the rows really left it, "
             f"run once with the run config "
-            f'{{"ops": {{"{spec.name}": {{"config": {{"allow_mass_delete": true}}}}}}}}, '
+            f'{{"ops": {{"{spec.name}_mirror": {{"config": {{"allow_mass_delete": true}}}}}}}}, '
             f"or raise mirror_max_delete_share in the sync spec.")
 
 

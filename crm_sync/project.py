@@ -27,37 +27,73 @@ from crm_sync.spec import Spec, load_spec
 PathArg = str | os.PathLike | None
 
 
-def crm_resources() -> dict[str, dg.ConfigurableResource]:
-    """One resource per CRM. Tokens come from the environment (never from code or config
-    files); base URLs default to the local sandbox and are changed with <CRM>_BASE_URL.
-    A token variable that is not set leaves the token empty: only the runs that need that CRM
-    fail, with a message naming the sync and the variable (not Dagster's config error)."""
+# The one place that reads which deployment a code location runs against (`crm-sync ui`
+# starts `dagster dev` with CRM_SYNC_DEPLOYMENT=sandbox and the sandbox's address).
+DEPLOYMENT_ENV, SANDBOX_URL_ENV = "CRM_SYNC_DEPLOYMENT", "CRM_SYNC_SANDBOX_URL"
+
+
+def crm_resources(base_url: str | None = None,
+                  tokens: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """One resource per CRM. Live: tokens come from the environment (dg.EnvVar, never from
+    code or config files); base URLs default to the local sandbox and are changed with
+    <CRM>_BASE_URL. A token variable that is not set leaves the token empty: only the runs
+    that need that CRM fail, with a message naming the sync and the variable (not Dagster's
+    config error). `base_url`: every CRM at that address; `tokens`: token values by CRM
+    (the sandbox's demo tokens) instead of the environment's."""
     return {
         crm: cls(
-            base_url=os.environ.get(f"{crm.upper()}_BASE_URL", SANDBOX_URL),
-            token=dg.EnvVar(TOKEN_ENV[crm]) if os.environ.get(TOKEN_ENV[crm]) else "",
+            base_url=base_url or os.environ.get(f"{crm.upper()}_BASE_URL", SANDBOX_URL),
+            token=tokens[crm] if tokens else _token_from_env(crm),
             token_env=TOKEN_ENV[crm],
         )
         for crm, cls in RESOURCE_CLASSES.items()
     }
 
 
+def _token_from_env(crm: str) -> dg.EnvVar | str:
+    return dg.EnvVar(TOKEN_ENV[crm]) if os.environ.get(TOKEN_ENV[crm]) else ""
+
+
+def _local_resources(store: PathArg, data_dir: PathArg) -> dict[str, dg.ConfigurableResource]:
+    return {"source": SourceResource(data_dir=str(paths.data_dir(data_dir))),
+            "store": StoreResource(path=str(paths.store_path(store)))}
+
+
 def build_resources(store: PathArg = None,
                     data_dir: PathArg = None) -> dict[str, dg.ConfigurableResource]:
-    """The source, the sync store and the CRMs; `store` and `data_dir` default to
-    $CRM_SYNC_STORE / $CRM_SYNC_DATA_DIR, else the project's own (crm_sync/paths.py)."""
-    return {"source": SourceResource(data_dir=str(paths.data_dir(data_dir))),
-            "store": StoreResource(path=str(paths.store_path(store))),
-            **crm_resources()}
+    """The live resources: the source, the sync store and the CRMs; `store` and `data_dir`
+    default to $CRM_SYNC_STORE / $CRM_SYNC_DATA_DIR, else the project's own (crm_sync/paths.py)."""
+    return {**_local_resources(store, data_dir), **crm_resources()}
 
 
-def build_defs(spec: Spec | PathArg = None, store: PathArg = None,
-               data_dir: PathArg = None) -> dg.Definitions:
+def sandbox_resources(url: str, store: PathArg = None, data_dir: PathArg = None,
+                      tokens: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The same resources with every CRM at the local sandbox `url` (the demo, `crm-sync ui`).
+    `tokens`: the sandbox's tokens, passed in by the caller (this module never imports
+    crm_sync.sandbox); without them, the token variables as for live."""
+    return {**_local_resources(store, data_dir), **crm_resources(base_url=url, tokens=tokens)}
+
+
+def deployment_resources(store: PathArg = None,
+                         data_dir: PathArg = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources of the deployment the environment names: $CRM_SYNC_DEPLOYMENT=sandbox
+    with $CRM_SYNC_SANDBOX_URL, or live (the default)."""
+    deployment = os.environ.get(DEPLOYMENT_ENV) or "live"
+    if deployment == "sandbox":
+        return sandbox_resources(os.environ[SANDBOX_URL_ENV], store, data_dir)
+    if deployment != "live":
+        raise ValueError(f"{DEPLOYMENT_ENV}={deployment!r}: expected 'live' or 'sandbox'")
+    return build_resources(store, data_dir)
+
+
+def build_defs(spec: Spec | PathArg = None, store: PathArg = None, data_dir: PathArg = None,
+               resources: dict | None = None) -> dg.Definitions:
     """Assets, jobs, schedules, sensors and resources for the syncs of `spec` (a path, or a
-    loaded Spec; default $CRM_SYNC_SPEC, else the project's syncs.yaml)."""
+    loaded Spec; default $CRM_SYNC_SPEC, else the project's syncs.yaml). `resources`: e.g.
+    `sandbox_resources(url, ...)`; default: the deployment's (`deployment_resources`)."""
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     assets = build_assets(spec)
     synced = {a.key.path[-1] for a in assets}
     jobs, schedules, sensors = build_automation(spec, partitions_for(spec), synced)
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
-                          resources=build_resources(store, data_dir))
+                          resources=resources or deployment_resources(store, data_dir))

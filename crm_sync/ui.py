@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from crm_sync import paths
-from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
+from crm_sync.project import DEPLOYMENT_ENV, SANDBOX_URL_ENV
 from crm_sync.sandbox.server import sandbox_process
+from crm_sync.sandbox.state import TOKEN_ENV, tokens_from_env
 
 
 # One slot per pool: each CRM destination has its own pool (`crm_<crm>`), so the runs of a
@@ -47,12 +48,13 @@ def run_ui(port: int = 3000, sandbox_port: int = 8765) -> int:
     home = root / ".crm_sync" / "dagster_home"
     prepare_home(home)
     env = {"DAGSTER_HOME": str(home)}
-    for crm, name in TOKEN_ENV.items():
-        # Only the sandbox's own tokens are filled in; real ones come from your environment.
-        env[name] = os.environ.get(name) or DEFAULT_TOKENS[crm]
+    # The tokens the sandbox accepts (its own, or yours from the environment), as variables:
+    # the code location reads them with dg.EnvVar.
+    env.update({TOKEN_ENV[crm]: token for crm, token in tokens_from_env().items()})
     with sandbox_process(root / ".crm_sync" / "sandbox.sqlite", port=sandbox_port) as url:
-        for crm in TOKEN_ENV:
-            env.setdefault(f"{crm.upper()}_BASE_URL", os.environ.get(f"{crm.upper()}_BASE_URL", url))
+        # The code location picks its resources from these (crm_sync/project.py
+        # `deployment_resources`): every CRM at this sandbox.
+        env.update({DEPLOYMENT_ENV: "sandbox", SANDBOX_URL_ENV: url})
         print(f"CRM sandbox at {url}; Dagster UI at http://127.0.0.1:{port}", flush=True)
         cmd = [sys.executable, "-m", "dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
         try:

@@ -37,3 +37,21 @@ def test_demo_twice_gives_the_same_end_state(tmp_path, capsys):
     for row in second:
         assert row["created"] == 0
         assert row["unchanged"] == row["rows_read"] - row["quarantined"]
+
+
+def test_the_demo_passes_its_resources_and_leaves_the_environment_unchanged(tmp_path,
+                                                                           monkeypatch):
+    # a few rows of each bundled table keep this run short
+    from crm_sync.spec import PROJECT_ROOT
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for csv in (PROJECT_ROOT / "data").glob("*.csv"):
+        lines = csv.read_text().splitlines(keepends=True)
+        (data / csv.name).write_text("".join(lines[:4]))
+    monkeypatch.setenv("CRM_SYNC_DATA_DIR", str(data))
+    before = dict(os.environ)
+    summary = run_demo(tmp_path / "demo")
+    assert dict(os.environ) == before  # no token, store, data or base URL variable written
+    assert sum(row["rows_read"] for row in summary) > 0
+    assert (tmp_path / "demo" / "crm_sync.sqlite").exists()  # the store it was given

@@ -18,6 +18,7 @@ from hubspot import HubSpot
 from hubspot.crm.contacts import BatchInputSimplePublicObjectId, SimplePublicObjectId
 
 from crm_sync.assets import build_assets
+from crm_sync.sync_steps import sync_asset_names, sync_run_config
 from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.connectors.salesforce import SalesforceResource
@@ -503,14 +504,18 @@ def _resources(data_dir, sandbox_url):
 
 
 def _materialize(spec, sync: str, table: str, day: str, resources, dry_run: bool = False):
-    assets = [a for a in build_assets(spec) if a.key.path[0] in
-              (f"source_{table}", f"validated_{sync}", sync)]
+    steps = sync_asset_names(spec.sync(sync))  # with the mirror step of a mirror sync
+    assets = [a for a in build_assets(spec) if a.key.path[0] in steps]
     # These tests remove a large share of a few rows on purpose: the run config allows it
     # (a run without it refuses to delete more than mirror_max_delete_share: test_real_data_safety).
-    config = {"ops": {sync: {"config": {"dry_run": dry_run, "allow_mass_delete": True}}}}
+    config = {"ops": sync_run_config(spec.sync(sync), dry_run=dry_run, allow_mass_delete=True)}
     result = dg.materialize(assets, partition_key=day, resources=resources, run_config=config)
     assert result.success
-    return result.asset_materializations_for_node(sync)[0].metadata
+    # the upsert's counts, and the mirror step's (deleted, delete_failed / would_delete)
+    mirrored = result.asset_materializations_for_node(f"{sync}_mirror")
+    assert len(mirrored) == (spec.sync(sync).mode == "mirror")
+    return {**result.asset_materializations_for_node(sync)[0].metadata,
+            **(mirrored[0].metadata if mirrored else {})}
 
 
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce", "brevo"])

@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 
 from crm_sync.assets import build_assets
+from crm_sync.sync_steps import sync_asset_names
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
@@ -37,7 +38,7 @@ def _day1_leads(tmp_path, rows=4):
 
 def _assets():
     return [a for a in build_assets(load_spec()) if a.key.path[0] in
-            ("source_leads", f"validated_{SYNC}", SYNC)]
+            sync_asset_names(load_spec().sync(SYNC))]  # with the replay step
 
 
 def test_a_row_that_fails_again_through_replay_stays_in_its_days_quarantine(
@@ -58,7 +59,7 @@ def test_a_row_that_fails_again_through_replay_stays_in_its_days_quarantine(
 
     # DAY2's run (no row of its own) retries DAY1's transient rows; the CRM fails them again.
     later = dg.materialize(_assets(), partition_key=DAY2, resources=resources)
-    meta = later.asset_materializations_for_node(SYNC)[0].metadata
+    meta = later.asset_materializations_for_node(f"{SYNC}_replay")[0].metadata
     assert meta["retried_transient"].value == len(keys)
     assert meta["recovered_transient"].value == 0
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from crm_sync.assets import build_assets
+from crm_sync.sync_steps import sync_asset_names, sync_run_config
 from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.connectors.core import FatalCrmError
 from crm_sync.connectors.hubspot import HubSpotResource
@@ -53,10 +54,9 @@ def _resources(data: Path) -> dict:
 
 def _materialize(spec, sync: str, day: str, data: Path, config: dict | None = None,
                  raise_on_error: bool = True):
-    table = spec.sync(sync).source
     assets = [a for a in build_assets(spec)
-              if a.key.path[-1] in (f"source_{table}", f"validated_{sync}", sync)]
-    run_config = {"ops": {sync: {"config": config}}} if config else None
+              if a.key.path[-1] in sync_asset_names(spec.sync(sync))]
+    run_config = {"ops": sync_run_config(spec.sync(sync), **config)} if config else None
     return dg.materialize(assets, partition_key=day, resources=_resources(data),
                           run_config=run_config, raise_on_error=raise_on_error)
 
@@ -312,7 +312,7 @@ def test_a_mirror_run_on_a_truncated_file_deletes_nothing_without_the_run_config
 
     result = _materialize(spec, sync, "2026-11-01", data, config={"allow_mass_delete": True})
     assert result.success
-    meta = result.asset_materializations_for_node(sync)[0].metadata
+    meta = result.asset_materializations_for_node(f"{sync}_mirror")[0].metadata
     assert meta["deleted"].value == gone
     assert len(stored(sandbox, "hubspot", "contacts")) == in_crm - gone
     assert set(store.state_frame(sync)["source_key"]) == kept
@@ -334,7 +334,7 @@ def test_a_mirror_run_within_the_share_deletes_and_the_share_is_a_spec_field(san
         day.iloc[few:], left_on="source_key", right_on="contact_id"))
     assert 0 < gone <= 0.1 * synced
     result = _materialize(_mirror_spec(), sync, "2026-11-01", data)
-    assert result.asset_materializations_for_node(sync)[0].metadata["deleted"].value == gone
+    assert result.asset_materializations_for_node(f"{sync}_mirror")[0].metadata["deleted"].value == gone
     # A stricter share set in the spec refuses the same kind of run.
     day.iloc[2 * few:].to_csv(data / "contacts.csv", index=False)
     result = _materialize(_mirror_spec(0.01), sync, "2026-11-01", data, raise_on_error=False)

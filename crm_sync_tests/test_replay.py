@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.assets import build_assets
+from crm_sync.sync_steps import sync_asset_names
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.definitions import build_definitions, build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
@@ -37,9 +38,9 @@ def _resources(sandbox_url, data):
                                            max_attempts=1)}
 
 
-def _assets():
+def _assets():  # the sync's steps: its upsert, then the replay of earlier transient failures
     return [a for a in build_assets(load_spec()) if a.key.path[0] in
-            ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
+            sync_asset_names(load_spec().sync("leads_to_superleap"))]
 
 
 def test_transient_failures_are_retried_by_the_next_run(sandbox, sandbox_url, store, tmp_path):
@@ -58,6 +59,7 @@ def test_transient_failures_are_retried_by_the_next_run(sandbox, sandbox_url, st
     result = dg.materialize(_assets(), partition_key=DAY2, resources=resources)
     meta = result.asset_materializations_for_node("leads_to_superleap")[0].metadata
     assert meta["created"].value == 5  # the DAY2 rows
+    meta = result.asset_materializations_for_node("leads_to_superleap_replay")[0].metadata
     assert meta["retried_transient"].value == 5 and meta["recovered_transient"].value == 5
     assert store.quarantine_frame("leads_to_superleap").empty
     assert sorted(r["external_id"] for r in stored(sandbox, "superleap", "lead")) == \
