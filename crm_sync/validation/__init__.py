@@ -13,6 +13,7 @@ import pandas as pd
 from pandera.errors import SchemaErrors
 
 from crm_sync import matching, safejson
+from crm_sync.convert import add_payloads
 from crm_sync.connectors import PROFILES
 from crm_sync.masking import sensitive_names
 from crm_sync.quarantine import QuarantineEntry, row_days
@@ -34,7 +35,8 @@ class ValidationResult:
 
     @property
     def by_rule(self) -> Counter:
-        return Counter(rule for f in self.failures for rule in f.rules.split(","))
+        return Counter(rule for f in self.failures
+                       for rule in (f.rules or f.error_code).split(","))
 
     @property
     def share_quarantined(self) -> float:
@@ -162,10 +164,29 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
                 for idx in order]
     bad_rows = _name_winners(spec, order, bad_rows, winners, sensitive_names(spec))
     valid = frame.drop(index=list(failures))
-    return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
-                            warnings=unknown_attributes(spec, valid),
+    warnings = unknown_attributes(spec, valid)
+    valid, unconvertible = _typed(spec, valid, partition)
+    return ValidationResult(valid=valid, failures=bad_rows + unconvertible, rows_in=len(frame),
+                            warnings=warnings,
                             unpartitioned=unpartitioned,
                             keyless=sum(k.startswith("<no ") for k in identities.values()))
+
+
+def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None
+           ) -> tuple[pd.DataFrame, list[QuarantineEntry]]:
+    """The valid rows with their typed payload and digest (crm_sync/convert.py), and the
+    entries of the rows whose values cannot be converted (a number too large for a float, a
+    JSON column that holds no object): those are quarantined here, not sent."""
+    reasons = add_payloads(spec, valid)
+    if not reasons:
+        return valid, []
+    order = list(reasons)
+    rows = valid.loc[order].to_dict("index")
+    days = row_days(valid.loc[order, "_updated_at"])
+    entries = [QuarantineEntry.conversion_failure(spec, rows[idx]["_key"], reasons[idx],
+                                                  rows[idx], day or partition)
+               for idx, day in zip(order, days)]
+    return valid.drop(index=order), entries
 
 
 # Columns the source adds to rows that belong to no partition (crm_sync/sources.py): why.

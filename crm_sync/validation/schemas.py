@@ -87,7 +87,7 @@ RULES: dict[str, tuple[str, str]] = {
 
 # Digits are ASCII [0-9], not `\d`: Python's `\d`, int() and float() also accept digits of
 # other scripts (`٣`, `１２`), which a CRM would read differently or refuse; such a value is
-# quarantined rather than sent as 3 or 12 (sync_runner.convert refuses them too).
+# quarantined rather than sent as 3 or 12 (crm_sync.convert refuses them too).
 _FORMAT_CHECKS = {
     "email": ("email_format", EMAIL_PATTERN),
     "phone": ("phone_format", PHONE_PATTERN),
