@@ -19,7 +19,7 @@ from crm_sync.masking import sensitive_names
 from crm_sync.quarantine import QuarantineEntry, row_days
 from crm_sync.spec import SyncSpec
 from crm_sync.errors import SourceTableError  # re-exported: its old home
-from crm_sync.validation.schemas import RULES, build_schema, rule_of
+from crm_sync.validation.schemas import build_schema, rule_of, rule_texts
 
 META_COLUMNS = ["_key", "_updated_at", "_crm_id", "_extra"]
 
@@ -85,12 +85,13 @@ def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
     for name in frame.columns:
         frame[name] = _without_blanks(frame[name])
     if profile.measures_attributes:
-        _add_brevo_measures(spec, frame)
+        _add_record_measures(spec, frame)
     return frame
 
 
-def _add_brevo_measures(spec: SyncSpec, frame: pd.DataFrame) -> None:
-    """Attribute count and a lower bound of the record's size, for Brevo's limits."""
+def _add_record_measures(spec: SyncSpec, frame: pd.DataFrame) -> None:
+    """Attribute count and a lower bound of the record's size, for the CRM's limits (its
+    profile's record rules check them)."""
     mapped = [c for c in spec.fields]
     count = frame[mapped].notna().sum(axis=1)
     size = sum(frame[c].astype("string").str.len().fillna(0) for c in mapped)
@@ -303,9 +304,10 @@ def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list, day: str | None
     message). Masked where it enters the store (crm_sync/quarantine.py)."""
     rules = list(dict.fromkeys(r for r, _, _ in reasons))
     first_rule, column, value = reasons[0]
-    code = RULES.get(first_rule, (first_rule.upper(), ""))[0]
+    texts = rule_texts(spec)
+    code = texts.get(first_rule, (first_rule.upper(), ""))[0]
     messages = [
-        RULES.get(rule, (rule, "{column} failed check " + rule))[1].format(
+        texts.get(rule, (rule, "{column} failed check " + rule))[1].format(
             column=_source_column(spec, col), value=val)
         for rule, col, val in reasons
     ]
