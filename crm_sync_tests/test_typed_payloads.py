@@ -32,6 +32,7 @@ from crm_sync.spec import load_spec
 from crm_sync.sync_runner import run_upsert
 from crm_sync.validation import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.test_real_data_state import HUBSPOT as CONTACTS
 
 PACKAGE = Path(crm_sync.__file__).parent
 CONVERTERS = {"convert", "_number", "mapped_fields", "mapped_columns", "typed_payloads",
@@ -175,15 +176,6 @@ def test_the_validated_asset_quarantines_an_unconvertible_row_before_the_upsert(
 
 
 # -- behaviour: one digest for change detection and replay -----------------------------------
-CONTACTS = {
-    "name": "contacts_to_hubspot", "source": "contacts", "source_key": "contact_id",
-    "crm": "hubspot", "object": "contacts", "matching_key": "email",
-    "fields": {"email": {"column": "email", "type": "email", "required": True},
-               "lastname": {"column": "last_name", "required": True},
-               "lifecyclestage": "lifecycle_stage"},
-}
-
-
 def _contacts(last: str = "Lovelace") -> list[dict]:
     return [{"contact_id": "C-1", "email": "ada@example.com", "last_name": last,
              "lifecycle_stage": "not-a-stage", "updated_at": UPDATED},  # HubSpot refuses it
