@@ -135,5 +135,5 @@ def pipeline_verdicts(result, rows: int) -> list[frozenset[str]]:
         raise AssertionError(f"{len(failing)} failing rows but {len(result.failures)} failures")
     verdict = [frozenset()] * rows
     for row, failure in zip(failing, result.failures):
-        verdict[row] = frozenset(failure.rules.split(","))
+        verdict[row] = frozenset((failure.rules or failure.error_code).split(","))
     return verdict

@@ -167,26 +167,26 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     valid = frame.drop(index=list(failures))
     warnings = unknown_attributes(spec, valid)
     valid, unconvertible = _typed(spec, valid, partition)
-    return ValidationResult(valid=valid, failures=bad_rows + unconvertible, rows_in=len(frame),
-                            warnings=warnings,
-                            unpartitioned=unpartitioned,
+    by_row = dict(zip(order, bad_rows)) | unconvertible  # failures in row order
+    return ValidationResult(valid=valid, failures=[by_row[i] for i in sorted(by_row)],
+                            rows_in=len(frame), warnings=warnings, unpartitioned=unpartitioned,
                             keyless=sum(k.startswith("<no ") for k in identities.values()))
 
 
 def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None
-           ) -> tuple[pd.DataFrame, list[QuarantineEntry]]:
+           ) -> tuple[pd.DataFrame, dict[int, QuarantineEntry]]:
     """The valid rows with their typed payload and digest (crm_sync/convert.py), and the
-    entries of the rows whose values cannot be converted (a number too large for a float, a
-    JSON column that holds no object): those are quarantined here, not sent."""
+    entries (by row) of the rows whose values cannot be converted (a number too large for a
+    float, a JSON column that holds no object): those are quarantined here, not sent."""
     reasons = add_payloads(spec, valid)
     if not reasons:
-        return valid, []
+        return valid, {}
     order = list(reasons)
     rows = valid.loc[order].to_dict("index")
     days = row_days(valid.loc[order, "_updated_at"])
-    entries = [QuarantineEntry.conversion_failure(spec, rows[idx]["_key"], reasons[idx],
-                                                  rows[idx], day or partition)
-               for idx, day in zip(order, days)]
+    entries = {idx: QuarantineEntry.conversion_failure(spec, rows[idx]["_key"], reasons[idx],
+                                                       rows[idx], day or partition)
+               for idx, day in zip(order, days)}
     return valid.drop(index=order), entries
 
 
