@@ -21,7 +21,7 @@ import os
 
 import dagster as dg
 
-from crm_sync.connectors.core import crm_label
+from crm_sync.connectors import crm_label
 from crm_sync.errors import BadBaseUrl, CrmUnreachable, FatalCrmError, MissingToken
 from crm_sync.spec import SyncSpec
 

@@ -171,7 +171,7 @@ _MOVED = {"crm_failure": "crm_sync.dagster_failures",
           "crm_stage_failure": "crm_sync.dagster_failures",
           "readable_crm_errors": "crm_sync.dagster_failures",
           "exc_attempts": "crm_sync.dagster_failures",
-          "crm_label": "crm_sync.connectors.core", "CRM_LABELS": "crm_sync.connectors.core"}
+          "crm_label": "crm_sync.connectors", "CRM_LABELS": "crm_sync.connectors.core"}
 
 
 def __getattr__(name: str):

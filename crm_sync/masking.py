@@ -43,24 +43,39 @@ def sensitive_values(payload, names: Collection[str]) -> list[str]:
     return [str(v) for k, v in payload.items() if k in names and v is not None]
 
 
-def redact_text(text, secrets: Iterable[str]):
-    """`text` with every occurrence of each secret (case-insensitive, raw or JSON-escaped)
-    replaced by ***."""
+def secret_forms(secrets: Iterable[str], min_length: int = MIN_MASKED_LENGTH
+                 ) -> tuple[str, ...]:
+    """Each secret as it may appear in text: verbatim, JSON-escaped (ASCII-only or not), with
+    `/` written `\\/` (as some JSON encoders do), and as Python's repr escapes it. Longest
+    first, so that a form containing another is replaced whole. A secret shorter than
+    `min_length` is not searched for (it cannot be told from ordinary text)."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret and len(secret) >= min_length:
+            forms.update((secret, json.dumps(secret)[1:-1],
+                          json.dumps(secret, ensure_ascii=False)[1:-1],
+                          secret.replace("/", "\\/"), repr(secret)[1:-1]))
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def redact_forms(text, forms: Iterable[str]):
+    """`text` with every occurrence of each form (case-insensitive) replaced by ***: the one
+    redaction of crm_sync, for sensitive values in the quarantine and for the credentials in a
+    CRM's answers (crm_sync/connectors/core.py)."""
     if not isinstance(text, str) or not text:
         return text
-    variants = set()
-    for secret in secrets:
-        if secret and len(secret) >= MIN_MASKED_LENGTH:
-            variants.add(secret)
-            variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])
-            variants.add(json.dumps(secret)[1:-1])
-            variants.add(repr(secret)[1:-1])
     lowered = text.lower()
-    for variant in sorted(variants, key=len, reverse=True):
-        if variant.lower() in lowered:  # cheap test first: most secrets are not in the text
-            text = re.sub(re.escape(variant), MASK, text, flags=re.IGNORECASE)
+    for form in forms:
+        if form.lower() in lowered:  # cheap test first: most secrets are not in the text
+            text = re.sub(re.escape(form), MASK, text, flags=re.IGNORECASE)
             lowered = text.lower()
     return text
+
+
+def redact_text(text, secrets: Iterable[str]):
+    """`text` with every occurrence of each secret (case-insensitive, raw or escaped)
+    replaced by ***."""
+    return redact_forms(text, secret_forms(secrets))
 
 
 def mask_entry(entry: dict, names: Collection[str], extra_secrets: Iterable[str] = ()) -> dict:

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from crm_sync.connectors.base import CrmResource
-from crm_sync.connectors.core import Outcome
+from crm_sync.connectors.model import Outcome
 from crm_sync.quarantine import MIRROR, QuarantineEntry, day_of
 from crm_sync.sources import SourceResource
 from crm_sync.errors import MassDeleteRefused, SpecError  # MassDeleteRefused re-exported

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crm_sync import ownership, paths, writeahead
+from crm_sync import ownership, paths, store_schema, writeahead
 from crm_sync.quarantine import MIRROR, QuarantineEntry, masked_all
 
 QUARANTINE_COLUMNS = [
@@ -31,66 +30,6 @@ QUARANTINE_COLUMNS = [
 # the record and then holds no such record (an attribute value it drops without a word). Such
 # a row becomes permanent after the sync's `max_unconfirmed_runs` (settle_unconfirmed).
 UNCONFIRMED_CODES = ("NOT_CONFIRMED",)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sync_state (
-    sync TEXT NOT NULL,
-    source_key TEXT NOT NULL,
-    crm_id TEXT,
-    payload_hash TEXT NOT NULL,
-    synced_at REAL NOT NULL,
-    PRIMARY KEY (sync, source_key)
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    sync TEXT NOT NULL,
-    source_key TEXT NOT NULL,
-    partition TEXT,
-    stage TEXT NOT NULL,          -- 'validation' or 'crm'
-    error_code TEXT NOT NULL,
-    rules TEXT,                   -- every rule the row broke, comma separated
-    column_name TEXT,
-    value TEXT,
-    message TEXT NOT NULL,
-    http_status INTEGER,
-    attempts INTEGER,
-    transient INTEGER NOT NULL DEFAULT 0,
-    payload TEXT,
-    raw TEXT,                     -- the CRM's answer when it could not be understood (truncated)
-    quarantined_at REAL NOT NULL,
-    claimed_by TEXT,              -- the run retrying this row right now (transient failures)
-    claimed_at REAL,
-    PRIMARY KEY (sync, source_key)
-);
-"""
-
-# One run at a time per sync partition (crm_sync/lease.py): the run holding the lease renews
-# `expires_at`; a crashed run's lease expires and another run may take it over.
-_LEASE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS partition_lease (
-    sync TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    acquired_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (sync, partition)
-);
-"""
-
-# Columns added after the first release: (table, column, type).
-_ADDED_COLUMNS = (
-    ("quarantine", "raw", "TEXT"),
-    # sha256 of the unmasked payload the CRM refused (replay's change check; `payload` is
-    # masked when the sync has sensitive fields)
-    ("quarantine", "payload_digest", "TEXT"),
-    # the source row's updated_at (UTC, ISO 8601) of what the CRM confirmed: an older row
-    # never overwrites it
-    ("sync_state", "updated_at", "TEXT"),
-    # how many runs in a row a transient CRM failure was the row's outcome
-    ("quarantine", "runs", "INTEGER"),
-    # the step whose failure the entry is: 'sync', 'replay' or 'mirror' (crm_sync/quarantine.py;
-    # `partition` is always the row's day)
-    ("quarantine", "path", "TEXT"),
-)
 
 # How much of a CRM answer the quarantine keeps (`raw`).
 RAW_LIMIT = 2000
@@ -110,27 +49,19 @@ class SyncStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA + writeahead.SCHEMA + ownership.SCHEMA)
-            _add_missing_columns(conn)
-            conn.executescript(_LEASE_SCHEMA)
+        with self.connection() as conn:
+            store_schema.create_tables(conn)
 
-    @contextmanager
-    def _connect(self):
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            yield conn
-        finally:
-            conn.close()
+    def connection(self):
+        """A connection to the store in autocommit mode: for reads, and writes of one
+        statement (several statements that must hold together: `transaction`)."""
+        return store_schema.connect(self.path)
 
     @contextmanager
     def transaction(self, durable: bool = False):
         """One write transaction. `durable`: its COMMIT is synced to disk (synchronous=FULL), so
         it survives a power loss too (the write-ahead log of creates needs that)."""
-        with self._connect() as conn:
+        with self.connection() as conn:
             if durable:
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
@@ -146,13 +77,13 @@ class SyncStore:
         """source_key -> (crm_id, payload_hash) for the keys that were synced before."""
         # The keys travel as one JSON array (json_each): one statement, no temporary table.
         wanted = json.dumps([str(k) for k in keys], ensure_ascii=False)
-        with self._connect() as conn:
+        with self.connection() as conn:
             return {key: (crm_id, digest) for key, crm_id, digest in conn.execute(
                 "SELECT source_key, crm_id, payload_hash FROM sync_state WHERE sync = ? AND "
                 "source_key IN (SELECT value FROM json_each(?))", (sync, wanted))}
 
     def state_frame(self, sync: str | None = None) -> pd.DataFrame:
-        with self._connect() as conn:
+        with self.connection() as conn:
             if sync:
                 return pd.read_sql_query("SELECT * FROM sync_state WHERE sync = ?", conn,
                                          params=(sync,))
@@ -165,7 +96,7 @@ class SyncStore:
         (another key owns the CRM record; a newer version was sent), or wait (another run is
         sending the key now). Atomic across processes (crm_sync/ownership.py)."""
         if not take:
-            with self._connect() as conn:
+            with self.connection() as conn:
                 return ownership.claim(conn, sync, run, rows, take=False)
         with self.transaction() as conn:
             return ownership.claim(conn, sync, run, rows)
@@ -288,7 +219,7 @@ class SyncStore:
 
     def quarantine_frame(self, sync: str | None = None,
                          partition: str | None = None) -> pd.DataFrame:
-        with self._connect() as conn:
+        with self.connection() as conn:
             if sync and partition is not None:  # one partition's entries (a run's metadata)
                 return pd.read_sql_query(
                     "SELECT * FROM quarantine WHERE sync = ? AND partition = ? "
@@ -299,7 +230,7 @@ class SyncStore:
             return pd.read_sql_query("SELECT * FROM quarantine ORDER BY sync, source_key", conn)
 
     def quarantine_counts(self) -> pd.DataFrame:
-        with self._connect() as conn:
+        with self.connection() as conn:
             return pd.read_sql_query(
                 "SELECT sync, stage, error_code, COUNT(*) AS rows FROM quarantine "
                 "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code",
@@ -338,36 +269,11 @@ class SyncStore:
 
     def lease_holder(self, sync: str, partition: str) -> dict | None:
         """The live lease of a sync partition (owner, acquired_at, expires_at), if any."""
-        with self._connect() as conn:
+        with self.connection() as conn:
             row = conn.execute("SELECT owner, acquired_at, expires_at FROM partition_lease "
                                "WHERE sync = ? AND partition = ? AND expires_at > ?",
                                (sync, partition, time.time())).fetchone()
         return None if row is None else dict(zip(("owner", "acquired_at", "expires_at"), row))
-
-
-def _add_missing_columns(conn) -> None:
-    """Stores created before a column existed get it (several processes may race to do so)."""
-    for table, column, kind in _ADDED_COLUMNS:
-        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column in present:
-            continue
-        try:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):
-                raise
-            continue
-        if (table, column) == ("quarantine", "path"):
-            _move_paths_out_of_partition(conn)
-
-
-def _move_paths_out_of_partition(conn) -> None:
-    """Stores from before `path`: their `partition` held 'replay' and 'mirror' for entries of
-    those paths (their day unknown then: NULL now); every other entry came from a sync run."""
-    conn.execute("UPDATE quarantine SET path = CASE WHEN partition IN ('replay', 'mirror') "
-                 "THEN partition ELSE 'sync' END")
-    conn.execute("UPDATE quarantine SET partition = NULL "
-                 "WHERE partition IN ('replay', 'mirror')")
 
 
 def _count_runs(conn, sync: str,

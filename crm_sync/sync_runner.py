@@ -27,7 +27,7 @@ import pandas as pd
 from crm_sync.connectors.base import CrmResource
 from crm_sync import matching, ownership
 from crm_sync.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_payload_hash
-from crm_sync.connectors.core import Outcome, Stats
+from crm_sync.connectors.model import Outcome, Stats
 from crm_sync.masking import sensitive_names
 from crm_sync.quarantine import SYNC, QuarantineEntry, batch_echoes
 from crm_sync.spec import SyncSpec

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from crm_sync.connectors.core import Item, make_batches, serialize
+from crm_sync.connectors.model import Item
+from crm_sync.connectors.wire import make_batches, serialize
 
 
 def _items(sizes):

@@ -16,8 +16,9 @@ import pytest
 
 from crm_sync.assets import build_assets
 from crm_sync.connectors.brevo import BrevoConnector, BrevoResource
-from crm_sync.connectors.core import FatalCrmError, HttpCore, HttpSettings, Item, make_batches
-from crm_sync.connectors.core import serialize
+from crm_sync.connectors.core import FatalCrmError, HttpCore, HttpSettings
+from crm_sync.connectors.model import Item
+from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crm_sync.connectors import RESOURCE_CLASSES
-from crm_sync.connectors.core import Item, make_batches, serialize
+from crm_sync.connectors.model import Item
+from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.spec import load_spec
 from crm_sync.convert import mapped_fields
 

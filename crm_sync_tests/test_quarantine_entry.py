@@ -98,7 +98,7 @@ def _file_bytes(store: SyncStore) -> bytes:
 
 
 def _entries(spec):
-    from crm_sync.connectors.core import Outcome
+    from crm_sync.connectors.model import Outcome
     from crm_sync.quarantine import QuarantineEntry, batch_echoes
 
     payload = {"name": "Ada", "email": SECRET}

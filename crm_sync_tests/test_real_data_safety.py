@@ -235,7 +235,7 @@ def test_documented_names_still_load(tmp_path):
 
 
 def test_path_segments_are_encoded():
-    from crm_sync.connectors.core import path_segment
+    from crm_sync.connectors.wire import path_segment
 
     assert path_segment("contacts") == "contacts"
     assert path_segment("2-3508482") == "2-3508482"

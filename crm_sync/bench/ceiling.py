@@ -108,11 +108,12 @@ class RawPool:
 
 
 async def replay(base_url: str, headers: dict[str, str], concurrency: int,
-                 requests: list[tuple[str, str, bytes]], brevo_polls: tuple[float, float] | None
+                 requests: list[tuple[str, str, bytes]], polls: tuple[float, float] | None
                  = None, reads: list[str] = ()) -> int:
-    """Send every request (all at once, `concurrency` in flight); for Brevo, then poll each
-    process until it is done, waiting (first, longest) seconds between polls with the
-    connector's backoff; then the recorded reads. Returns the number of requests sent."""
+    """Send every request (all at once, `concurrency` in flight); for a CRM whose upserts are
+    processes (`polls` given: Brevo), then poll each process until it is done, waiting (first,
+    longest) seconds between polls with the connector's backoff; then the recorded reads.
+    Returns the number of requests sent."""
     pool = RawPool(base_url, headers, concurrency)
     sent = 0
 
@@ -123,9 +124,9 @@ async def replay(base_url: str, headers: dict[str, str], concurrency: int,
         if not 200 <= status < 300:
             raise RuntimeError(f"the sandbox answered {status} to {method} {path}: "
                                f"{payload[:300]!r}")
-        if brevo_polls is None:
+        if polls is None:
             return
-        process, (wait, longest) = json.loads(payload)["processId"], brevo_polls
+        process, (wait, longest) = json.loads(payload)["processId"], polls
         while True:
             await asyncio.sleep(wait)
             status, answer = await pool.request("GET", f"/v3/processes/{process}")

@@ -59,10 +59,11 @@ def verdicts(spec: SyncSpec, source: pd.DataFrame) -> list[frozenset[str]]:
     key = source[spec.source_key]
     key_blank = _blank(key)
     add("required", key_blank)
-    if spec.crm == "superleap" and spec.matching_column:
+    profile = PROFILES[spec.crm]
+    if profile.matching_column_is_record_id and spec.matching_column:  # Superleap's own ids
         crm_id = source[spec.matching_column]
         add("superleap_id_format", _fails(crm_id, ~_blank(crm_id), SUPERLEAP_ID_PATTERN))
-    if spec.crm == "brevo":
+    if profile.measures_attributes:
         _brevo_limits(spec, source, present_fields, add)
 
     # Two rows for one record: all but the newest by updated_at (stable) are duplicates.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from crm_sync.bench.throughput import ALLOWANCES, BREVO_CONTACTS_TIER
+from crm_sync.bench.throughput import ALLOWANCES
+from crm_sync.connectors import PROFILES
 from crm_sync.reporting import text_table
 
 COLUMNS = ["#", "figure", "measured", "target", "met"]
@@ -26,8 +27,8 @@ def rows(results) -> list[dict]:
             add(2, f"{t.crm}: rows per client CPU second", f"{t.rows_per_core_second:,.0f} "
                 f"(no documented allowance)", "-", True)
             continue
-        scale = "" if t.crm != "brevo" else (  # for scale: a tier objects are not under
-            f" (contacts' 10 requests/s: {t.rows_per_core_second / BREVO_CONTACTS_TIER:.1f}x)")
+        tier = PROFILES[t.crm].scale_tier  # for scale: a tier the CRM's objects are not under
+        scale = f" ({tier[1]}: {t.rows_per_core_second / tier[0]:.1f}x)" if tier else ""
         add(2, f"{t.crm}: rows/s per core / allowance",
             f"{t.rows_per_core_second:,.0f} / {allowance:,.0f} = {t.headroom:,.1f}x{scale}",
             ">= 10x", t.headroom >= 10)

@@ -15,8 +15,7 @@ from crm_sync.bench.ceiling import Recorder, replay
 from crm_sync.bench.util import (
     Stopwatch, counters, cpu_seconds, fast_resource, read_table, reset,
 )
-from crm_sync.connectors import PROFILES
-from crm_sync.connectors.hubspot import HubSpotResource
+from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.store import SyncStore
@@ -26,9 +25,17 @@ from crm_sync.validation import validate_partition
 # What each CRM documents, as rows per second (rows per call x calls per second) and why:
 # each CRM's profile (`allowance`, crm_sync/connectors/<crm>.py).
 ALLOWANCES = {crm: profile.allowance for crm, profile in PROFILES.items()}
-# For scale only: Brevo's fastest documented tier for contact endpoints (10 requests/s), which
-# custom objects are not under.
-BREVO_CONTACTS_TIER = 1000 * 10
+# The CRM whose rolling-window rate limit the sandbox enforces (`--hubspot-rate-limit`): the
+# saturation measurement runs against it.
+RATE_LIMITED_CRM = "hubspot"
+
+
+def process_polls(resource) -> tuple[float, float] | None:
+    """(first, longest) wait between polls of an asynchronous upsert's process, for a CRM whose
+    upserts are processes (the resource has poll settings), else None."""
+    if not hasattr(resource, "poll_interval_seconds"):
+        return None
+    return resource.poll_interval_seconds, resource.max_poll_interval_seconds
 
 
 @dataclass
@@ -82,8 +89,7 @@ def upsert_vs_ceiling(spec: Spec, data: Path, rows: int, url: str, pid: int | No
         result = Throughput(sync.crm, sync.name, rows=len(valid))
         resource = fast_resource(sync, url)
         headers = {**resource.auth_headers(), "user-agent": "crm_sync-bench-ceiling"}
-        polls = (resource.poll_interval_seconds, resource.max_poll_interval_seconds) \
-            if sync.crm == "brevo" else None
+        polls = process_polls(resource)
         recorder = Recorder()
         for attempt in range(max(1, repeat)):
             store = SyncStore(_fresh(workdir / f"throughput-{sync.name}.sqlite"))
@@ -164,13 +170,13 @@ def rate_limit_saturation(spec: Spec, data: Path, url: str, workdir: Path, secon
     """HubSpot with the sandbox enforcing `allowance` requests per rolling `window` s and the
     connector at its defaults for that allowance: as many rows as `seconds` of the allowance
     can carry, counted on the sandbox side."""
-    sync = next(s for s in spec.syncs if s.crm == "hubspot")
+    sync = next(s for s in spec.syncs if s.crm == RATE_LIMITED_CRM)
     rows = int(seconds / window * allowance * 100)
     source = read_table(data, sync.source, int(rows * 1.1) + 100)
     valid = validate_partition(sync, source).valid.iloc[:rows]
     store = SyncStore(_fresh(workdir / "saturation.sqlite"))
-    resource = HubSpotResource(base_url=url, token=DEFAULT_TOKENS["hubspot"],
-                               requests_per_window=allowance, window_seconds=window)
+    resource = RESOURCE_CLASSES[sync.crm](base_url=url, token=DEFAULT_TOKENS[sync.crm],
+                                          requests_per_window=allowance, window_seconds=window)
     result = Saturation(allowance, window, rows_in=len(valid))
     reset(url)
     before = counters(url)
@@ -185,7 +191,7 @@ def rate_limit_saturation(spec: Spec, data: Path, url: str, workdir: Path, secon
     result.rate_limited = after.get("rate_limited total", 0) - \
         before.get("rate_limited total", 0)
     # Lost: a row neither in the CRM (with its state) nor in the quarantine.
-    records = httpx.get(f"{url}/_sandbox/records/hubspot/{sync.object}", timeout=120).json()
+    records = httpx.get(f"{url}/_sandbox/records/{sync.crm}/{sync.object}", timeout=120).json()
     in_crm = {r["properties"].get("crm_sync_id") for r in records["records"]}
     state = set(store.state_frame(sync.name)["source_key"])
     quarantined = set(store.quarantine_frame(sync.name)["source_key"])

@@ -42,5 +42,11 @@ def refresh() -> None:
 
 refresh()
 
+
+def crm_label(crm: str) -> str:
+    """The CRM's name for people ("HubSpot"), or the spec's name of a CRM not registered."""
+    profile = PROFILES.get(crm)
+    return profile.label if profile else crm
+
 __all__ = ["SANDBOX_URL", "Connector", "CrmProfile", "CrmResource", "CRMS", "PROFILES",
-           "RESOURCE_CLASSES", "TOKEN_ENV", "refresh"]
+           "RESOURCE_CLASSES", "TOKEN_ENV", "crm_label", "refresh"]

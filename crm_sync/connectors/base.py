@@ -13,10 +13,9 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
-from crm_sync.connectors.core import (
-    HttpCore, HttpSettings, Item, Outcome, Stats, failed_all, make_batches, serialize,
-)
-from crm_sync.connectors.core import crm_label
+from crm_sync.connectors.core import HttpCore, HttpSettings
+from crm_sync.connectors.model import Item, Outcome, Stats, failed_all
+from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.errors import AllowanceReserveReached, BadBaseUrl, MissingToken, TransientFailure
 from crm_sync.spec import SyncSpec
 
@@ -160,8 +159,14 @@ class CrmResource(dg.ConfigurableResource):
             max_backoff_seconds=self.max_backoff_seconds,
             max_retry_after_seconds=self.max_retry_after_seconds,
             secrets=(self.token,),
-            label=crm_label(self.connector_class.crm),
+            label=self.label,
         )
+
+    @property
+    def label(self) -> str:
+        from crm_sync.connectors import crm_label  # late: the package imports this module
+
+        return crm_label(self.connector_class.crm)
 
     def connector_options(self) -> dict:
         return {}
@@ -171,8 +176,7 @@ class CrmResource(dg.ConfigurableResource):
         """A connector for one sync run: one HTTP client, limiter and set of counters."""
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            label = crm_label(self.connector_class.crm)
-            raise BadBaseUrl(f"{label}'s base URL {self.base_url!r} is not an http:// or "
+            raise BadBaseUrl(f"{self.label}'s base URL {self.base_url!r} is not an http:// or "
                              f"https:// URL", self.base_url)
         if not self.token:
             where = f"the environment variable {self.token_env} is not set" if self.token_env \

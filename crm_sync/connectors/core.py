@@ -1,5 +1,7 @@
-"""The shared core of every CRM connector: batching by count and bytes, bounded concurrency,
-client-side rate limiting, retries, and the accounting of every record.
+"""The shared HTTP core of every CRM connector: bounded concurrency, client-side rate limiting,
+retries (honouring Retry-After), the redaction of credentials, and the request counters.
+(What the connectors return: connectors/model.py; request bodies and batching:
+connectors/wire.py.)
 
 Three kinds of failure, as in singer-sdk (the exceptions and their kinds: crm_sync/errors.py):
 - fatal (`FatalCrmError`): the whole sync cannot work (bad token, unknown object type). The run
@@ -23,20 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
-import re
 import ssl
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote
 
 import httpx
-import orjson
 import dagster as dg
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
@@ -46,6 +43,9 @@ from crm_sync.errors import (  # re-exported (__all__): their old home
     AllowanceReserveReached, BadBaseUrl, CrmUnreachable, FatalCrmError, MissingToken,
     TransientFailure,
 )
+from crm_sync.connectors.model import RateLimitStop, Stats
+from crm_sync.connectors.wire import parse_json
+from crm_sync.masking import redact_forms, secret_forms
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # "This server does not take this method here": the base URL is not the CRM's API. No record is
@@ -53,94 +53,16 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 NOT_THE_API_STATUS = frozenset({405, 501})
 
 
-
-def _profiles() -> dict:
-    from crm_sync.connectors import PROFILES  # late: the package imports this module
-
-    return PROFILES
-
-
-def crm_label(crm: str) -> str:
-    profile = _profiles().get(crm)
-    return profile.label if profile else crm
-
-
 def __getattr__(name: str):
     if name == "CRM_LABELS":  # old name: each CRM's label, now in its profile
-        return {crm: profile.label for crm, profile in _profiles().items()}
+        from crm_sync.connectors import PROFILES  # late: the package imports this module
+
+        return {crm: profile.label for crm, profile in PROFILES.items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Messages reach the Dagster event log (get_dagster_logger) when a run is under way.
 log = dg.get_dagster_logger("crm_sync")
-
-
-# Item and Outcome are built once per record on the hot path: plain slotted dataclasses, since
-# a frozen dataclass's __init__ (object.__setattr__ per field) costs ~5x as much. Treat them as
-# values all the same: code that needs a changed one builds a new one (dataclasses.replace).
-@dataclass(slots=True)
-class Item:
-    """One record to send: its source key, its CRM payload, and that payload serialized."""
-
-    key: str
-    record: dict
-    body: bytes
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What became of one input record. Exactly one per input record."""
-
-    key: str
-    status: str  # "created" | "updated" | "deleted" (mirror) | "failed"
-    crm_id: str | None = None
-    error_code: str | None = None
-    message: str | None = None
-    http_status: int | None = None
-    transient: bool = False
-    attempts: int = 1
-    column: str | None = None
-    raw: str | None = None  # the CRM's raw answer, when it could not be understood
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("created", "updated", "deleted")
-
-
-@dataclass(frozen=True)
-class RateLimitStop:
-    """The CRM asked to wait longer than the run may: sending stopped."""
-
-    retry_after_seconds: float
-    until: datetime  # UTC
-    message: str  # e.g. "HubSpot asked to wait 3600 s (until 2026-12-01 12:34:56 UTC)"
-
-
-@dataclass
-class Stats:
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    batches: int = 0
-    splits: int = 0
-    # The CRM stage's records (Connector.upsert): how many were handed to the CRM, how many
-    # failed, by error code, with one message per code (what a failed run names as its cause).
-    records: int = 0
-    records_failed: int = 0
-    records_transient: int = 0
-    failed_by_code: Counter = field(default_factory=Counter)
-    failure_messages: dict[str, str] = field(default_factory=dict)
-    rate_limit_stop: RateLimitStop | None = None
-
-    def count(self, outcomes: Sequence[Outcome]) -> None:
-        self.records += len(outcomes)
-        for outcome in outcomes:
-            if not outcome.ok:
-                code = outcome.error_code or "FAILED"
-                self.records_failed += 1
-                self.records_transient += int(outcome.transient)
-                self.failed_by_code[code] += 1
-                self.failure_messages.setdefault(code, outcome.message or "")
 
 
 class _GiveUp(Exception):
@@ -162,83 +84,6 @@ class _Retryable(Exception):
         super().__init__(message)
         self.status, self.code, self.retry_after = status, code, retry_after
         self.raw = raw
-
-
-# The stdlib encoder, for what orjson refuses (integers beyond 64 bits) and to refuse NaN/inf.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def serialize(record: dict) -> bytes:
-    """The exact bytes a record takes in a request body (NaN/inf are refused, not sent).
-
-    orjson (a C extension, ~5x the stdlib's speed: serializing is a large share of crm_sync's
-    CPU per row) writes compact UTF-8 JSON like json.dumps(separators=(",", ":"),
-    ensure_ascii=False). It writes NaN and infinity as null where the stdlib can refuse them,
-    so a body holding `null` is checked again by the stdlib encoder, which raises ValueError
-    for them; integers orjson cannot hold (beyond 64 bits) go through the stdlib too."""
-    try:
-        body = orjson.dumps(record)
-    except orjson.JSONEncodeError:
-        return _ENCODER.encode(record).encode("utf-8")
-    if b"null" in body:
-        _ENCODER.encode(record)  # raises ValueError for NaN/inf; a real null stays as it is
-    return body
-
-
-def path_segment(value) -> str:
-    """One segment of a request's URL path made from a spec or CRM value (an object name, a
-    field name, a process id), percent-encoded so that it stays one segment of the CRM's API:
-    `/`, `?`, `#`, `%` and spaces are encoded, and `.` or `..` (which URL resolution would
-    apply as "this / the parent directory") are written as %2E. Every connector builds its
-    paths through this; the spec's names are checked at load time as well (crm_sync/spec.py)."""
-    text = quote(str(value), safe="")
-    return text.replace(".", "%2E") if text in (".", "..") else text
-
-
-# 20 digits in a row: a number that may be beyond 64 bits, which orjson would read as a float.
-_LONG_DIGITS = re.compile(rb"\d{20}")
-
-
-def parse_json(content: bytes):
-    """A CRM's answer as Python values: orjson, or the stdlib for what orjson refuses (NaN
-    literals); ValueError when it is not JSON at all. An answer holding 20 digits in a row
-    goes to the stdlib, which reads integers beyond 64 bits exactly (orjson reads them as
-    floats, so a read-back of a value crm_sync sent exactly would not compare equal)."""
-    if _LONG_DIGITS.search(content) is None:
-        try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(content)
-
-
-def make_batches(items: Sequence[Item], max_records: int, max_bytes: int | None,
-                 envelope_bytes: int) -> tuple[list[list[Item]], list[Item]]:
-    """Split items into batches within both limits, in order; return (batches, too_large).
-
-    The body of a batch is `prefix + b",".join(bodies) + suffix`, so its size is known exactly
-    from the serialized records: envelope + sum(len(body)) + (n - 1) separators.
-    """
-    batches: list[list[Item]] = []
-    too_large: list[Item] = []
-    current: list[Item] = []
-    size = envelope_bytes
-    for item in items:
-        own = envelope_bytes + len(item.body)
-        if max_bytes is not None and own > max_bytes:
-            too_large.append(item)  # no request could ever carry it
-            continue
-        extra = len(item.body) + (1 if current else 0)
-        if current and (len(current) >= max_records or
-                        (max_bytes is not None and size + extra > max_bytes)):
-            batches.append(current)
-            current, size = [], envelope_bytes
-            extra = len(item.body)
-        current.append(item)
-        size += extra
-    if current:
-        batches.append(current)
-    return batches, too_large
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -301,7 +146,7 @@ class HttpCore:
         spacing = settings.window_seconds * 1.01 / max(settings.requests_per_window, 1)
         self._limiter = AsyncLimiter(1, spacing)
         self._resume_at = 0.0  # monotonic time before which nothing is sent (server said wait)
-        self._secrets = _secret_forms(settings.secrets)
+        self._secrets = secret_forms(settings.secrets, MIN_SECRET_LENGTH)
 
     async def __aenter__(self):
         return self
@@ -316,9 +161,7 @@ class HttpCore:
         self._resume_at = max(self._resume_at, now + seconds)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact_forms(text, self._secrets)
 
     def _redacted(self, response: httpx.Response) -> tuple[httpx.Response, bool]:
         """The answer with every credential of the request replaced by *** in its text, and
@@ -478,27 +321,7 @@ def _snippet(response: httpx.Response, limit: int = 300) -> str:
 MIN_SECRET_LENGTH = 8
 
 
-def _secret_forms(secrets: Sequence[str]) -> tuple[str, ...]:
-    """Each secret as it may appear in an answer: verbatim, and escaped inside a JSON string."""
-    forms: list[str] = []
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LENGTH:
-            forms += [secret, json.dumps(secret)[1:-1],
-                      json.dumps(secret, ensure_ascii=False)[1:-1], secret.replace("/", "\\/")]
-    # Longest first, so that a form containing another is replaced whole.
-    return tuple(sorted(set(forms), key=len, reverse=True))
-
-
-def failed_all(items: Sequence[Item], code: str, message: str, *, status: int | None = None,
-               transient: bool, attempts: int = 1, raw: str | None = None) -> list[Outcome]:
-    return [Outcome(key=i.key, status="failed", error_code=code, message=message,
-                    http_status=status, transient=transient, attempts=attempts, raw=raw)
-            for i in items]
-
-
-__all__ = [
-    "Item", "Outcome", "Stats", "RateLimitStop", "FatalCrmError", "CrmUnreachable", "MissingToken",
-    "BadBaseUrl",
-    "TransientFailure", "AllowanceReserveReached",
-    "HttpCore", "HttpSettings", "make_batches", "serialize", "parse_json", "parse_retry_after", "failed_all",
+__all__ = [  # with the errors, whose old home this is
+    "FatalCrmError", "CrmUnreachable", "MissingToken", "BadBaseUrl", "TransientFailure",
+    "AllowanceReserveReached", "HttpCore", "HttpSettings", "parse_retry_after",
 ]

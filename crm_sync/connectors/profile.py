@@ -76,6 +76,9 @@ class CrmProfile:
     # What the CRM documents as rows per second (None: no documented limit) and why (for the
     # benchmark's report).
     allowance: tuple[float | None, str] = (None, "no documented rate limit")
+    # For the benchmark's report, for scale only: a faster documented tier the CRM's objects
+    # are not under (rows per second, what it is), e.g. Brevo's contact endpoints.
+    scale_tier: tuple[float, str] | None = None
 
     @property
     def rules(self) -> tuple[RecordRule, ...]:

@@ -26,8 +26,9 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.core import HttpCore, Item, Outcome, failed_all
-from crm_sync.connectors.core import path_segment
+from crm_sync.connectors.core import HttpCore
+from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
