@@ -1,7 +1,7 @@
 """One upsert run of one sync partition: skip unchanged rows, send the rest through the CRM's
 connector, and record every row's outcome (state for confirmed rows, quarantine for failures).
 
-Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and payload hash in
+Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and digest in
 one transaction after the run; a rerun either skips them (same hash) or updates the same CRM
 record (known id / unique matching key). Rows that failed stay unmarked and are sent again.
 
