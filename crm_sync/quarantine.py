@@ -52,7 +52,7 @@ class QuarantineEntry:
     attempts: int | None = None
     transient: bool = False
     raw: str | None = None  # the CRM's answer when it could not be understood
-    payload_digest: str | None = None  # sha256 of the unmasked payload (replay's change check)
+    payload_digest: str | None = None  # the unmasked row's digest (replay's change check)
     runs: int | None = None  # runs in a row a transient CRM failure was the outcome (store)
     sensitive: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     # the sensitive values of the other records of the batch, which a raw answer may echo
@@ -71,7 +71,8 @@ class QuarantineEntry:
     @classmethod
     def conversion_failure(cls, spec: SyncSpec, key: str, message: str, row: dict,
                            day: str | None, path: str = SYNC) -> QuarantineEntry:
-        """A valid row whose values cannot be converted to the CRM's types (the runner)."""
+        """A valid row whose values cannot be converted to the CRM's types (validation, with
+        crm_sync/convert.py)."""
         return cls(str(key), VALIDATION, "PARSE_INVALID_FORMAT", message, partition=day,
                    path=path, payload=_payload(row), sensitive=sensitive_names(spec))
 

@@ -19,7 +19,8 @@ from crm_sync.quarantine import REPLAY
 from crm_sync.sources import SourceResource
 from crm_sync.spec import SyncSpec
 from crm_sync.store import SyncStore
-from crm_sync.sync_runner import SyncReport, mapped_fields, payload_hash, run_upsert
+from crm_sync.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_payload_hash
+from crm_sync.sync_runner import SyncReport, run_upsert
 from crm_sync.validation import validate_partition
 
 
@@ -73,24 +74,22 @@ def replay_sync(spec: SyncSpec, source: SourceResource, resource: CrmResource, s
 
 
 def _worth_sending(spec: SyncSpec, row: dict, entry: pd.Series) -> bool:
+    """`row`: a validated row (its typed payload and digest from validation)."""
     if entry["stage"] == "validation" or bool(entry["transient"]):
         return True  # it passes validation now / the failure may have passed
     digest = entry.get("payload_digest")
     if isinstance(digest, str) and digest:
         # The digest of what was refused, unmasked (the stored payload is masked when the sync
-        # has sensitive fields, so it would never equal the row).
-        try:
-            return payload_hash(mapped_fields(spec, row)) != digest
-        except (ValueError, TypeError):
-            return True
+        # has sensitive fields, so it would never equal the row). An entry written before
+        # digests existed holds the sha256 of its payload: compared that way.
+        if is_legacy_hash(digest):
+            return legacy_payload_hash(row[PAYLOAD]) != digest
+        return row[DIGEST] != digest
     try:
         before = json.loads(entry["payload"]) if entry["payload"] else None
     except ValueError:
         return True
-    try:
-        return before is None or payload_hash(mapped_fields(spec, row)) != payload_hash(before)
-    except (ValueError, TypeError):
-        return True
+    return before is None or legacy_payload_hash(row[PAYLOAD]) != legacy_payload_hash(before)
 
 
 def retry_transient(spec: SyncSpec, source: SourceResource, resource: CrmResource,

@@ -1,4 +1,6 @@
-"""Formats the CRMs document, as regular expressions shared by validation and the sandbox.
+"""Formats every CRM documents alike, as regular expressions for validation (the sandbox keeps
+its own copies). A CRM's own limits and record rules are declared in its connector module
+(its `PROFILE`, crm_sync/connectors/profile.py).
 
 Email: Superleap documents `test .sok@gmail.com` -> `invalid email format`, HubSpot
 `INVALID_EMAIL`, Salesforce `INVALID_EMAIL_ADDRESS`. The pattern is the WHATWG "valid email
@@ -14,20 +16,3 @@ EMAIL_PATTERN = (
 
 # Phone: an optional +, then 7 to 20 digits with the usual separators (space . - ( )).
 PHONE_PATTERN = r"^\+?(?:[0-9][ .()-]?){6,19}[0-9]$"
-
-# Superleap record ids look like `g1koYv_2lLKYVan`: a 6-character org prefix, `_`, 8 characters
-# (every id in Superleap's documentation has this shape, 15 characters in all).
-SUPERLEAP_ID_PATTERN = r"^[A-Za-z0-9]{6}_[A-Za-z0-9]{8}$"
-
-# Salesforce record ids: 15 (case-sensitive) or 18 (case-insensitive) alphanumerics, starting
-# with a 3-character key prefix. Such values must not be sent as external ids.
-SALESFORCE_ID_PATTERN = r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$"
-
-# Brevo custom-object limits (per record upsert request).
-BREVO_MAX_RECORDS = 1000
-BREVO_MAX_BODY_BYTES = 1_000_000
-BREVO_MAX_ATTRIBUTES = 500
-BREVO_MAX_ASSOCIATIONS = 10
-
-HUBSPOT_MAX_INPUTS = 100
-SALESFORCE_MAX_RECORDS = 200

@@ -1,12 +1,12 @@
 """One upsert run of one sync partition: skip unchanged rows, send the rest through the CRM's
 connector, and record every row's outcome (state for confirmed rows, quarantine for failures).
 
-Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and payload hash in
+Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and digest in
 one transaction after the run; a rerun either skips them (same hash) or updates the same CRM
 record (known id / unique matching key). Rows that failed stay unmarked and are sent again.
 
-Throughput: change detection is vectorized (one 64-bit hash per row over the mapped columns,
-`change_digests`), only new or changed rows are converted to payloads, and chunks are
+Rows come typed from validation (crm_sync/convert.py): each carries its payload (`_payload`)
+and its change-detection digest (`_digest`), so the runner only plans and sends. Chunks are
 pipelined: while one chunk's requests are in flight, the next chunk is planned and its records
 built on the event loop in short slices (its state read and its outcomes recorded in a worker
 thread, where SQLite runs without the GIL), so the CRM is never left waiting on crm_sync's own
@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
-import math
-import re
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
-from crm_sync import matching, ownership, safejson
+from crm_sync import matching, ownership
+from crm_sync.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_payload_hash
 from crm_sync.connectors.model import Outcome, Stats
 from crm_sync.masking import sensitive_names
 from crm_sync.quarantine import SYNC, QuarantineEntry, batch_echoes
@@ -78,156 +74,6 @@ class SyncReport:
                 f"sync {self.sync!r} partition {self.partition}: created/updated {written} + "
                 f"unchanged {self.unchanged} + skipped {self.skipped} + failed {self.failed} + "
                 f"superseded {self.superseded} = {total}, but {self.rows_in} rows were handed in")
-
-
-# ASCII digits only: int() and float() also read `٣` as 3, `１２` as 12 and `1_000` as 1000.
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-def convert(value, type_: str):
-    """A source value (text) as the JSON value the CRM field expects."""
-    if value is None:
-        return None
-    if type_ == "integer":
-        text = str(value).strip()
-        if not _INTEGER_TEXT.fullmatch(text):
-            raise ValueError(f"{value!r} is not a whole number (ASCII digits)")
-        return int(text)
-    if type_ == "number":
-        return _number(value)
-    if type_ == "boolean":
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{value!r} is not a boolean")
-        return text in ("true", "1", "yes")
-    if type_ == "json":
-        return safejson.loads(value) if isinstance(value, str) else value
-    return str(value)
-
-
-def _number(value):
-    """A number as exact as JSON can carry it: a whole number is sent as an integer, digit for
-    digit (a float would turn 12345678901234567890 into 1.2345678901234567e+19); a fraction as
-    the nearest float."""
-    text = str(value).strip()
-    if not _NUMBER_TEXT.fullmatch(text):
-        raise ValueError(f"{value!r} is not a number (ASCII digits)")
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
-    if not number.is_integer():
-        return number
-    if abs(number) < 2**53:  # the float is exact here
-        return int(number)
-    exact = Decimal(text)
-    return int(exact) if exact == exact.to_integral_value() else number
-
-
-def mapped_fields(spec: SyncSpec, row: dict) -> dict:
-    """The CRM fields of one validated row, typed; missing values are left out (not cleared)."""
-    fields = {}
-    for crm_field, mapping in spec.fields.items():
-        value = convert(row.get(crm_field), mapping.type)
-        if value is not None:
-            fields[crm_field] = value
-    extra = row.get("_extra")
-    if extra:
-        parsed = safejson.loads(extra) if isinstance(extra, str) else extra
-        if not isinstance(parsed, dict):
-            raise ValueError(f"{spec.attributes_json_column} must hold a JSON object")
-        for name, value in parsed.items():
-            fields.setdefault(name, value)
-    if spec.known_attributes is not None:
-        # Brevo would drop them without a word; validation reported them, here they stay home.
-        known = set(spec.known_attributes)
-        fields = {k: v for k, v in fields.items() if k in known}
-    return fields
-
-
-def payload_hash(fields: dict) -> str:
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                           default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-# Change detection. A digest is `h1:<mapping salt>:<64-bit hash of the row's mapped columns>`:
-# the hash covers every column the payload is built from (validated text, before type
-# conversion), the salt the mapping itself (fields, types, known attributes), so a changed value
-# or a changed mapping both mean "send again". State written before digests existed holds
-# sha256 payload hashes (64 hex characters): such rows are compared the old way once and their
-# state is upgraded to a digest.
-DIGEST_VERSION = "h1"
-
-
-def _mapping_salt(spec: SyncSpec) -> str:
-    mapping = json.dumps([DIGEST_VERSION, [(n, m.type) for n, m in spec.fields.items()],
-                          spec.attributes_json_column is not None, spec.known_attributes])
-    return f"{DIGEST_VERSION}:{hashlib.sha256(mapping.encode()).hexdigest()[:8]}:"
-
-
-def _digest_columns(spec: SyncSpec) -> list[str]:
-    return list(spec.fields) + (["_extra"] if spec.attributes_json_column else [])
-
-
-def change_digests(spec: SyncSpec, frame: pd.DataFrame) -> list[str]:
-    """One change-detection digest per row of a validated frame, vectorized."""
-    if frame.empty:
-        return []
-    hashes = pd.util.hash_pandas_object(frame[_digest_columns(spec)], index=False,
-                                        categorize=False)
-    salt = _mapping_salt(spec)
-    return [f"{salt}{h:016x}" for h in hashes.tolist()]
-
-
-def _is_legacy_hash(digest: str) -> bool:
-    return len(digest) == 64 and not digest.startswith(f"{DIGEST_VERSION}:")
-
-
-def mapped_columns(spec: SyncSpec, frame: pd.DataFrame) -> list[tuple[dict | None, Exception | None]]:
-    """`mapped_fields` of every row of a validated frame, column by column: (fields, None) or
-    (None, the conversion error) per row. Same values, same key order, same first error."""
-    n = len(frame)
-    out: list[dict] = [{} for _ in range(n)]
-    errors: list[Exception | None] = [None] * n
-    for name, mapping in spec.fields.items():
-        values = frame[name].tolist()
-        kind = mapping.type
-        if kind in ("string", "email", "phone", "date"):
-            for record, value in zip(out, values):
-                if value is not None:
-                    record[name] = value if type(value) is str else str(value)
-            continue
-        for i, value in enumerate(values):
-            if value is None or errors[i] is not None:
-                continue
-            try:
-                converted = convert(value, kind)
-            except (ValueError, TypeError) as exc:
-                errors[i] = exc
-                continue
-            if converted is not None:
-                out[i][name] = converted
-    if "_extra" in frame.columns:
-        for i, extra in enumerate(frame["_extra"].tolist()):
-            if not extra or errors[i] is not None:
-                continue
-            try:
-                parsed = safejson.loads(extra) if isinstance(extra, str) else extra
-            except (ValueError, TypeError) as exc:
-                errors[i] = exc
-                continue
-            if not isinstance(parsed, dict):
-                errors[i] = ValueError(f"{spec.attributes_json_column} must hold a JSON object")
-                continue
-            record = out[i]
-            for key, value in parsed.items():
-                record.setdefault(key, value)
-    if spec.known_attributes is not None:
-        known = set(spec.known_attributes)
-        out = [{k: v for k, v in record.items() if k in known} for record in out]
-    return [(None, error) if error is not None else (record, None)
-            for record, error in zip(out, errors)]
 
 
 def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store: SyncStore,
@@ -319,7 +165,7 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
                         not names.isdisjoint(other) for _, other in window)):
                     await window.popleft()[0]
                 keys = chunk["_key"].tolist()
-                digests = change_digests(spec, chunk)
+                digests = chunk[DIGEST].tolist()
                 # (in a thread: SQLite works without the GIL, the loop goes on sending)
                 state = await asyncio.to_thread(store.get_state, spec.name, keys)
                 same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
@@ -457,24 +303,15 @@ def _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
         else:
             candidates.append(pos)
     report.unchanged += len(plan.unchanged)
-    rows = chunk if len(candidates) == len(keys) else chunk.iloc[candidates]
-    converted = mapped_columns(spec, rows) if candidates else []
-    for pos, (fields, error) in zip(candidates, converted):
-        key = keys[pos]
-        if error is not None:
-            plan.quarantined.append(QuarantineEntry.conversion_failure(
-                spec, key, f"cannot convert the row's values: {error}",
-                chunk.iloc[pos].to_dict(), where.day(stamps[pos] if stamps else None),
-                where.path))
-            report.failed += 1
-            report.failed_by_code["PARSE_INVALID_FORMAT"] += 1
-            continue
+    payloads = chunk[PAYLOAD].tolist() if candidates else []
+    for pos in candidates:
+        key, fields = keys[pos], payloads[pos]
         digest = digests[pos]
         known_id, known_hash = state.get(key, (None, None))
         crm_id = known_id or crm_ids[pos]
         exists = known_hash is not None or crm_id is not None
-        if not full_resync and known_hash is not None and _is_legacy_hash(known_hash) and \
-                known_hash == payload_hash(fields):
+        if not full_resync and known_hash is not None and is_legacy_hash(known_hash) and \
+                known_hash == legacy_payload_hash(fields):
             plan.unchanged.append(key)  # synced before digests existed: upgrade its state
             plan.upgraded.append((key, known_id, digest))
             report.unchanged += 1
@@ -502,16 +339,12 @@ def _set_aside(spec, plan: _Plan, row: dict, verdict, where, report, stamp=None)
     sensitive = sensitive_names(spec)
     owner = "another source key" if spec.source_key in sensitive else \
         f"the row with {spec.source_key} {verdict.other!r}"
-    try:
-        digest = payload_hash(mapped_fields(spec, row))
-    except (ValueError, TypeError):
-        digest = None
     plan.quarantined.append(QuarantineEntry.not_sent(
         spec, row["_key"], "DUPLICATE_MATCHING_KEY",
         f"{owner} already upserts the {spec.crm} record this row's {spec.matching_key} names "
         f"({matching.describe(spec)}); the row that owns a record in the sync state keeps "
         f"it, so this row is not sent. Fix the source (one row per CRM record)", row,
-        spec.key_column, digest, where.day(stamp), where.path))
+        spec.key_column, row[DIGEST], where.day(stamp), where.path))
     report.failed += 1
     report.failed_by_code["DUPLICATE_MATCHING_KEY"] += 1
 
@@ -542,7 +375,7 @@ def _record(spec, store, where, plan: _Plan, outcomes: list[Outcome], report,
         quarantined.append(QuarantineEntry.crm_outcome(
             spec, outcome, payload,
             # replay's change check: the payload is stored masked when fields are sensitive
-            payload_hash(payload) if isinstance(payload, dict) else None,
+            plan.hashes.get(outcome.key),
             where.day(plan.versions.get(outcome.key)), where.path,
             echoes=echoes if outcome.raw else ()))
     versions = {key: plan.versions[key] for key in succeeded if key in plan.versions}

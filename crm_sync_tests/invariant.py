@@ -44,7 +44,8 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.sources import SourceResource
 from crm_sync.spec import SyncSpec, load_spec
 from crm_sync.store import SyncStore
-from crm_sync.sync_runner import SyncReport, mapped_fields, run_upsert
+from crm_sync.convert import mapped_fields
+from crm_sync.sync_runner import SyncReport, run_upsert
 from crm_sync.validation import validate_partition
 from crm_sync.writeahead import WriteAheadLog
 

@@ -23,7 +23,8 @@ from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.sources import SourceResource
 from crm_sync.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, FieldMapping, SpecError, load_spec
-from crm_sync.sync_runner import convert, run_upsert
+from crm_sync.convert import convert
+from crm_sync.sync_runner import run_upsert
 from crm_sync.validation import validate_partition
 from crm_sync_tests.conftest import stored
 

@@ -197,3 +197,69 @@ def test_old_names_are_derived_from_the_profiles():
                           "salesforce": "Salesforce"}
     assert MATCHING_KEYS_BY_CRM == {"superleap": {"id"}, "brevo": {"ext_id", "id"}}
     assert set(MIRROR_UNSUPPORTED) == {"superleap"}
+
+
+# -- CRM-specific validation rules live with the CRM --------------------------------------------
+VALIDATION_MODULES = sorted((PACKAGE / "validation").glob("*.py")) + [PACKAGE / "rules.py"]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring constants of a module, its classes and functions (a docstring may
+    cite a CRM's documentation as the source of a rule every CRM shares)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def _crm_mentions(tree: ast.AST):
+    """(line, text) of each name or string constant (docstrings aside) naming a CRM."""
+    docstrings = _docstrings(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = None if id(node) in docstrings else node.value
+        elif isinstance(node, ast.Name):
+            text = node.id
+        elif isinstance(node, ast.Attribute):
+            text = node.attr
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            text = node.name
+        elif isinstance(node, ast.alias):
+            text = f"{node.name} {node.asname or ''}"
+        elif isinstance(node, ast.ImportFrom):
+            text = node.module
+        else:
+            continue
+        if text and any(crm in text.lower() for crm in KNOWN):
+            yield node.lineno, text
+
+
+def test_validation_names_no_crm():
+    """Each CRM's limits and record rules are declared by its profile (in its connector
+    module); validation looks the CRM up in the registry, and rules.py keeps the formats all
+    CRMs share."""
+    found = []
+    for path in VALIDATION_MODULES:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found += [f"{path.relative_to(PACKAGE)}:{line}: {text[:80]!r}"
+                  for line, text in _crm_mentions(tree)]
+    assert not found, "CRM-specific names or rules in validation:\n" + "\n".join(found)
+
+
+def test_each_crms_record_rules_are_in_its_profile():
+    from crm_sync.validation.schemas import build_schema, rule_texts
+
+    spec = load_spec()
+    for crm, rule in (("superleap", "superleap_id_format"), ("brevo", "max_attributes"),
+                      ("brevo", "max_record_bytes"),
+                      ("salesforce", "salesforce_record_id_as_external_id")):
+        assert rule in {r.rule for r in connectors.PROFILES[crm].rules}
+        sync = next(s for s in spec.syncs if s.crm == crm)
+        assert rule in rule_texts(sync)
+        checks = {c.name for col in build_schema(sync).columns.values() for c in col.checks}
+        assert rule in checks
+        others = [s for s in spec.syncs if s.crm != crm]
+        assert all(rule not in rule_texts(s) for s in others)

@@ -13,9 +13,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from crm_sync.rules import (
-    BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, SUPERLEAP_ID_PATTERN,
-)
+from crm_sync.connectors.brevo import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES
+from crm_sync.connectors.superleap import SUPERLEAP_ID_PATTERN
 from crm_sync.spec import SyncSpec
 from crm_sync.connectors import PROFILES
 from crm_sync.validation.schemas import _FORMAT_CHECKS, required_fields
@@ -56,7 +55,7 @@ def verdicts(spec: SyncSpec, source: pd.DataFrame) -> list[frozenset[str]]:
             add("required", blank)
         refused = PROFILES[spec.crm].matching_value_refused  # Salesforce: no record ids
         if refused and name == spec.matching_key:
-            add(refused[0], _fails(column, present, refused[1]))
+            add(refused.rule, _fails(column, present, refused.bound))
     key = source[spec.source_key]
     key_blank = _blank(key)
     add("required", key_blank)
@@ -137,5 +136,5 @@ def pipeline_verdicts(result, rows: int) -> list[frozenset[str]]:
         raise AssertionError(f"{len(failing)} failing rows but {len(result.failures)} failures")
     verdict = [frozenset()] * rows
     for row, failure in zip(failing, result.failures):
-        verdict[row] = frozenset(failure.rules.split(","))
+        verdict[row] = frozenset((failure.rules or failure.error_code).split(","))
     return verdict

@@ -57,10 +57,15 @@ from crm_sync.connectors.brevo_process import UNREAD, ProcessReadBack, Snapshot,
 from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
-from crm_sync.connectors.profile import CrmProfile
+from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import FatalCrmError
-from crm_sync.rules import BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, BREVO_MAX_RECORDS
 from crm_sync.spec import SyncSpec
+
+# Brevo custom-object limits (per record upsert request).
+BREVO_MAX_RECORDS = 1000
+BREVO_MAX_BODY_BYTES = 1_000_000
+BREVO_MAX_ATTRIBUTES = 500
+BREVO_MAX_ASSOCIATIONS = 10
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +283,6 @@ def _matching_column(spec: SyncSpec) -> str | None:
 
 PROFILE = CrmProfile(
     name="brevo", label="Brevo", resource=BrevoResource, kind="brevo",
-    records_model="BrevoRecords",
     # Object types: "Only lowercase alphanumeric characters and underscores are allowed (max 32
     # characters)"; attribute keys: letters, digits, `_`.
     object_pattern=r"[a-z0-9_]{1,32}", field_pattern=r"[A-Za-z0-9_]+",
@@ -287,6 +291,17 @@ PROFILE = CrmProfile(
     matching_keys=frozenset({"ext_id", "id"}),  # records[].identifiers
     matching_column=_matching_column,
     measures_attributes=True,  # at most BREVO_MAX_ATTRIBUTES and BREVO_MAX_BODY_BYTES a record
+    record_rules=(
+        # -1 marks an attributes column that is not a JSON object.
+        RecordRule("attributes_json", "_attribute_count", "at_least", 0, "PARSE_INVALID_FORMAT",
+                   "{column} must hold a JSON object of attribute name -> value"),
+        RecordRule("max_attributes", "_attribute_count", "at_most", BREVO_MAX_ATTRIBUTES,
+                   "TOO_MANY_ATTRIBUTES", f"the record has {{value}} attributes; Brevo accepts "
+                   f"at most {BREVO_MAX_ATTRIBUTES}"),
+        RecordRule("max_record_bytes", "_record_bytes", "at_most", BREVO_MAX_BODY_BYTES,
+                   "RECORD_TOO_LARGE", f"the record takes at least {{value}} bytes; a Brevo "
+                   f"request may carry {BREVO_MAX_BODY_BYTES} bytes"),
+    ),
     # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
     # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
     allowance=(1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),

@@ -36,8 +36,9 @@ from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
-from crm_sync.rules import HUBSPOT_MAX_INPUTS
 from crm_sync.spec import SyncSpec
+
+HUBSPOT_MAX_INPUTS = 100  # inputs per batch request
 
 LOCKED_PAUSE_SECONDS = 2.0  # documented: a 423 lock lasts 2 seconds
 LOCKED_TRIES = 3
@@ -300,7 +301,6 @@ def _ignores_case(spec: SyncSpec) -> bool:
 
 PROFILE = CrmProfile(
     name="hubspot", label="HubSpot", resource=HubSpotResource, kind="hubspot",
-    records_model="HubSpotRecords",
     # An object's name (`contacts`, `p_cars`: letters, digits, `_`, first a letter) or its
     # objectTypeId (`0-1`, `2-3508482`); property internal names alike.
     object_pattern=r"[A-Za-z][A-Za-z0-9_]*|[0-9]+-[0-9]+", field_pattern=r"[A-Za-z][A-Za-z0-9_]*",

@@ -23,6 +23,21 @@ def never(spec) -> bool:
 
 
 @dataclass(frozen=True)
+class RecordRule:
+    """A rule the CRM sets for its records, checked by validation: one check of one column of
+    validation's CRM frame (`to_crm_frame`), and what the quarantine says of a row that breaks
+    it (`error_code`; `message` with {column} and {value} filled in per row)."""
+
+    rule: str  # the rule's name (the quarantine's `rules`)
+    # `_crm_id`, `_attribute_count`, `_record_bytes`; None: the matching key's column
+    column: str | None
+    check: str  # "matches" (a regex the value must match) or "at_least" / "at_most" (a bound)
+    bound: Any  # the regex or the bound
+    error_code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class CrmProfile:
     """One CRM's rules: names, matching, limits a sync spec is checked against."""
 
@@ -46,15 +61,15 @@ class CrmProfile:
     matching_ignores_case: Callable[[Any], bool] = never
     # `matching_column` holds the CRM's own record id (sent as the record's id).
     matching_column_is_record_id: bool = False
-    # A matching value must NOT match this regex: (rule name in validation's RULES, pattern).
-    matching_value_refused: tuple[str, str] | None = None
-    # The CRM limits attributes and bytes per record: validation measures them (Brevo).
+    # What a matching value must match (a rule on the matching key's column, `column` None).
+    matching_value_refused: RecordRule | None = None
+    # The CRM limits attributes and bytes per record: validation measures them
+    # (`_attribute_count`, `_record_bytes`) for `record_rules` to check.
     measures_attributes: bool = False
     # Why `mode: mirror` is not available (None: the CRM can delete records).
     mirror_unsupported: str | None = None
-    # The class in crm_sync/validation/schemas.py holding the CRM's record rules that do not
-    # depend on the mapping (named, not imported: validation imports the connectors).
-    records_model: str = "CommonRecords"
+    # The CRM's rules for its records that do not depend on the mapping (ids, limits).
+    record_rules: tuple[RecordRule, ...] = ()
     # Fields the CRM itself requires, by object ("*": every object).
     required_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
@@ -64,6 +79,12 @@ class CrmProfile:
     # For the benchmark's report, for scale only: a faster documented tier the CRM's objects
     # are not under (rows per second, what it is), e.g. Brevo's contact endpoints.
     scale_tier: tuple[float, str] | None = None
+
+    @property
+    def rules(self) -> tuple[RecordRule, ...]:
+        """Every rule of the CRM's records (validation's checks and quarantine messages)."""
+        refused = (self.matching_value_refused,) if self.matching_value_refused else ()
+        return self.record_rules + refused
 
     @property
     def token_variable(self) -> str:

@@ -29,10 +29,14 @@ from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
-from crm_sync.connectors.profile import CrmProfile
+from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
-from crm_sync.rules import SALESFORCE_ID_PATTERN
 from crm_sync.spec import SyncSpec
+
+# Salesforce record ids: 15 (case-sensitive) or 18 (case-insensitive) alphanumerics, starting
+# with a 3-character key prefix. Such values must not be sent as external ids.
+SALESFORCE_ID_PATTERN = r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$"
+SALESFORCE_MAX_RECORDS = 200  # records per sObject Collections request
 
 MIN_API_VERSION = 46.0  # the collections upsert "is available in API version 46 and later"
 ROLLED_BACK = "ALL_OR_NONE_OPERATION_ROLLED_BACK"
@@ -47,7 +51,7 @@ _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
 class SalesforceConnector(Connector):
     crm = "salesforce"
-    max_records = 200  # "The list can contain up to 200 objects."
+    max_records = SALESFORCE_MAX_RECORDS  # "The list can contain up to 200 objects."
     suffix = b"]}"
 
     def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None,
@@ -314,7 +318,6 @@ def _ignores_case(spec: SyncSpec) -> bool:
 
 PROFILE = CrmProfile(
     name="salesforce", label="Salesforce", resource=SalesforceResource, kind="salesforce",
-    records_model="SalesforceRecords",
     # API names (`Account`, `My_Object__c`, `ns__Field__c`): letters, digits, `_`, first a letter.
     object_pattern=r"[A-Za-z][A-Za-z0-9_]*", field_pattern=r"[A-Za-z][A-Za-z0-9_]*",
     name_rule="a Salesforce API name: letters, digits and _, first a letter (like Account, "
@@ -323,8 +326,11 @@ PROFILE = CrmProfile(
     matching_ignores_case=_ignores_case,
     # A record id may not be sent as an external id: 15 or 18 alphanumerics (a negative
     # look-ahead, so validation's str_matches check can express "must not look like").
-    matching_value_refused=("salesforce_record_id_as_external_id",
-                            rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)"),
+    matching_value_refused=RecordRule(
+        "salesforce_record_id_as_external_id", None, "matches",
+        rf"^(?!{SALESFORCE_ID_PATTERN[1:-1]}$)", "MALFORMED_ID",
+        "{value} looks like a Salesforce record id; the external id field {column} must hold "
+        "your own id (Salesforce: \"Only external ids are supported. Don't use record ids.\")"),
     required_fields={"Account": frozenset({"Name"}), "Contact": frozenset({"LastName"}),
                      "Lead": frozenset({"LastName", "Company"})},
     # Salesforce sets no per-second rate, only an allocation over a rolling 24 h (100,000 calls

@@ -27,10 +27,14 @@ from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment, serialize
-from crm_sync.connectors.profile import CrmProfile
+from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
 from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
+
+# Superleap record ids look like `g1koYv_2lLKYVan`: a 6-character org prefix, `_`, 8 characters
+# (every id in Superleap's documentation has this shape, 15 characters in all).
+SUPERLEAP_ID_PATTERN = r"^[A-Za-z0-9]{6}_[A-Za-z0-9]{8}$"
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +305,10 @@ def _matching_column(spec: SyncSpec) -> str | None:
 
 PROFILE = CrmProfile(
     name="superleap", label="Superleap", resource=SuperleapResource, kind="superleap",
-    records_model="SuperleapRecords",
+    # A known Superleap id is sent as `id`; Superleap issues ids like g1koYv_2lLKYVan.
+    record_rules=(RecordRule(
+        "superleap_id_format", "_crm_id", "matches", SUPERLEAP_ID_PATTERN, "INVALID_ID_FORMAT",
+        "{value} is not a Superleap record id (<org>_<8 characters>, like g1koYv_2lLKYVan)"),),
     # Object and field slugs (`lead`, `external_id`): lowercase, digits, `_`.
     object_pattern=r"[a-z][a-z0-9_]*", field_pattern=r"[a-z][a-z0-9_]*",
     name_rule="a Superleap slug: lowercase letters, digits and _, first a letter",

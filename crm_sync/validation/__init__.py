@@ -13,12 +13,13 @@ import pandas as pd
 from pandera.errors import SchemaErrors
 
 from crm_sync import matching, safejson
+from crm_sync.convert import add_payloads
 from crm_sync.connectors import PROFILES
 from crm_sync.masking import sensitive_names
 from crm_sync.quarantine import QuarantineEntry, row_days
 from crm_sync.spec import SyncSpec
 from crm_sync.errors import SourceTableError  # re-exported: its old home
-from crm_sync.validation.schemas import RULES, build_schema, rule_of
+from crm_sync.validation.schemas import build_schema, rule_of, rule_texts
 
 META_COLUMNS = ["_key", "_updated_at", "_crm_id", "_extra"]
 
@@ -34,7 +35,8 @@ class ValidationResult:
 
     @property
     def by_rule(self) -> Counter:
-        return Counter(rule for f in self.failures for rule in f.rules.split(","))
+        return Counter(rule for f in self.failures
+                       for rule in (f.rules or f.error_code).split(","))
 
     @property
     def share_quarantined(self) -> float:
@@ -83,12 +85,13 @@ def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
     for name in frame.columns:
         frame[name] = _without_blanks(frame[name])
     if profile.measures_attributes:
-        _add_brevo_measures(spec, frame)
+        _add_record_measures(spec, frame)
     return frame
 
 
-def _add_brevo_measures(spec: SyncSpec, frame: pd.DataFrame) -> None:
-    """Attribute count and a lower bound of the record's size, for Brevo's limits."""
+def _add_record_measures(spec: SyncSpec, frame: pd.DataFrame) -> None:
+    """Attribute count and a lower bound of the record's size, for the CRM's limits (its
+    profile's record rules check them)."""
     mapped = [c for c in spec.fields]
     count = frame[mapped].notna().sum(axis=1)
     size = sum(frame[c].astype("string").str.len().fillna(0) for c in mapped)
@@ -162,10 +165,29 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
                 for idx in order]
     bad_rows = _name_winners(spec, order, bad_rows, winners, sensitive_names(spec))
     valid = frame.drop(index=list(failures))
-    return ValidationResult(valid=valid, failures=bad_rows, rows_in=len(frame),
-                            warnings=unknown_attributes(spec, valid),
-                            unpartitioned=unpartitioned,
+    warnings = unknown_attributes(spec, valid)
+    valid, unconvertible = _typed(spec, valid, partition)
+    by_row = dict(zip(order, bad_rows)) | unconvertible  # failures in row order
+    return ValidationResult(valid=valid, failures=[by_row[i] for i in sorted(by_row)],
+                            rows_in=len(frame), warnings=warnings, unpartitioned=unpartitioned,
                             keyless=sum(k.startswith("<no ") for k in identities.values()))
+
+
+def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None
+           ) -> tuple[pd.DataFrame, dict[int, QuarantineEntry]]:
+    """The valid rows with their typed payload and digest (crm_sync/convert.py), and the
+    entries (by row) of the rows whose values cannot be converted (a number too large for a
+    float, a JSON column that holds no object): those are quarantined here, not sent."""
+    reasons = add_payloads(spec, valid)
+    if not reasons:
+        return valid, {}
+    order = list(reasons)
+    rows = valid.loc[order].to_dict("index")
+    days = row_days(valid.loc[order, "_updated_at"])
+    entries = {idx: QuarantineEntry.conversion_failure(spec, rows[idx]["_key"], reasons[idx],
+                                                       rows[idx], day or partition)
+               for idx, day in zip(order, days)}
+    return valid.drop(index=order), entries
 
 
 # Columns the source adds to rows that belong to no partition (crm_sync/sources.py): why.
@@ -282,9 +304,10 @@ def _failure(spec: SyncSpec, row: dict, idx: int, reasons: list, day: str | None
     message). Masked where it enters the store (crm_sync/quarantine.py)."""
     rules = list(dict.fromkeys(r for r, _, _ in reasons))
     first_rule, column, value = reasons[0]
-    code = RULES.get(first_rule, (first_rule.upper(), ""))[0]
+    texts = rule_texts(spec)
+    code = texts.get(first_rule, (first_rule.upper(), ""))[0]
     messages = [
-        RULES.get(rule, (rule, "{column} failed check " + rule))[1].format(
+        texts.get(rule, (rule, "{column} failed check " + rule))[1].format(
             column=_source_column(spec, col), value=val)
         for rule, col, val in reasons
     ]

@@ -1,12 +1,13 @@
 """pandera schemas that mirror what each CRM documents.
 
-One `DataFrameModel` per CRM holds the rules that do not depend on the mapping (the source key,
-Superleap's id format, Brevo's attribute and size limits); `build_schema` adds a column per
-mapped field of the sync, with the checks its type and the CRM require. The frame being
-validated has one column per mapped CRM field (values as the source holds them, text) plus
-`_key` (source key), `_updated_at`, `_crm_id` (a known CRM id) and derived `_attribute_count`
-and `_record_bytes`. Every check maps to a rule name; RULES turns that into the quarantine's
-error code and a message a person can act on.
+`CommonRecords` holds the rule every CRM shares (the source key); `build_schema` adds the
+CRM's own record rules (its profile's `record_rules`: id formats, limits, declared in the
+CRM's connector module) and a column per mapped field of the sync, with the checks its type
+and the CRM require. The frame being validated has one column per mapped CRM field (values as
+the source holds them, text) plus `_key` (source key), `_updated_at`, `_crm_id` (a known CRM
+id) and, where the CRM limits them, derived `_attribute_count` and `_record_bytes`. Every
+check maps to a rule name; `rule_texts` turns that into the quarantine's error code and a
+message a person can act on.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from datetime import date
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from crm_sync.rules import (
-    BREVO_MAX_ATTRIBUTES, BREVO_MAX_BODY_BYTES, EMAIL_PATTERN, PHONE_PATTERN,
-    SUPERLEAP_ID_PATTERN,
-)
+from crm_sync.rules import EMAIL_PATTERN, PHONE_PATTERN
 from crm_sync.connectors import PROFILES
 from crm_sync.spec import SyncSpec
 
-# rule -> (error code, message template). {column} and {value} are filled in per row.
+# rule -> (error code, message template) of the rules every CRM shares (a CRM's own rules are
+# in its profile, `rule_texts`). {column} and {value} are filled in per row.
 RULES: dict[str, tuple[str, str]] = {
     "required": ("REQUIRED_FIELD_MISSING", "{column} is required but empty"),
     "email_format": ("PARSE_INVALID_FORMAT", "invalid email format: {value}"),
@@ -34,28 +33,6 @@ RULES: dict[str, tuple[str, str]] = {
     "date_format": ("PARSE_INVALID_FORMAT",
                     "{column} must be a date that exists (YYYY-MM-DD), got {value}"),
     "boolean_format": ("PARSE_INVALID_FORMAT", "{column} must be true or false, got {value}"),
-    "superleap_id_format": (
-        "INVALID_ID_FORMAT",
-        "{value} is not a Superleap record id (<org>_<8 characters>, like g1koYv_2lLKYVan)",
-    ),
-    "salesforce_record_id_as_external_id": (
-        "MALFORMED_ID",
-        "{value} looks like a Salesforce record id; the external id field {column} must hold "
-        "your own id (Salesforce: \"Only external ids are supported. Don't use record ids.\")",
-    ),
-    "max_attributes": (
-        "TOO_MANY_ATTRIBUTES",
-        f"the record has {{value}} attributes; Brevo accepts at most {BREVO_MAX_ATTRIBUTES}",
-    ),
-    "attributes_json": (
-        "PARSE_INVALID_FORMAT",
-        "{column} must hold a JSON object of attribute name -> value",
-    ),
-    "max_record_bytes": (
-        "RECORD_TOO_LARGE",
-        f"the record takes at least {{value}} bytes; a Brevo request may carry "
-        f"{BREVO_MAX_BODY_BYTES} bytes",
-    ),
     "updated_at": (
         "INVALID_UPDATED_AT",
         "updated_at is missing or not a timestamp (got {value!r}): the row belongs to no daily "
@@ -87,7 +64,7 @@ RULES: dict[str, tuple[str, str]] = {
 
 # Digits are ASCII [0-9], not `\d`: Python's `\d`, int() and float() also accept digits of
 # other scripts (`٣`, `１２`), which a CRM would read differently or refuse; such a value is
-# quarantined rather than sent as 3 or 12 (sync_runner.convert refuses them too).
+# quarantined rather than sent as 3 or 12 (crm_sync.convert refuses them too).
 _FORMAT_CHECKS = {
     "email": ("email_format", EMAIL_PATTERN),
     "phone": ("phone_format", PHONE_PATTERN),
@@ -132,44 +109,38 @@ class CommonRecords(pa.DataFrameModel):
         coerce = False
 
 
-class SuperleapRecords(CommonRecords):
-    # A known Superleap id is sent as `id`; Superleap issues ids like g1koYv_2lLKYVan.
-    crm_id: Series[object] = pa.Field(alias="_crm_id", nullable=True,
-                                      str_matches=SUPERLEAP_ID_PATTERN)
+def rule_texts(spec: SyncSpec) -> dict[str, tuple[str, str]]:
+    """rule -> (error code, message template) for the rules of a sync: RULES plus the rules
+    its CRM declares (its profile's `rules`)."""
+    return RULES | {r.rule: (r.error_code, r.message) for r in PROFILES[spec.crm].rules}
 
 
-class HubSpotRecords(CommonRecords):
-    """HubSpot's idProperty value is required (added per sync: its name is the mapping's)."""
+def _record_check(rule) -> pa.Check:
+    """The pandera check of one of a CRM's RecordRules, named by the rule."""
+    if rule.check == "matches":
+        return pa.Check.str_matches(rule.bound, name=rule.rule, error=rule.rule)
+    if rule.check == "at_least":
+        return pa.Check.ge(rule.bound, name=rule.rule, error=rule.rule)
+    if rule.check == "at_most":
+        return pa.Check.le(rule.bound, name=rule.rule, error=rule.rule)
+    raise ValueError(f"unknown record check {rule.check!r} of rule {rule.rule!r}")
 
 
-class SalesforceRecords(CommonRecords):
-    """The external id field must hold a value that is not a record id (added per sync)."""
+def _record_columns(spec: SyncSpec) -> dict[str, pa.Column]:
+    """The columns the CRM's record rules check (`_crm_id`: text or none; the measures of
+    `to_crm_frame`: whole numbers)."""
+    checks: dict[str, list] = {}
+    for rule in PROFILES[spec.crm].record_rules:
+        checks.setdefault(rule.column, []).append(rule)
+    return {column: pa.Column(object, checks=[_record_check(r) for r in rules], nullable=True)
+            if all(r.check == "matches" for r in rules) else
+            pa.Column(int, checks=[_record_check(r) for r in rules])
+            for column, rules in checks.items()}
 
 
-class BrevoRecords(CommonRecords):
-    # -1 marks an attributes column that is not a JSON object.
-    attribute_count: Series[int] = pa.Field(alias="_attribute_count", ge=0,
-                                            le=BREVO_MAX_ATTRIBUTES)
-    record_bytes: Series[int] = pa.Field(alias="_record_bytes", le=BREVO_MAX_BODY_BYTES)
-
-
-def records_model(crm: str) -> type[CommonRecords]:
-    """The CRM's model: its profile names one of the classes above (`records_model`)."""
-    return globals()[PROFILES[crm].records_model]
-
-
-def __getattr__(name: str):
-    if name == "MODELS":  # old name: CRM -> model, now named by each CRM's profile
-        return {crm: records_model(crm) for crm in PROFILES}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-# Rules of the models' Field checks, by column and check kind.
+# Rules of the model's Field checks, by column and check kind.
 FIELD_RULES = {
     ("_key", "str_length"): "required",
-    ("_crm_id", "str_matches"): "superleap_id_format",
-    ("_attribute_count", "greater_than_or_equal_to"): "attributes_json",
-    ("_attribute_count", "less_than_or_equal_to"): "max_attributes",
-    ("_record_bytes", "less_than_or_equal_to"): "max_record_bytes",
 }
 
 
@@ -211,9 +182,8 @@ def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
             checks.append(pa.Check.str_length(min_value=1, name="required", error="required"))
         refused = PROFILES[spec.crm].matching_value_refused
         if refused and crm_field == spec.matching_key:
-            rule, pattern = refused
-            checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
+            checks.append(_record_check(refused))
         columns[crm_field] = pa.Column(object, checks=checks, nullable=crm_field not in required)
-    schema = records_model(spec.crm).to_schema().add_columns(columns)
+    schema = CommonRecords.to_schema().add_columns({**_record_columns(spec), **columns})
     schema.name = f"{spec.crm}:{spec.object}"
     return schema
