@@ -164,22 +164,8 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
                 while window and (len(window) >= PIPELINE_DEPTH or any(
                         not names.isdisjoint(other) for _, other in window)):
                     await window.popleft()[0]
-                keys = chunk["_key"].tolist()
-                digests = chunk[DIGEST].tolist()
-                # (in a thread: SQLite works without the GIL, the loop goes on sending)
-                state = await asyncio.to_thread(store.get_state, spec.name, keys)
-                same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
-                        for key, digest in zip(keys, digests)]
-                verdicts, stamps = await _claim(spec, store, run, chunk, keys, same, dry_run)
-                plan = _Plan()
-                for start in range(0, len(chunk), PLAN_SLICE_ROWS):
-                    stop = start + PLAN_SLICE_ROWS
-                    plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
-                                         digests[start:stop], same[start:stop], state,
-                                         where, full_resync, report,
-                                         None if dry_run else connector,
-                                         verdicts[start:stop], stamps[start:stop]))
-                    await asyncio.sleep(0)
+                plan = await _plan_chunk(spec, chunk, store, run, where, full_resync, report,
+                                         None if dry_run else connector)
                 if dry_run:
                     continue
                 previous = asyncio.ensure_future(send_and_record(
@@ -202,6 +188,26 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
     report.duration_seconds = time.monotonic() - started
     report.check()
     return report
+
+
+async def _plan_chunk(spec, chunk, store, run, where, full_resync, report, connector) -> _Plan:
+    """Plan one chunk: its state, its ownership claims, then its rows in slices (the loop goes
+    on sending and reading answers between them). `connector` None: a dry run."""
+    keys = chunk["_key"].tolist()
+    digests = chunk[DIGEST].tolist()
+    # (in a thread: SQLite works without the GIL, the loop goes on sending)
+    state = await asyncio.to_thread(store.get_state, spec.name, keys)
+    same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
+            for key, digest in zip(keys, digests)]
+    verdicts, stamps = await _claim(spec, store, run, chunk, keys, same, connector is None)
+    plan = _Plan()
+    for start in range(0, len(chunk), PLAN_SLICE_ROWS):
+        stop = start + PLAN_SLICE_ROWS
+        plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
+                             digests[start:stop], same[start:stop], state, where, full_resync,
+                             report, connector, verdicts[start:stop], stamps[start:stop]))
+        await asyncio.sleep(0)
+    return plan
 
 
 @dataclass

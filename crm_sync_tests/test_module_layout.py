@@ -27,16 +27,11 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-# Modules another part of issue 14 restructures (merged after this one): checked once it is.
-# TODO(lead): empty these after the merge.
-NOT_YET_SPLIT = frozenset({"crm_sync.sync_runner"})  # 550 lines
-LONG_FUNCTIONS_ELSEWHERE = frozenset({  # mirror_deletes 72, sync_partitions 62, _run_chunks 64
-    "crm_sync.mirror", "crm_sync.backfill", "crm_sync.sync_runner"})
 
 
 def test_every_module_is_at_most_400_lines():
-    long = {_name(p): n for p in _modules() if _name(p) not in NOT_YET_SPLIT
-            and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    long = {_name(p): n for p in _modules()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert long == {}, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 
@@ -52,7 +47,7 @@ def _long_functions(paths: list[Path]) -> dict[str, int]:
 
 
 def test_no_function_is_over_60_lines():
-    paths = [p for p in _modules() if _name(p) not in LONG_FUNCTIONS_ELSEWHERE]
+    paths = list(_modules())
     assert PACKAGE / "store.py" in paths and PACKAGE / "connectors" / "core.py" in paths
     long = _long_functions(paths)
     assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
