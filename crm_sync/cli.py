@@ -93,7 +93,7 @@ def _add_backfill_parser(sub) -> None:
 def _demo(parser, args, extra) -> int:
     from pathlib import Path
 
-    from crm_sync.demo import run_demo
+    from crm_sync.devtools.demo import run_demo
 
     run_demo(Path(args.workdir) if args.workdir else None, port=args.port)
     return 0
@@ -119,13 +119,13 @@ def _sandbox(parser, args, extra) -> int:
 
 
 def _ui(parser, args, extra) -> int:
-    from crm_sync.ui import run_ui
+    from crm_sync.devtools.ui import run_ui
 
     return run_ui(args.port, args.sandbox_port)
 
 
 def _generate(parser, args, extra) -> int:
-    from crm_sync.generate import generate
+    from crm_sync.devtools.generate import generate
 
     sizes = generate(args.out, scale=args.scale, seed=args.seed)
     print(", ".join(f"{name}: {n} rows" for name, n in sizes.items()) + f" -> {args.out}")
@@ -133,7 +133,7 @@ def _generate(parser, args, extra) -> int:
 
 
 def _bench(parser, args, extra) -> int:
-    from crm_sync.bench import main as bench_main
+    from crm_sync.devtools.bench import main as bench_main
 
     return bench_main(extra + args.options)
 
@@ -145,7 +145,7 @@ def _step_config(syncs: list[str], config: dict) -> dict:
     """The backfill's run config: each step of each sync gets the options it takes (dry_run
     reaches the upsert, replay and mirror steps); each run keeps only its own assets' entries."""
     from crm_sync.spec import load_spec
-    from crm_sync.sync_steps import sync_run_config
+    from crm_sync.pipeline.sync_steps import sync_run_config
 
     # (an unknown sync name is refused by sync_partitions)
     return {"ops": {name: entry for sync in load_spec().syncs if sync.name in syncs
@@ -155,9 +155,9 @@ def _step_config(syncs: list[str], config: dict) -> dict:
 def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
               extra=()) -> int:
     """Each sync and partition on its own; a summary at the end; non-zero if any failed."""
-    from crm_sync.backfill import day_range, sync_partitions
-    from crm_sync.demo import SUMMARY_COLUMNS
-    from crm_sync.reporting import text_table
+    from crm_sync.pipeline.in_process import day_range, sync_partitions
+    from crm_sync.devtools.demo import SUMMARY_COLUMNS
+    from crm_sync.pipeline.reporting import text_table
 
     try:
         days = day_range(args.start, args.end)

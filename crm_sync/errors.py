@@ -22,7 +22,7 @@ is a `ValueError`, `SourceError` a `RuntimeError`, ...), so `except ValueError` 
 re-export them under their old names (`crm_sync.spec.SpecError` is this `SpecError`).
 
 This module imports nothing heavy (no dagster, no httpx, no connector), so any module may
-import it. Turning a fatal error into a Dagster failure message is crm_sync/dagster_failures.py.
+import it. Turning a fatal error into a Dagster failure message is crm_sync/pipeline/failures.py.
 """
 
 from __future__ import annotations
@@ -167,10 +167,10 @@ class PartitionBusy(RetriableError):
 # What this module held before it held the errors: the Dagster failure builders and the CRM
 # labels, for code written against the old layout. Loaded on first use only, so that importing
 # this module never loads dagster or the connectors.
-_MOVED = {"crm_failure": "crm_sync.dagster_failures",
-          "crm_stage_failure": "crm_sync.dagster_failures",
-          "readable_crm_errors": "crm_sync.dagster_failures",
-          "exc_attempts": "crm_sync.dagster_failures",
+_MOVED = {"crm_failure": "crm_sync.pipeline.failures",
+          "crm_stage_failure": "crm_sync.pipeline.failures",
+          "readable_crm_errors": "crm_sync.pipeline.failures",
+          "exc_attempts": "crm_sync.pipeline.failures",
           "crm_label": "crm_sync.connectors", "CRM_LABELS": "crm_sync.connectors.core"}
 
 

@@ -17,11 +17,11 @@ import os
 import dagster as dg
 
 from crm_sync import paths
-from crm_sync.assets import build_assets, partitions_for
+from crm_sync.pipeline.assets import build_assets, partitions_for
 from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL, TOKEN_ENV
-from crm_sync.jobs import build_automation
-from crm_sync.resources import StoreResource
-from crm_sync.sources import SourceResource
+from crm_sync.pipeline.automation import build_automation
+from crm_sync.pipeline.resources import StoreResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, load_spec
 
 PathArg = str | os.PathLike | None

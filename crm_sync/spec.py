@@ -59,7 +59,7 @@ _DERIVED = {
     "MATCHING_KEYS_BY_CRM": lambda: {n: set(p.matching_keys) for n, p in profiles().items()
                                      if p.matching_keys is not None},
     # `mode: mirror` deletes the CRM records of rows that left the source, so the CRM needs an
-    # API to delete records (crm_sync/mirror.py). Why each CRM left out cannot mirror:
+    # API to delete records (crm_sync/load/mirror.py). Why each CRM left out cannot mirror:
     "MIRROR_UNSUPPORTED": lambda: {n: p.mirror_unsupported for n, p in profiles().items()
                                    if p.mirror_unsupported},
     "NAME_PATTERNS": lambda: {n: {"object": p.object_pattern, "field": p.field_pattern}
@@ -103,7 +103,7 @@ class SyncSpec(BaseModel):
     )
     matching_key_case_sensitive: bool = Field(
         default=False, description="Salesforce: the external id field is case-sensitive "
-        "(otherwise two values differing only in case name one record; crm_sync/matching.py)"
+        "(otherwise two values differing only in case name one record; crm_sync/transform/matching.py)"
     )
     fields: dict[str, FieldMapping]
     attributes_json_column: str | None = Field(

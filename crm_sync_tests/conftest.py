@@ -53,7 +53,7 @@ def stored(sandbox: httpx.Client, crm: str, obj: str) -> list[dict]:
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A fresh sync store for one test."""
-    from crm_sync.store import SyncStore
+    from crm_sync.state.store import SyncStore
 
     path = tmp_path / "crm_sync.sqlite"
     monkeypatch.setenv("CRM_SYNC_STORE", str(path))

@@ -34,20 +34,20 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from crm_sync import generate
+from crm_sync.devtools import generate
 from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.connectors.hubspot import HubSpotResource, property_value
 from crm_sync.connectors.salesforce import SalesforceResource
 from crm_sync.connectors.superleap import SuperleapResource
-from crm_sync.replay import retry_transient
+from crm_sync.load.replay import retry_transient
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import SyncSpec, load_spec
-from crm_sync.store import SyncStore
-from crm_sync.convert import mapped_fields
-from crm_sync.sync_runner import SyncReport, run_upsert
-from crm_sync.validation import validate_partition
-from crm_sync.writeahead import WriteAheadLog
+from crm_sync.state.store import SyncStore
+from crm_sync.transform.convert import mapped_fields
+from crm_sync.load.runner import SyncReport, run_upsert
+from crm_sync.transform.validate import validate_partition
+from crm_sync.state.writeahead import WriteAheadLog
 
 CRMS = ("superleap", "hubspot", "salesforce", "brevo")
 SYNC_OF = {"superleap": "leads_to_superleap", "hubspot": "contacts_to_hubspot",

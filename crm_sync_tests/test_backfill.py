@@ -10,10 +10,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from crm_sync.backfill import day_range
+from crm_sync.pipeline.in_process import day_range
 from crm_sync.cli import main
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.validation import validate_partition
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 DAYS = ["2026-11-02", "2026-11-03"]
@@ -73,7 +73,7 @@ def test_backfill_then_incremental_run_sends_only_changed_rows(sandbox, store, d
 
 def _run_partition(day: str, env: dict) -> None:
     os.environ.update(env)
-    from crm_sync.backfill import sync_partitions
+    from crm_sync.pipeline.in_process import sync_partitions
 
     sync_partitions([day], syncs=["leads_to_superleap"], log=lambda *_: None)
 

@@ -1,12 +1,12 @@
-"""A small run of `crm-sync bench` (crm_sync/bench/): it runs end to end and its accounting
+"""A small run of `crm-sync bench` (crm_sync/devtools/bench/): it runs end to end and its accounting
 holds. Times are never asserted (the machine is shared; BENCHMARKS.md has the real figures)."""
 
 from __future__ import annotations
 
 import pytest
 
-from crm_sync.bench import Options, run
-from crm_sync.bench.report import COLUMNS, rows, table
+from crm_sync.devtools.bench import Options, run
+from crm_sync.devtools.bench.report import COLUMNS, rows, table
 
 
 @pytest.fixture(scope="module")

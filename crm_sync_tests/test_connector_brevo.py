@@ -14,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.connectors.brevo import BrevoConnector, BrevoResource
 from crm_sync.connectors.core import FatalCrmError, HttpCore, HttpSettings
 from crm_sync.connectors.model import Item
@@ -22,7 +22,7 @@ from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.validation import validate_partition
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 KEY = DEFAULT_TOKENS["brevo"]

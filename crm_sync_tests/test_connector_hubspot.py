@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.connectors.core import (
     AllowanceReserveReached, FatalCrmError, HttpCore, HttpSettings,
 )
@@ -20,7 +20,7 @@ from crm_sync.connectors.hubspot import HubSpotConnector, HubSpotResource
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.validation import validate_partition
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.test_sandbox_hubspot import sandbox_in_thread
 
@@ -30,7 +30,7 @@ SPEC = load_spec().sync("contacts_to_hubspot")
 
 
 def rows(n: int, start: int = 0, **overrides) -> list[tuple[str, dict, None]]:
-    """(source key, mapped fields, known CRM id) as sync_runner hands them to a resource."""
+    """(source key, mapped fields, known CRM id) as the runner (crm_sync/load/runner.py) hands them to a resource."""
     return [(f"CT-{i:07d}", {"email": f"person{i}@example.com", "firstname": f"First{i}",
                             "lastname": f"Last{i}", "lifecyclestage": "lead",
                             "crm_sync_id": f"CT-{i:07d}", **overrides}, None)

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.connectors.core import FatalCrmError, HttpCore
 from crm_sync.connectors.salesforce import SalesforceConnector, SalesforceResource
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.validation import validate_partition
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 TOKEN = DEFAULT_TOKENS["salesforce"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from crm_sync.demo import run_demo
+from crm_sync.devtools.demo import run_demo
 
 
 def _records(db) -> dict[tuple[str, str], int]:

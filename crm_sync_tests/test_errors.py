@@ -14,7 +14,7 @@ import pytest
 import crm_sync
 
 # Not part of the library: the CRM emulator and the benchmark keep their own exceptions.
-_OUTSIDE = ("crm_sync.sandbox", "crm_sync.bench")
+_OUTSIDE = ("crm_sync.sandbox", "crm_sync.devtools.bench")
 
 
 def _package_modules() -> list[str]:
@@ -87,18 +87,18 @@ def test_every_exception_says_what_a_user_sees_and_does():
 
 @pytest.mark.parametrize("module, name, builtin, kind", [
     ("crm_sync.spec", "SpecError", ValueError, "FatalError"),
-    ("crm_sync.sources", "SourceError", RuntimeError, "FatalError"),
-    ("crm_sync.csvsource", "CsvFileError", ValueError, "FatalError"),
-    ("crm_sync.validation", "SourceTableError", ValueError, "FatalError"),
+    ("crm_sync.extract.sources", "SourceError", RuntimeError, "FatalError"),
+    ("crm_sync.extract.csvsource", "CsvFileError", ValueError, "FatalError"),
+    ("crm_sync.transform.validate", "SourceTableError", ValueError, "FatalError"),
     ("crm_sync.connectors.core", "FatalCrmError", RuntimeError, "FatalError"),
     ("crm_sync.connectors.core", "CrmUnreachable", RuntimeError, "FatalError"),
     ("crm_sync.connectors.core", "BadBaseUrl", RuntimeError, "FatalError"),
     ("crm_sync.connectors.core", "MissingToken", RuntimeError, "FatalError"),
-    ("crm_sync.mirror", "MassDeleteRefused", RuntimeError, "FatalError"),
-    ("crm_sync.sync_runner", "AccountingError", AssertionError, "FatalError"),
+    ("crm_sync.load.mirror", "MassDeleteRefused", RuntimeError, "FatalError"),
+    ("crm_sync.load.runner", "AccountingError", AssertionError, "FatalError"),
     ("crm_sync.connectors.core", "TransientFailure", RuntimeError, "RetriableError"),
     ("crm_sync.connectors.core", "AllowanceReserveReached", RuntimeError, "RetriableError"),
-    ("crm_sync.lease", "PartitionBusy", Exception, "RetriableError"),
+    ("crm_sync.state.lease", "PartitionBusy", Exception, "RetriableError"),
 ])
 def test_old_import_paths_and_bases_still_work(module, name, builtin, kind):
     """Code that imports an exception from where it used to live, or catches it by its builtin
@@ -138,7 +138,8 @@ def test_importing_the_errors_loads_neither_dagster_nor_httpx():
 
 def test_dagster_failures_still_reachable_through_errors():
     """Branches written before the move import the failure builders from crm_sync.errors."""
-    from crm_sync import dagster_failures, errors
+    from crm_sync import errors
+    from crm_sync.pipeline import failures as dagster_failures
 
     for name in ("crm_failure", "crm_stage_failure", "readable_crm_errors"):
         assert getattr(errors, name) is getattr(dagster_failures, name)

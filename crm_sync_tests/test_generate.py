@@ -4,7 +4,7 @@ import filecmp
 
 import pandas as pd
 
-from crm_sync.generate import generate
+from crm_sync.devtools.generate import generate
 from crm_sync.spec import PROJECT_ROOT
 
 

@@ -11,8 +11,8 @@ from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.project import build_defs, sandbox_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.sync_steps import sync_asset_names, sync_run_config
-from crm_sync.validation import validate_partition
+from crm_sync.pipeline.sync_steps import sync_asset_names, sync_run_config
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 DAY1, DAY2 = "2026-11-02", "2026-11-03"

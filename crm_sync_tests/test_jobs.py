@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.definitions import build_definitions
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT
 
 

@@ -21,7 +21,7 @@ from crm_sync_tests.conftest import stored
 def test_importing_the_definitions_loads_no_sandbox_or_bench_module():
     code = ("import sys, crm_sync.definitions\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('crm_sync.sandbox', "
-            "'crm_sync.bench', 'starlette', 'uvicorn')))\n"
+            "'crm_sync.devtools.bench', 'starlette', 'uvicorn')))\n"
             "print(bad)\n"
             "sys.exit(1 if bad else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
@@ -75,7 +75,7 @@ assets = [a for a in defs.assets if a.partitions_def is not None]
 result = dg.materialize(assets, partition_key="{DAY}", resources=defs.resources)
 import crm_sync.definitions  # the default code location reads this project's syncs.yaml
 emulator_loaded = sorted(m for m in sys.modules if m.startswith("crm_sync.sandbox"))
-from crm_sync.demo import demo_files  # the demo starts the sandbox: imported last
+from crm_sync.devtools.demo import demo_files  # the demo starts the sandbox: imported last
 print(json.dumps({{
     "package": crm_sync.__file__, "success": result.success,
     "store": defs.resources["store"].path,

@@ -15,9 +15,9 @@ import pytest
 
 from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.spec import load_spec
-from crm_sync.store import SyncStore
-from crm_sync.sync_runner import run_upsert
-from crm_sync.validation import validate_partition
+from crm_sync.state.store import SyncStore
+from crm_sync.load.runner import run_upsert
+from crm_sync.transform.validate import validate_partition
 
 SPEC = load_spec()
 MARK = "MALFORMED-MARKER"

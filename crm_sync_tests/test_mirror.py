@@ -17,21 +17,21 @@ import yaml
 from hubspot import HubSpot
 from hubspot.crm.contacts import BatchInputSimplePublicObjectId, SimplePublicObjectId
 
-from crm_sync.assets import build_assets
-from crm_sync.sync_steps import sync_asset_names, sync_run_config
+from crm_sync.pipeline.assets import build_assets
+from crm_sync.pipeline.sync_steps import sync_asset_names, sync_run_config
 from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.connectors.salesforce import SalesforceResource
 from crm_sync.definitions import build_resources
-from crm_sync.mirror import QUARANTINE_PATH, mirror_deletes
-from crm_sync.quarantine import QuarantineEntry, day_of
+from crm_sync.load.mirror import QUARANTINE_PATH, mirror_deletes
+from crm_sync.state.quarantine import QuarantineEntry, day_of
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.sandbox.salesforce import case_safe_suffix
-from crm_sync.sources import SourceError, SourceResource
+from crm_sync.extract.sources import SourceError, SourceResource
 from crm_sync.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, SpecError, load_spec
-from crm_sync.store import SyncStore
-from crm_sync.sync_runner import run_upsert
-from crm_sync.validation import validate_partition
+from crm_sync.state.store import SyncStore
+from crm_sync.load.runner import run_upsert
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 HUBSPOT_AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['hubspot']}"}

@@ -23,7 +23,7 @@ from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.connectors.model import Item
 from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.spec import load_spec
-from crm_sync.convert import mapped_fields
+from crm_sync.transform.convert import mapped_fields
 
 SPEC = load_spec()
 SETTINGS = settings(max_examples=75, deadline=None,

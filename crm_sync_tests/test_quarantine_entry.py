@@ -1,4 +1,4 @@
-"""The quarantine entry (crm_sync/quarantine.py): `partition` is always the row's day, whatever
+"""The quarantine entry (crm_sync/state/quarantine.py): `partition` is always the row's day, whatever
 path found the failure (`path`: sync, replay, mirror); sensitive values are masked once, where
 entries enter the store, whichever constructor built them."""
 
@@ -8,15 +8,15 @@ import dagster as dg
 import pandas as pd
 import yaml
 
-from crm_sync.assets import build_assets
-from crm_sync.sync_steps import sync_asset_names
+from crm_sync.pipeline.assets import build_assets
+from crm_sync.pipeline.sync_steps import sync_asset_names
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.store import SyncStore
-from crm_sync.validation import validate_partition
+from crm_sync.state.store import SyncStore
+from crm_sync.transform.validate import validate_partition
 
 SYNC = "leads_to_superleap"
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
@@ -100,7 +100,7 @@ def _file_bytes(store: SyncStore) -> bytes:
 
 def _entries(spec):
     from crm_sync.connectors.model import Outcome
-    from crm_sync.quarantine import QuarantineEntry, batch_echoes
+    from crm_sync.state.quarantine import QuarantineEntry, batch_echoes
 
     payload = {"name": "Ada", "email": SECRET}
     echoes = batch_echoes([payload, {"name": "Charles", "email": OTHER_SECRET}],

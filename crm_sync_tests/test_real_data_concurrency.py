@@ -21,14 +21,14 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from crm_sync import ownership
+from crm_sync.state import ownership
 from crm_sync.cli import main
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.sync_runner import run_upsert
-from crm_sync.validation import validate_partition
-from crm_sync.writeahead import WriteAheadLog
+from crm_sync.load.runner import run_upsert
+from crm_sync.transform.validate import validate_partition
+from crm_sync.state.writeahead import WriteAheadLog
 from crm_sync_tests.conftest import stored
 
 SYNC = "leads_to_superleap"
@@ -147,7 +147,7 @@ def test_log_before_create_refuses_a_create_another_run_logged_meanwhile(sandbox
         return seen
 
     monkeypatch.setattr(WriteAheadLog, "pending", pending_then_meet)
-    # The sync runner's claims (crm_sync/ownership.py) would make the second run wait for the
+    # The sync runner's claims (crm_sync/state/ownership.py) would make the second run wait for the
     # first before it reads the log; here each run takes the other for dead, so that only the
     # write-ahead compare-and-set stands between the two creates.
     monkeypatch.setattr(ownership, "_alive", lambda run: False)

@@ -28,10 +28,10 @@ import pytest
 import yaml
 from dagster._serdes import serialize_value
 
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests import invariant as inv
 

@@ -14,18 +14,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from crm_sync.assets import build_assets
-from crm_sync.sync_steps import sync_asset_names, sync_run_config
+from crm_sync.pipeline.assets import build_assets
+from crm_sync.pipeline.sync_steps import sync_asset_names, sync_run_config
 from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.connectors.core import FatalCrmError
 from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, FieldMapping, SpecError, load_spec
-from crm_sync.convert import convert
-from crm_sync.sync_runner import run_upsert
-from crm_sync.validation import validate_partition
+from crm_sync.transform.convert import convert
+from crm_sync.load.runner import run_upsert
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 DAYS = ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]

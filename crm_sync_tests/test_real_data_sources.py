@@ -17,11 +17,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from crm_sync.assets import build_assets
-from crm_sync.backfill import sync_partitions
+from crm_sync.pipeline.assets import build_assets
+from crm_sync.pipeline.in_process import sync_partitions
 from crm_sync.definitions import build_resources
-from crm_sync.jobs import replay_job
-from crm_sync.sources import SourceError, SourceResource
+from crm_sync.pipeline.automation import replay_job
+from crm_sync.extract.sources import SourceError, SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
 
@@ -131,7 +131,7 @@ def test_naive_timestamps_are_utc_under_another_time_zone(sandbox_url, sandbox, 
            "CRM_SYNC_DATA_DIR": str(data), "CRM_SYNC_STORE": str(tmp_path / "store.sqlite"),
            "PYTHONPATH": str(PROJECT_ROOT)}
     probe = ("import time; from datetime import datetime, timezone as z; "
-             "from crm_sync.sources import SourceResource as S; "
+             "from crm_sync.extract.sources import SourceResource as S; "
              "w = (datetime(2026, 11, 1, tzinfo=z.utc), datetime(2026, 11, 2, tzinfo=z.utc)); "
              f"f = S(duckdb_path={str(tmp_path / 'w.duckdb')!r}).read_partition('leads', *w); "
              "print(time.strftime('%Z'), sorted(f['lead_id']))")
@@ -297,7 +297,7 @@ def test_a_line_missing_several_columns_is_described_once(tmp_path):
     """DuckDB reports a short line once per missing column; the quarantine names it once."""
     import duckdb
 
-    from crm_sync import csvsource
+    from crm_sync.extract import csvsource
 
     path = tmp_path / "leads.csv"
     path.write_text("a,b,c,d,e\n1,2,3,4,5\n1,2\n")

@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from crm_sync.backfill import sync_partitions
+from crm_sync.pipeline.in_process import sync_partitions
 from crm_sync.connectors.hubspot import HubSpotConnector, HubSpotResource
 from crm_sync.definitions import build_definitions, build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
-from crm_sync.sync_runner import run_upsert
-from crm_sync.validation import validate_partition
+from crm_sync.load.runner import run_upsert
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 HUBSPOT = {
@@ -157,7 +157,7 @@ def test_brevo_ext_ids_differing_in_case_are_two_records(sandbox, store, tmp_pat
 
 # -- item 5: older values never overwrite newer ones ------------------------------------------
 def _upsert_metadata(day: str, spec) -> dict:
-    from crm_sync.assets import build_assets
+    from crm_sync.pipeline.assets import build_assets
 
     assets = [a for a in build_assets(spec) if a.partitions_def is not None]
     result = dg.materialize(assets, partition_key=day, resources=build_resources())

@@ -152,9 +152,9 @@ def _spec(tmp_path, **overrides) -> Path:
 
 
 def test_a_fifth_crm_is_one_module_and_its_registry_entry(fifth_crm, tmp_path):
-    from crm_sync import matching
+    from crm_sync.transform import matching
     from crm_sync.project import build_defs
-    from crm_sync.validation.schemas import required_fields
+    from crm_sync.transform.schemas import required_fields
 
     spec = load_spec(_spec(tmp_path))
     sync = spec.sync("deals_to_fifth")
@@ -186,7 +186,7 @@ def test_an_unknown_crm_names_the_known_ones(tmp_path):
 
 
 def test_old_names_are_derived_from_the_profiles():
-    from crm_sync.assets import CRM_KINDS
+    from crm_sync.pipeline.assets import CRM_KINDS
     from crm_sync.connectors.core import CRM_LABELS
     from crm_sync.spec import MATCHING_KEYS_BY_CRM, MIRROR_UNSUPPORTED
 
@@ -198,7 +198,7 @@ def test_old_names_are_derived_from_the_profiles():
 
 
 # -- CRM-specific validation rules live with the CRM --------------------------------------------
-VALIDATION_MODULES = sorted((PACKAGE / "validation").glob("*.py")) + [PACKAGE / "rules.py"]
+VALIDATION_MODULES = [PACKAGE / "transform" / name for name in ("validate.py", "schemas.py", "rules.py")]
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -237,7 +237,7 @@ def _crm_mentions(tree: ast.AST):
 
 def test_validation_names_no_crm():
     """Each CRM's limits and record rules are declared by its profile (in its connector
-    module); validation looks the CRM up in the registry, and rules.py keeps the formats all
+    module); validation looks the CRM up in the registry, and transform/rules.py keeps the formats all
     CRMs share."""
     found = []
     for path in VALIDATION_MODULES:
@@ -248,7 +248,7 @@ def test_validation_names_no_crm():
 
 
 def test_each_crms_record_rules_are_in_its_profile():
-    from crm_sync.validation.schemas import build_schema, rule_texts
+    from crm_sync.transform.schemas import build_schema, rule_texts
 
     spec = load_spec()
     for crm, rule in (("superleap", "superleap_id_format"), ("brevo", "max_attributes"),

@@ -25,9 +25,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from crm_sync.sources import SourceResource
-from crm_sync.store import SyncStore
-from crm_sync.writeahead import WriteAheadLog
+from crm_sync.extract.sources import SourceResource
+from crm_sync.state.store import SyncStore
+from crm_sync.state.writeahead import WriteAheadLog
 from crm_sync_tests import invariant as inv
 
 pytestmark = pytest.mark.reliability

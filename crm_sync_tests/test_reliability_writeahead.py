@@ -2,7 +2,7 @@
 
 For the idempotent upserts (HubSpot by idProperty, Salesforce by external id, Brevo by ext_id) a
 resend is harmless. Superleap creates have no idempotency key: crm_sync keeps a write-ahead log
-of creates (crm_sync/writeahead.py) and, before creating a row whose earlier create went
+of creates (crm_sync/state/writeahead.py) and, before creating a row whose earlier create went
 unanswered, looks the record up by `external_id` with Superleap's Filter Object Data API and
 adopts it. These tests show the fault is real (without the log, records are created twice) and
 that with it every row ends as exactly one record.
@@ -16,11 +16,11 @@ import pytest
 
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.quarantine import QuarantineEntry
-from crm_sync.sources import SourceResource
-from crm_sync.sync_runner import run_upsert
-from crm_sync.validation import validate_partition
-from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog
+from crm_sync.state.quarantine import QuarantineEntry
+from crm_sync.extract.sources import SourceResource
+from crm_sync.load.runner import run_upsert
+from crm_sync.transform.validate import validate_partition
+from crm_sync.state.writeahead import UNKNOWN_OUTCOME, WriteAheadLog
 from crm_sync_tests import invariant as inv
 
 pytestmark = pytest.mark.reliability

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from crm_sync.assets import build_assets
-from crm_sync.sync_steps import sync_asset_names
+from crm_sync.pipeline.assets import build_assets
+from crm_sync.pipeline.sync_steps import sync_asset_names
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.definitions import build_definitions, build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.validation import validate_partition
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 DAY1, DAY2 = "2026-11-02", "2026-11-03"

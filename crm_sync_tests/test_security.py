@@ -25,16 +25,16 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
 from crm_sync import cli
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.definitions import build_definitions, build_resources
 from crm_sync.sandbox import server
 from crm_sync.sandbox.app import TOKEN_ENV
 from crm_sync.sandbox.server import sandbox_process
-from crm_sync.sources import SourceResource
-from crm_sync.quarantine import QuarantineEntry
+from crm_sync.extract.sources import SourceResource
+from crm_sync.state.quarantine import QuarantineEntry
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync.store import SyncStore
+from crm_sync.state.store import SyncStore
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.test_hostile_input import _table
 
@@ -302,8 +302,8 @@ def test_the_sandbox_binds_to_this_machine_by_default(monkeypatch):
 
 
 def test_previews_mask_a_sensitive_source_key(tmp_path):
-    from crm_sync.assets import _masked_preview_columns
-    from crm_sync.resources import StoreResource
+    from crm_sync.pipeline.assets import _masked_preview_columns
+    from crm_sync.pipeline.resources import StoreResource
 
     raw = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
     for sync in raw["syncs"]:
@@ -323,7 +323,7 @@ def test_previews_mask_a_sensitive_source_key(tmp_path):
 
 
 def test_masking_finds_a_value_however_an_answer_spells_it():
-    from crm_sync.masking import mask_entry
+    from crm_sync.state.masking import mask_entry
 
     entry = {"source_key": "K", "column_name": "email", "value": "Ada\"Secret@Example.com",
              "payload": {"email": "Ada\"Secret@Example.com", "name": "Ada"},

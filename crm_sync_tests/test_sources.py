@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from crm_sync.sources import SourceError, SourceResource
+from crm_sync.extract.sources import SourceError, SourceResource
 from crm_sync.spec import PROJECT_ROOT
 
 DAY = (datetime(2026, 11, 2, tzinfo=timezone.utc), datetime(2026, 11, 3, tzinfo=timezone.utc))

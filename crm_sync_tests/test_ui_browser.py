@@ -28,7 +28,7 @@ import pytest
 from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
 from crm_sync.sandbox.server import free_port, sandbox_process
 from crm_sync.spec import PROJECT_ROOT
-from crm_sync.ui import prepare_home
+from crm_sync.devtools.ui import prepare_home
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -14,14 +14,14 @@ import sys
 import dagster as dg
 import pandas as pd
 
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.definitions import build_definitions, build_resources
 from crm_sync.sandbox.server import free_port
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, Spec, load_spec
-from crm_sync.validation import validate_partition
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 PARTITION = "2026-11-03"

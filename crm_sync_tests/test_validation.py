@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from crm_sync.spec import load_spec
-from crm_sync.validation import SourceTableError, validate_partition
+from crm_sync.transform.validate import SourceTableError, validate_partition
 
 
 def _row(**overrides):
@@ -193,7 +193,7 @@ def test_brevo_attributes_column_must_be_a_json_object_and_fit_one_request():
 
 
 def test_brevo_unknown_attributes_are_reported_and_not_sent():
-    from crm_sync.convert import mapped_fields
+    from crm_sync.transform.convert import mapped_fields
 
     sync = load_spec().sync("projects_to_brevo").model_copy(update={
         "known_attributes": ["name", "status", "budget", "start_date", "company_ext_id", "cf_0"]})

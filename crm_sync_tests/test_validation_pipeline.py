@@ -10,9 +10,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from crm_sync.assets import build_assets
+from crm_sync.pipeline.assets import build_assets
 from crm_sync.definitions import build_resources
-from crm_sync.sources import SourceResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
 

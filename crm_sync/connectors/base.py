@@ -49,8 +49,8 @@ class Connector(ABC):
         return None
 
     def bind_store(self, store) -> None:
-        """The sync store of the run (sync_runner calls this). Connectors whose creates are not
-        idempotent keep their write-ahead log in it (crm_sync/writeahead.py); others ignore it."""
+        """The sync store of the run (the runner, load/runner.py, calls this). Connectors whose creates are not
+        idempotent keep their write-ahead log in it (crm_sync/state/writeahead.py); others ignore it."""
 
     # -- shared ------------------------------------------------------------------------------
     def item(self, key: str, fields: dict, crm_id: str | None) -> Item:

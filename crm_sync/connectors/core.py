@@ -45,7 +45,7 @@ from crm_sync.errors import (  # re-exported (__all__): their old home
 )
 from crm_sync.connectors.model import RateLimitStop, Stats
 from crm_sync.connectors.wire import parse_json
-from crm_sync.masking import redact_forms, secret_forms
+from crm_sync.state.masking import redact_forms, secret_forms
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # "This server does not take this method here": the base URL is not the CRM's API. No record is

@@ -6,8 +6,8 @@ on the next run: that is what makes a rerun update instead of creating a duplica
 The answer's `records` list accounts for every input in input order (`CREATED`, `UPDATED`,
 `FAILED` with `error_message`); `failed_records` carries the failures.
 
-A create has no idempotency key. Run by sync_runner, the connector keeps a write-ahead log of
-creates in the sync store (crm_sync/writeahead.py) and, before creating a row whose earlier
+A create has no idempotency key. Run by the runner (load/runner.py), the connector keeps a write-ahead log of
+creates in the sync store (crm_sync/state/writeahead.py) and, before creating a row whose earlier
 create has an unknown outcome, looks the record up by `external_id` (`POST .../filter`): a record
 found is adopted (updated by its id), never created a second time.
 """
@@ -30,7 +30,7 @@ from crm_sync.connectors.wire import path_segment, serialize
 from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
-from crm_sync.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
+from crm_sync.state.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
 
 # Superleap record ids look like `g1koYv_2lLKYVan`: a 6-character org prefix, `_`, 8 characters
 # (every id in Superleap's documentation has this shape, 15 characters in all).

@@ -1,6 +1,6 @@
 """The value formats the emulated CRMs check, in the sandbox's own copy.
 
-The sandbox does not share these with the client's validation (crm_sync.rules): it plays the
+The sandbox does not share these with the client's validation (crm_sync.transform.rules): it plays the
 CRM, and a rule both sides borrowed from one place could be wrong on both sides with no test
 able to see it. Each pattern says where it comes from; where the vendor documentation
 (/work/shared/crm-docs/REFERENCE.md) gives only examples, the pattern is the sandbox's guess,

@@ -1,0 +1,1 @@
+"""Tools around the product: the demo, `crm-sync ui`, test data, the benchmark."""

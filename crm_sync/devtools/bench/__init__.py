@@ -1,0 +1,21 @@
+"""`crm-sync bench` (`make bench`): is the CRM, not crm_sync, the bottleneck?
+
+Generates source tables with crm_sync's own generator, runs the real pipeline against the CRM
+sandbox on 127.0.0.1, and prints one table, every figure measured in the same run:
+
+1. the upsert stage's rows/s per CRM next to a ceiling: a minimal client sending the same
+   request bodies with the same concurrency to the same sandbox (ceiling.py);
+2. rows per second of crm_sync's own CPU time, against each CRM's documented allowance;
+3. HubSpot's rolling window kept full without 429s or lost rows;
+4. pandera validation against the same rules hand-written in pandas (handwritten.py), with
+   identical verdicts row for row;
+5. peak RSS and rows/s of full syncs of two sizes, each in a child process (child.py);
+6. an incremental sync after 1% of the rows changed.
+
+BENCHMARKS.md holds the figures of a full run. Not part of the test suite (test_bench.py runs a
+small version to check that it works and that its accounting holds, never a time).
+"""
+
+from crm_sync.devtools.bench.run import Options, Results, main, run
+
+__all__ = ["Options", "Results", "main", "run"]

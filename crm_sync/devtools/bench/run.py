@@ -1,0 +1,124 @@
+"""The benchmark's command: generate the tables, run every measurement, print one table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crm_sync.devtools.generate import BASE_SIZES, generate
+from crm_sync.spec import PROJECT_ROOT, load_spec
+
+ALL_ROWS = sum(BASE_SIZES.values())  # rows of all four tables at scale 1
+
+
+@dataclass
+class Options:
+    workdir: Path = PROJECT_ROOT / ".crm_sync" / "bench"
+    rows: int = 100_000  # source rows per CRM for sections 1-2
+    full_rows: int = 1_000_000  # section 5's large sync (all tables) and section 4
+    small_rows: int = 100_000  # section 5's small sync
+    rate_seconds: float = 60.0  # section 3
+    rate_allowance: int = 100
+    rate_window: float = 10.0
+    partitions: list[str] | None = None  # sections 5-6: default every day with data
+    repeat: int = 2  # sections 1 and 4: best of N (alternating)
+
+
+@dataclass
+class Results:
+    options: Options
+    throughput: list = field(default_factory=list)
+    saturation: object = None
+    validation: object = None
+    small: object = None
+    large: object = None
+    incremental: object = None
+    seconds: float = 0.0
+
+
+def run(options: Options, log=print) -> Results:
+    from crm_sync.devtools.bench.fullsync import scale_and_incremental
+    from crm_sync.devtools.bench.throughput import rate_limit_saturation, upsert_vs_ceiling
+    from crm_sync.devtools.bench.util import sandbox, sandbox_tokens
+    from crm_sync.devtools.bench.validation import validation_cost
+
+    started = time.perf_counter()
+    workdir = Path(options.workdir)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    sandbox_tokens()
+    spec = load_spec()
+    results = Results(options)
+    large, small = workdir / "data-large", workdir / "data-small"
+    # The large tables hold at least `rows` rows in every table (the smallest is projects).
+    scale = max(options.full_rows / ALL_ROWS, options.rows / min(BASE_SIZES.values()))
+    log(f"generating {scale * ALL_ROWS:,.0f} rows (scale {scale:g}) and "
+        f"{options.small_rows:,} rows ...")
+    generate(large, scale=scale)
+    generate(small, scale=options.small_rows / ALL_ROWS)
+
+    log("1-2. upsert stage vs the ceiling (sandbox rate limits off)")
+    with sandbox(workdir / "sandbox-open.sqlite", "--hubspot-rate-limit", "0") as (url, pid):
+        results.throughput = upsert_vs_ceiling(spec, large, options.rows, url, pid, workdir,
+                                               options.repeat, log=log)
+        log("5-6. full syncs in child processes, then 1% changed")
+        results.small, results.large, results.incremental = scale_and_incremental(
+            spec, small, large, url, workdir, options.partitions, log=log)
+    log(f"3. HubSpot rolling window ({options.rate_allowance} per {options.rate_window:g} s) "
+        f"for {options.rate_seconds:g} s")
+    with sandbox(workdir / "sandbox-limited.sqlite", "--hubspot-rate-limit",
+                 str(options.rate_allowance), "--hubspot-window-seconds",
+                 f"{options.rate_window:g}") as (url, _):
+        results.saturation = rate_limit_saturation(spec, large, url, workdir,
+                                                   options.rate_seconds,
+                                                   options.rate_allowance, options.rate_window)
+    log("4. validation: pandera vs hand-written pandas")
+    # The large tables were changed by section 6 (1% of one column): same rules, same size.
+    results.validation = validation_cost(spec, large, options.full_rows, options.repeat,
+                                         log=log)
+    results.seconds = time.perf_counter() - started
+    return results
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB memory, Python "
+            f"{platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm-sync bench", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=Options.workdir)
+    parser.add_argument("--rows", type=int, default=Options.rows,
+                        help="source rows per CRM for the upsert-vs-ceiling runs")
+    parser.add_argument("--full-rows", type=int, default=Options.full_rows,
+                        help="rows (all tables) of the large full sync and of validation")
+    parser.add_argument("--small-rows", type=int, default=Options.small_rows)
+    parser.add_argument("--rate-seconds", type=float, default=Options.rate_seconds)
+    parser.add_argument("--repeat", type=int, default=Options.repeat)
+    args = parser.parse_args(argv)
+    from crm_sync.devtools.bench.report import table
+
+    options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
+                      small_rows=args.small_rows, rate_seconds=args.rate_seconds,
+                      repeat=args.repeat)
+    results = run(options)
+    print()
+    print(f"machine: {machine()}")
+    print(table(results))
+    print(f"\n(benchmark took {results.seconds / 60:.1f} min)")
+    return 0

@@ -1,0 +1,1 @@
+"""Reading the source tables (DuckDB over CSV, or SQL through SQLAlchemy)."""

@@ -1,0 +1,326 @@
+"""Where the source tables come from: DuckDB over the files in data/ (the embedded default),
+a DuckDB database file, or any SQL database through a SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from pydantic import Field
+
+from crm_sync import paths
+from crm_sync.extract import csvsource
+from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# updated_at as a timestamp. Naive values are UTC: every DuckDB connection runs in UTC
+# (`_connect`), whatever the process's time zone.
+_TS = "TRY_CAST(updated_at AS TIMESTAMPTZ)"
+# A row whose updated_at is missing, not a timestamp, or +-infinity belongs to no daily partition.
+_NO_PARTITION = f"({_TS} IS NULL OR isinf({_TS}))"
+# SQLite has no timestamp type: updated_at is text ('2026-11-04 10:00:00', '...T...Z',
+# '+09:00' offsets, as pandas and SQLite write it), normalised to UTC text that sorts as time.
+# (The GLOB keeps out what SQLite would read as a Julian day number or 'now'.)
+_SQLITE_TS = ("(CASE WHEN CAST(updated_at AS TEXT) GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9]"
+              "[0-9]*' THEN strftime('%Y-%m-%d %H:%M:%f', updated_at) END)")
+# Statements that make a SQL session read and write naive timestamps as UTC.
+_UTC_SESSION = {"postgresql": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '+00:00'"}
+
+
+def range_notes(bounds: tuple[datetime, datetime]) -> tuple[str, str]:
+    """Why a row is outside `bounds` (the first partition's start, the last one's end)."""
+    lo, hi = bounds
+    return (f"it is before {lo:%Y-%m-%d}, where the first daily partition (start_date) begins",
+            f"it is at or after {hi:%Y-%m-%dT%H:%M:%SZ}, where the last daily partition that "
+            f"exists now (today's) ends")
+
+
+class SourceResource(dg.ConfigurableResource):
+    """Reads one day of a source table (rows whose `updated_at` falls in the partition)."""
+
+    data_dir: str = Field(
+        default_factory=lambda: str(paths.data_dir()),
+        description="folder with <table>.csv / <table>.parquet files ($CRM_SYNC_DATA_DIR)")
+    duckdb_path: str | None = Field(default=None, description="read tables from this DuckDB file")
+    url: str | None = Field(default=None, description="SQLAlchemy URL of a SQL database",
+                            repr=False)
+
+    def read_partition(self, table: str, start: datetime, end: datetime,
+                       include_unpartitioned: bool = False,
+                       bounds: tuple[datetime, datetime] | None = None) -> pd.DataFrame:
+        """The rows whose `updated_at` falls in [start, end), compared as timestamps (naive ones
+        are UTC). With `include_unpartitioned`, also the rows of the whole table that fall in
+        no daily partition, flagged by a boolean column `_no_partition`, so that they are
+        reported instead of silently never synced: those whose `updated_at` is missing or not a
+        timestamp; with `bounds` (the first partition's start, the last one's end) those
+        outside them too, `_out_of_range` saying why; and for a CSV file the lines that cannot
+        be read (`_malformed_key`, `_malformed`: their identity and what is wrong)."""
+        if not _TABLE_NAME.match(table):
+            raise SourceError(f"invalid table name {table!r}")
+        if self.url:
+            return self._read_sql(table, start, end, include_unpartitioned, bounds)
+        relation = self._relation(table)
+        # Every column as text: the schemas check formats, the connectors convert types.
+        flag = orphans = ""
+        params = {"start": start.isoformat(), "end": end.isoformat()}
+        if include_unpartitioned:
+            out = "NULL"
+            if bounds:
+                out = (f"(CASE WHEN isinf({_TS}) THEN NULL WHEN {_TS} < CAST($lo AS TIMESTAMPTZ) "
+                       f"THEN $before WHEN {_TS} >= CAST($hi AS TIMESTAMPTZ) THEN $after END)")
+                params.update(lo=bounds[0].isoformat(), hi=bounds[1].isoformat(),
+                              **dict(zip(("before", "after"), range_notes(bounds))))
+            flag = (f", ({_NO_PARTITION} OR {out} IS NOT NULL) AS _no_partition, "
+                    f"CAST({out} AS VARCHAR) AS _out_of_range")
+            orphans = f" OR {_NO_PARTITION} OR {out} IS NOT NULL"
+        query = (f"SELECT *{flag} FROM {relation} "  # nosec B608  # relation is validated above
+                 f"WHERE ({_TS} >= CAST($start AS TIMESTAMPTZ) "
+                 f"AND {_TS} < CAST($end AS TIMESTAMPTZ)){orphans} ORDER BY updated_at")
+        with self._connect() as conn:
+            try:
+                frame = conn.execute(query, params).df()
+                csv_path = self._csv_path(table)
+                malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
+                # B608 (nosec below): the relation is built from a validated table name
+                count = f"SELECT count(*) FROM {relation}"  # nosec B608
+                if malformed and frame.empty and not conn.execute(count).fetchone()[0]:
+                    # Not one line fits the header: the file is wrong, not some of its lines.
+                    raise SourceError(
+                        f"source table {table!r}: none of its {len(malformed)} line(s) can be "
+                        f"read with the header's columns ({malformed[0]['description']}); check "
+                        f"the header and the delimiter (a comma)")
+                return _with_malformed(frame, malformed) if include_unpartitioned else frame
+            except CsvFileError as exc:
+                raise SourceError(f"source table {table!r}: {exc}") from None
+            except duckdb.BinderException as exc:
+                if '"updated_at" not found' in str(exc):
+                    raise SourceError(f"source table {table!r} has no column updated_at, which "
+                                      f"every source table needs (rows are synced by the day "
+                                      f"of their updated_at)") from None
+                raise SourceError(f"cannot read source table {table!r}: {_short(exc)}") from None
+            except duckdb.Error as exc:
+                raise SourceError(f"cannot read source table {table!r}: {_short(exc)}") from None
+
+    def read_keys(self, table: str, key_column: str, keys: list[str]) -> pd.DataFrame:
+        """The current rows of `table` whose `key_column` is one of `keys` (quarantine replay)."""
+        if not (_TABLE_NAME.match(table) and _TABLE_NAME.match(key_column)):
+            raise SourceError(f"invalid table or column name: {table}.{key_column}")
+        if self.url:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            ts = _SQLITE_TS if engine.dialect.name == "sqlite" else "updated_at"
+            # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+            query = sa.text(f"SELECT *, CASE WHEN {ts} IS NULL THEN 1 ELSE 0 END "  # nosec B608
+                            f"AS _no_partition FROM {table} WHERE {key_column} IN :keys"
+                            ).bindparams(sa.bindparam("keys", expanding=True))
+            try:
+                with engine.connect() as conn:
+                    frame = pd.read_sql(query, conn, params={"keys": list(keys)})
+            finally:
+                engine.dispose()
+            flag = frame.pop("_no_partition").astype(int).astype(bool)
+            frame = frame.map(lambda v: None if pd.isna(v) else str(v))
+            frame["_no_partition"] = flag
+            return frame
+        relation = self._relation(table)
+        with self._connect() as conn:
+            # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+            return conn.execute(f"SELECT *, {_NO_PARTITION} AS _no_partition "  # nosec B608
+                                f"FROM {relation} "  # names validated above
+                                f"WHERE CAST({key_column} AS VARCHAR) IN (SELECT unnest(?))",
+                                [list(keys)]).df()
+
+    def all_keys(self, table: str, key_column: str) -> set[str]:
+        """Every value of `key_column` in the whole table, as text (mirror: which synced rows
+        are still in the source). Rows without a key are left out."""
+        if not (_TABLE_NAME.match(table) and _TABLE_NAME.match(key_column)):
+            raise SourceError(f"invalid table or column name: {table}.{key_column}")
+        if self.url:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            query = sa.text(f"SELECT DISTINCT {key_column} FROM {table} "  # nosec B608  # names
+                            f"WHERE {key_column} IS NOT NULL")  # validated above
+            try:
+                with engine.connect() as conn:
+                    return {str(row[0]) for row in conn.execute(query)}
+            except sa.exc.SQLAlchemyError as exc:
+                raise SourceError(f"cannot read the keys of source table {table!r}: "
+                                  f"{type(exc).__name__}") from None
+            finally:
+                engine.dispose()
+        relation = self._relation(table)
+        with self._connect() as conn:
+            try:
+                # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+                rows = conn.execute(f"SELECT DISTINCT CAST({key_column} AS VARCHAR) "  # nosec B608
+                                    f"FROM {relation} WHERE {key_column} IS NOT NULL").fetchall()
+                csv_path = self._csv_path(table)
+                malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
+            except CsvFileError as exc:
+                raise SourceError(f"source table {table!r}: {exc}") from None
+            except duckdb.Error as exc:
+                raise SourceError(f"cannot read the keys of source table {table!r}: "
+                                  f"{_short(exc)}") from None
+        if malformed:  # a key on a line that cannot be read is unknown, not absent
+            raise SourceError(f"cannot list the keys of source table {table!r}: "
+                              f"{len(malformed)} line(s) cannot be read "
+                              f"({malformed[0]['description']}); fix them first")
+        return {row[0] for row in rows}
+
+    def day_fingerprints(self, table: str) -> dict[str, str]:
+        """Per day of `updated_at`: a fingerprint of that day's rows. A sensor compares them
+        with the last ones it saw to start the syncs of the days that changed."""
+        if not _TABLE_NAME.match(table):
+            raise SourceError(f"invalid table name {table!r}")
+        if self.url:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.url)
+            # The UTC day of updated_at (SQLite: of its text read as a timestamp).
+            day = (f"substr({_SQLITE_TS}, 1, 10)" if engine.dialect.name == "sqlite"
+                   else "substr(CAST(updated_at AS VARCHAR(40)), 1, 10)")
+            # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+            query = sa.text(f"SELECT {day} AS day, "  # nosec B608
+                            f"COUNT(*), MAX(updated_at) FROM {table} GROUP BY 1")
+            try:
+                with engine.connect() as conn:
+                    _utc_session(conn)
+                    return {str(d): f"{n}:{m}" for d, n, m in conn.execute(query) if d}
+            finally:
+                engine.dispose()
+        relation = self._relation(table)
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT strftime(TRY_CAST(updated_at AS TIMESTAMPTZ) AT TIME ZONE 'UTC', "
+                "'%Y-%m-%d') AS day, COUNT(*), MAX(updated_at), "
+                # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+                f"SUM(hash(CAST(t AS VARCHAR))) FROM {relation} t GROUP BY 1"  # nosec B608
+            ).fetchall()
+        return {d: f"{n}:{m}:{h}" for d, n, m, h in rows if d}
+
+    def _connect(self):
+        conn = duckdb.connect(self.duckdb_path or ":memory:", read_only=bool(self.duckdb_path))
+        # Naive timestamps are UTC: DuckDB would otherwise cast them in the process's zone.
+        conn.execute("SET TimeZone = 'UTC'")
+        return conn
+
+    def _csv_path(self, table: str) -> Path | None:
+        """The CSV file the table is read from, if it is (a Parquet file of the name wins)."""
+        if self.duckdb_path:
+            return None
+        folder = Path(self.data_dir)
+        if (folder / f"{table}.parquet").exists():
+            return None
+        path = folder / f"{table}.csv"
+        return path if path.exists() else None
+
+    def _relation(self, table: str) -> str:
+        if self.duckdb_path:  # typed columns read as text, like the CSV files
+            # B608 (nosec below): every caller matched `table` against _TABLE_NAME
+            return f"(SELECT CAST(COLUMNS(*) AS VARCHAR) FROM {table})"  # nosec B608
+        folder = Path(self.data_dir)
+        for suffix in (".parquet", ".csv"):
+            path = folder / f"{table}{suffix}"
+            if path.exists():
+                if path.stat().st_size == 0:
+                    raise SourceError(f"source table {table!r} is an empty file ({path}): not "
+                                      f"even a header row. Write at least the header line.")
+                if suffix == ".csv":
+                    try:
+                        return csvsource.reader(path)
+                    except CsvFileError as exc:
+                        raise SourceError(f"source table {table!r} ({path}): {exc}") from None
+                quoted = "'" + str(path).replace("'", "''") + "'"  # a literal, quotes doubled
+                # B608 (nosec below): the only value is the file path, quoted as a literal
+                return (f"(SELECT CAST(COLUMNS(*) AS VARCHAR) "  # nosec B608
+                        f"FROM read_parquet({quoted}))")
+        raise SourceError(f"source table {table!r} not found: no {table}.csv or {table}.parquet "
+                          f"in {folder}")
+
+    def _read_sql(self, table: str, start: datetime, end: datetime,
+                  include_unpartitioned: bool = False,
+                  bounds: tuple[datetime, datetime] | None = None) -> pd.DataFrame:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
+        sqlite = engine.dialect.name == "sqlite"
+        # Compared as timestamps: SQLite's text normalised to UTC (`_SQLITE_TS`), elsewhere the
+        # typed column in a UTC session.
+        ts = _SQLITE_TS if sqlite else "updated_at"
+        params = {"start": start, "end": end}
+        flags = orphans = ""
+        if include_unpartitioned:
+            invalid = f"({ts} IS NULL)"
+            out = "NULL"
+            if bounds:
+                out = f"(CASE WHEN {ts} < :lo THEN :before WHEN {ts} >= :hi THEN :after END)"
+                params.update(lo=bounds[0], hi=bounds[1],
+                              **dict(zip(("before", "after"), range_notes(bounds))))
+            flags = (f", CASE WHEN {invalid} OR {out} IS NOT NULL THEN 1 ELSE 0 END "
+                     f"AS _no_partition, {out} AS _out_of_range")
+            orphans = f" OR {invalid} OR {out} IS NOT NULL"
+        # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+        query = sa.text(f"SELECT *{flags} FROM {table} WHERE ({ts} >= :start "  # nosec B608
+                        f"AND {ts} < :end){orphans} ORDER BY updated_at")  # name validated
+        if sqlite:
+            params = {k: _sqlite_time(v) for k, v in params.items()}
+        try:
+            with engine.connect() as conn:
+                _utc_session(conn)
+                frame = pd.read_sql(query, conn, params=params)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(f"cannot read source table {table!r}: "
+                              f"{type(exc).__name__}") from None
+        finally:
+            engine.dispose()
+        flagged = {c: frame.pop(c) for c in ("_no_partition", "_out_of_range") if c in frame}
+        frame = frame.map(lambda v: None if pd.isna(v) else str(v))
+        if include_unpartitioned:
+            frame["_no_partition"] = flagged["_no_partition"].astype(int).astype(bool)
+            frame["_out_of_range"] = flagged["_out_of_range"].astype(object).where(
+                flagged["_out_of_range"].notna(), None)
+        return frame
+
+
+def _sqlite_time(value):
+    """A bound timestamp as `_SQLITE_TS` writes them (UTC text); other values unchanged."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+    return value
+
+
+def _utc_session(conn) -> None:
+    statement = _UTC_SESSION.get(conn.engine.dialect.name)
+    if statement:
+        import sqlalchemy as sa
+
+        conn.execute(sa.text(statement))
+
+
+def _short(exc: Exception) -> str:
+    """DuckDB's error text without the offending line it quotes (it may be megabytes long and
+    hold the row's values)."""
+    lines = [line for line in str(exc).splitlines() if not line.startswith("Original Line:")]
+    return "\n".join(lines)[:2000]
+
+
+def _with_malformed(frame: pd.DataFrame, lines: list[dict]) -> pd.DataFrame:
+    """`frame` plus one row per CSV line that could not be read: every table column empty,
+    flagged `_no_partition` (it belongs to no partition: its updated_at is unknown)."""
+    if not lines:
+        return frame
+    bad = pd.DataFrame({column: [None] * len(lines) for column in frame.columns})
+    bad["_no_partition"] = True
+    bad["_malformed_key"] = [line["key"] for line in lines]
+    bad["_malformed"] = [line["description"] for line in lines]
+    frame = frame.assign(_malformed_key=None, _malformed=None)
+    return pd.concat([frame, bad], ignore_index=True).astype(
+        {c: object for c in frame.columns if c not in ("_no_partition",)})

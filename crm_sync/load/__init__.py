@@ -1,0 +1,1 @@
+"""Sending payloads: the runner (plan, send, record), quarantine replay, mirror deletes."""

@@ -1,0 +1,305 @@
+"""Assets generated from the sync spec:
+
+    source_<table>  ->  validated_<sync>  ->  <sync> (the CRM upsert)  ->  <sync>_replay
+        [->  <sync>_mirror]  ->  quarantine
+
+Every asset but the quarantine is partitioned by day of the rows' `updated_at`. The steps after
+the upsert (replay, mirror) and the list of a sync's assets are crm_sync/pipeline/sync_steps.py.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
+from crm_sync.pipeline.failures import crm_stage_failure, readable_crm_errors
+from crm_sync.state.lease import one_run_per_partition
+from crm_sync.state.masking import MASK, sensitive_names
+from crm_sync.pipeline.reporting import markdown_table
+from crm_sync.pipeline.resources import StoreResource
+from crm_sync.extract.sources import SourceResource
+from crm_sync.spec import Spec, SyncSpec
+from crm_sync.load.runner import run_upsert
+from crm_sync.pipeline.sync_steps import (  # UpsertConfig re-exported: its old home
+    UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
+from crm_sync.transform.validate import validate_partition
+
+
+
+def __getattr__(name: str):
+    if name == "CRM_KINDS":  # old name: each CRM's Dagster kind, now in its profile
+        return {crm: profile.kind for crm, profile in PROFILES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
+    # end_offset=1: today's partition exists too, so rows changed today can be synced today.
+    return dg.DailyPartitionsDefinition(start_date=spec.start_date, end_offset=1)
+
+
+def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"source_{table}",
+        partitions_def=partitions,
+        group_name="sources",
+        kinds={"duckdb", "pandas"},
+        description=f"One day of the `{table}` source table (rows by `updated_at`).",
+    )
+    def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
+        window = context.partition_time_window
+        # Rows in no partition (updated_at missing, not a timestamp, or outside the partitions
+        # that exist; CSV lines that cannot be read) come along with every partition (flagged
+        # `_no_partition`) so the syncs quarantine them.
+        first = partitions.get_first_partition_window()
+        last = partitions.get_last_partition_window()  # today's (end_offset=1)
+        frame = source.read_partition(table, window.start, window.end, include_unpartitioned=True,
+                                      bounds=(first.start, last.end) if first and last else None)
+        context.add_output_metadata(_orphan_report(context, table, frame))
+        return frame
+
+    return _source
+
+
+def _orphan_report(context, table: str, frame: pd.DataFrame) -> dict:
+    """The source asset's metadata and warnings about the rows that are in no partition."""
+    def flagged(column: str) -> pd.Series:
+        return frame[column].notna() if column in frame.columns \
+            else pd.Series(False, index=frame.index)
+
+    orphan = frame["_no_partition"].eq(True) if "_no_partition" in frame.columns \
+        else pd.Series(False, index=frame.index)
+    out, malformed = flagged("_out_of_range") & orphan, flagged("_malformed_key") & orphan
+    invalid = orphan & ~out & ~malformed
+    # (rows, the column shown as samples, how they are joined, what happened to them)
+    reports = (
+        (invalid, "updated_at", ", ", "row(s) have an updated_at that is missing or not a "
+         "timestamp ({}); they belong to no daily partition and are quarantined as "
+         "INVALID_UPDATED_AT until updated_at is fixed"),
+        (out, "updated_at", ", ", "row(s) have an updated_at outside every daily partition "
+         "({}); they are quarantined as UPDATED_AT_OUT_OF_RANGE until it falls in one (or "
+         "start_date is moved)"),
+        (malformed, "_malformed", "; ", "line(s) cannot be read ({}); they are quarantined as "
+         "MALFORMED_SOURCE_ROW until fixed, the other rows sync"),
+    )
+    for rows, column, sep, what in reports:
+        if rows.any():
+            values = frame.loc[rows, column].head(5)
+            samples = sep.join(values if column == "_malformed" else map(repr, values))
+            context.log.warning(f"source table {table!r}: {int(rows.sum())} "
+                                + what.format(samples))
+    return {
+        "rows": dg.MetadataValue.int(int((~orphan).sum())),
+        "rows_without_valid_updated_at": dg.MetadataValue.int(int(invalid.sum())),
+        "rows_out_of_range": dg.MetadataValue.int(int(out.sum())),
+        "rows_malformed": dg.MetadataValue.int(int(malformed.sum())),
+    }
+
+
+def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    check_name = "quarantine_share_within_threshold"
+
+    @dg.asset(
+        name=f"validated_{sync.name}",
+        ins={"rows": dg.AssetIn(f"source_{sync.source}")},
+        partitions_def=partitions,
+        group_name=sync.crm,
+        kinds={"pandera", "pandas"},
+        tags={"crm": sync.crm},
+        description=f"`{sync.source}` rows checked against {sync.crm}'s documented rules for "
+                    f"`{sync.object}`; failing rows go to the quarantine.",
+        check_specs=[dg.AssetCheckSpec(
+            check_name, asset=f"validated_{sync.name}", blocking=True,
+            description=f"Fails (and stops the upsert) when more than "
+                        f"{sync.quarantine_threshold:.0%} of the partition's rows fail validation.",
+        )],
+    )
+    def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame, store: StoreResource):
+        result = validate_partition(sync, rows, partition=context.partition_key)
+        store.get().record_results(sync.name, succeeded=[], quarantined=result.failures)
+        # Every partition run sees all of the table's unreadable lines: earlier ones that no
+        # longer fail (fixed, or removed) leave the quarantine.
+        store.get().drop_quarantined(sync.name, "MALFORMED_SOURCE_ROW", keep=[
+            f.source_key for f in result.failures if f.error_code == "MALFORMED_SOURCE_ROW"])
+        metadata = {
+            "rows_in": dg.MetadataValue.int(result.rows_in),
+            "rows_valid": dg.MetadataValue.int(len(result.valid)),
+            "rows_quarantined": dg.MetadataValue.int(len(result.failures)),
+            "rows_without_source_key": dg.MetadataValue.int(result.keyless),
+        }
+        for rule, count in sorted(result.by_rule.items()):
+            metadata[f"quarantined_{rule}"] = dg.MetadataValue.int(count)
+        if result.warnings:
+            names = ", ".join(f"{k} ({n} rows)" for k, n in result.warnings.most_common(20))
+            context.log.warning(f"{sync.name}: attributes {sync.crm} would silently ignore "
+                                f"(not in known_attributes), not sent: {names}")
+            metadata["warning_unknown_attributes"] = dg.MetadataValue.int(len(result.warnings))
+            metadata["unknown_attributes"] = dg.MetadataValue.text(names)
+        yield dg.Output(result.valid, metadata=metadata)
+        share = result.share_quarantined
+        passed = share <= sync.quarantine_threshold
+        yield dg.AssetCheckResult(
+            check_name=check_name,
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=None if passed else (
+                f"{len(result.failures)} of {result.rows_in} rows ({share:.0%}) failed "
+                f"validation, over the sync's threshold of {sync.quarantine_threshold:.0%}: the "
+                f"upsert does not run. See the quarantine; fix the source or raise "
+                f"`quarantine_threshold` for {sync.name!r} in the sync spec."),
+            metadata={"share_quarantined": dg.MetadataValue.float(round(share, 4)),
+                      "threshold": dg.MetadataValue.float(sync.quarantine_threshold)},
+        )
+
+    return _validated
+
+
+def _field_schema(sync: SyncSpec) -> dg.TableSchema:
+    """The CRM fields the sync writes, shown as the upsert asset's columns in the UI."""
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, type=m.type, description=f"from source column `{m.column}`"
+                       + (" (sensitive: masked in previews)" if m.sensitive else ""),
+                       constraints=dg.TableColumnConstraints(nullable=not m.required))
+        for name, m in sync.fields.items()])
+
+
+def _by_error_code(quarantined: pd.DataFrame) -> str:
+    """Quarantined rows of one partition counted by stage and error code (markdown)."""
+    if quarantined.empty:
+        return "_no row of this partition is in the quarantine_"
+    counts = (quarantined.groupby(["stage", "error_code"]).size().rename("rows")
+              .reset_index().sort_values(["rows", "error_code"], ascending=[False, True]))
+    return markdown_table(counts)
+
+
+def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=sync.name,
+        ins={"valid": dg.AssetIn(f"validated_{sync.name}")},
+        partitions_def=partitions,
+        group_name=sync.crm,
+        kinds={PROFILES[sync.crm].kind},
+        tags={"crm": sync.crm},
+        pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
+        required_resource_keys={sync.crm, "store"},
+        description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
+                                        f"`{sync.object}`.",
+        metadata={
+            "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
+            "mode": sync.mode,
+            "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
+            "source": f"{sync.source} (key: {sync.source_key})",
+            "dagster/column_schema": _field_schema(sync),
+        },
+    )
+    @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
+    @one_run_per_partition(sync.name)  # one run at a time per sync partition, across processes
+    def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
+                valid: pd.DataFrame) -> dg.MaterializeResult:
+        resource = getattr(context.resources, sync.crm)
+        store = context.resources.store.get()
+        report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
+                            full_resync=config.full_resync, dry_run=config.dry_run,
+                            log=context.log.info)
+        context.log.info(
+            f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
+            f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
+            f"failed, {report.superseded} superseded, {report.requests} requests")
+        # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
+        # fails the run, now that its outcomes are recorded (transient rows go again next
+        # run); the replay and mirror steps after it do not run.
+        if not config.dry_run:  # rows never confirmed for max_unconfirmed_runs settle first
+            settle_unconfirmed(context, sync, store)
+        failure = crm_stage_failure(sync, resource, report.stats)
+        if failure is not None:
+            raise failure
+        return dg.MaterializeResult(metadata=_upsert_metadata(
+            sync, context.partition_key, store, report))
+
+    return _upsert
+
+
+def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
+    """The run report of one upsert materialization: counts as numeric metadata (plotted
+    across runs), this partition's quarantine by error code and a preview."""
+    quarantined = store.quarantine_frame(sync.name, partition=partition)
+    metadata = {
+        name: dg.MetadataValue.int(getattr(report, name))
+        for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
+                     "failed", "failed_transient", "requests", "retries", "rate_limited",
+                     "superseded")
+    }
+    if report.dry_run:
+        metadata["dry_run"] = dg.MetadataValue.bool(True)
+        metadata["would_create"] = dg.MetadataValue.int(report.would_create)
+        metadata["would_update"] = dg.MetadataValue.int(report.would_update)
+    metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
+    metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
+    metadata["quarantined_by_error_code"] = dg.MetadataValue.md(_by_error_code(quarantined))
+    metadata["quarantine_table"] = dg.MetadataValue.path(str(store.path))
+    metadata["quarantine_query"] = dg.MetadataValue.text(
+        f"SELECT * FROM quarantine WHERE sync = '{sync.name}' "  # nosec B608  # shown, never run
+        f"AND partition = '{partition}'")
+    for code, count in sorted(report.failed_by_code.items()):
+        metadata[f"failed_{code}"] = dg.MetadataValue.int(count)
+    metadata["quarantine_preview"] = dg.MetadataValue.md(markdown_table(
+        # `path`: which step failed the row (its own day's run, replay, mirror)
+        quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
+        sensitive=_masked_preview_columns(sync)))
+    return metadata
+
+
+def _masked_preview_columns(sync: SyncSpec) -> set[str]:
+    """Preview columns to mask: quarantine entries are stored with their sensitive values
+    masked already (crm_sync/state/masking.py), except the source key, which identifies the row; it
+    is masked in previews when its column is sensitive."""
+    masked = set(sync.sensitive_fields)
+    if sync.source_key in sensitive_names(sync):
+        masked.add("source_key")
+    return masked
+
+
+def quarantine_asset(upstream: list[dg.AssetKey],
+                     masked_keys: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
+    """`masked_keys`: the syncs whose source key column is sensitive (masked in the preview)."""
+    @dg.asset(
+        name="quarantine",
+        deps=upstream,
+        group_name="quarantine",
+        kinds={"sqlite"},
+        description="Every row a check or a CRM rejected, with its sync, source key, stage "
+                    "(`validation` or `crm`), error code, message and payload. Table "
+                    "`quarantine` of the sync store (SQLite).",
+    )
+    def _quarantine(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+        sync_store = store.get()
+        frame = sync_store.quarantine_frame()
+        counts = sync_store.quarantine_counts()
+        metadata = {
+            "rows": dg.MetadataValue.int(len(frame)),
+            "rows_transient": dg.MetadataValue.int(int(frame["transient"].sum()) if len(frame) else 0),
+            "store_path": dg.MetadataValue.path(str(sync_store.path)),
+            "by_error_code": dg.MetadataValue.md(markdown_table(counts)),
+            "preview": dg.MetadataValue.md(markdown_table(
+                frame[["sync", "source_key", "stage", "error_code", "message"]].head(50).assign(
+                    source_key=lambda f: f["source_key"].where(~f["sync"].isin(list(masked_keys)),
+                                                               MASK)))),
+        }
+        for sync_name, n in frame.groupby("sync").size().items():
+            metadata[f"rows_{sync_name}"] = dg.MetadataValue.int(int(n))
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _quarantine
+
+
+def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
+    partitions = partitions_for(spec)
+    tables = list(dict.fromkeys(s.source for s in spec.syncs))
+    syncs = [s for s in spec.syncs if s.crm in RESOURCE_CLASSES]
+    assets = [source_asset(t, partitions) for t in tables]
+    assets += [validated_asset(s, partitions) for s in syncs]
+    assets += [upsert_asset(s, partitions) for s in syncs]
+    assets += [step for s in syncs for step in step_assets(s, partitions)]
+    # after each sync's last step: the quarantine then holds what replay and mirror recorded
+    last_steps = [dg.AssetKey(sync_asset_names(s)[-1]) for s in syncs]
+    assets.append(quarantine_asset(last_steps, frozenset(
+        s.name for s in syncs if s.source_key in sensitive_names(s))))
+    return assets

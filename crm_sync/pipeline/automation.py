@@ -1,0 +1,126 @@
+"""Jobs, schedules and sensors generated from the sync spec. Schedules and sensors are off by
+default; switch them on in the UI (Automation) or with `dagster schedule start`."""
+
+
+import json
+from datetime import timedelta
+
+import dagster as dg
+
+from crm_sync.extract.sources import SourceResource
+from crm_sync.spec import Spec, SyncSpec
+from crm_sync.pipeline.sync_steps import sync_asset_names
+
+
+def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition):
+    return dg.define_asset_job(
+        name=f"sync_{sync.name}",
+        selection=dg.AssetSelection.assets(*sync_asset_names(sync)),
+        partitions_def=partitions,
+        description=f"Extract, validate and upsert one day of `{sync.source}` into "
+                    f"{sync.crm} `{sync.object}`, then replay earlier transient failures"
+                    + (" and delete the records of rows that left the source."
+                       if sync.mode == "mirror" else "."),
+    )
+
+
+def sync_schedule(sync: SyncSpec, job, partitions: dg.DailyPartitionsDefinition
+                  ) -> dg.ScheduleDefinition:
+    def _requests(context: dg.ScheduleEvaluationContext):
+        # Yesterday's partition (now complete) and today's (rows changed so far): change
+        # detection makes the second look at yesterday cheap.
+        now = context.scheduled_execution_time
+        for moment in (now - timedelta(days=1), now):
+            key = partitions.get_partition_key_for_timestamp(moment.timestamp())
+            yield dg.RunRequest(run_key=f"{sync.name}:{key}:{now.isoformat()}", partition_key=key)
+
+    return dg.ScheduleDefinition(
+        name=f"{sync.name}_schedule",
+        cron_schedule=sync.schedule,
+        job=job,
+        execution_fn=_requests,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Syncs yesterday's and today's `{sync.source}` rows to {sync.crm} "
+                    f"({sync.schedule}).",
+    )
+
+
+def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{sync.name}_on_source_change",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=f"Starts `{sync.name}` for every day of `{sync.source}` whose rows changed.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, source: SourceResource):
+        seen = json.loads(context.cursor) if context.cursor else {}
+        current = source.day_fingerprints(sync.source)
+        valid_keys = set(partitions.get_partition_keys())
+        changed = sorted(day for day, fp in current.items()
+                         if seen.get(day) != fp and day in valid_keys)
+        for day in changed:
+            yield dg.RunRequest(run_key=f"{sync.name}:{day}:{current[day]}", partition_key=day)
+        context.update_cursor(json.dumps(current, sort_keys=True))
+        if not changed:
+            yield dg.SkipReason(f"no day of `{sync.source}` changed")
+
+    return _sensor
+
+
+def build_automation(spec: Spec, partitions, synced: set[str]):
+    """(jobs, schedules, sensors) for the syncs that have assets."""
+    crms = {s.crm for s in spec.syncs if s.name in synced}
+    jobs, schedules, sensors = [replay_job(spec, crms)], [], []
+    for sync in spec.syncs:
+        if sync.name not in synced:
+            continue
+        job = sync_job(sync, partitions)
+        jobs.append(job)
+        if sync.schedule:
+            schedules.append(sync_schedule(sync, job, partitions))
+        sensors.append(source_sensor(sync, job, partitions))
+    return jobs, schedules, sensors
+
+
+class ReplayConfig(dg.Config):
+    syncs: list[str] = []  # empty: every sync
+
+
+def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
+    @dg.op(required_resource_keys={"source", "store", *crms},
+           description="Send again the quarantined rows that failed transiently or whose "
+                       "source row changed since; a row leaves the quarantine when it succeeds.")
+    def replay_quarantine_op(context: dg.OpExecutionContext, config: ReplayConfig):
+        from crm_sync.pipeline.failures import crm_failure
+        from crm_sync.errors import FatalCrmError
+        from crm_sync.load.replay import replay_sync
+
+        store = context.resources.store.get()
+        unknown = set(config.syncs) - {s.name for s in spec.syncs}
+        if unknown:
+            raise dg.Failure(f"replay_quarantine: no sync named {sorted(unknown)}")
+        for sync in spec.syncs:
+            if (config.syncs and sync.name not in config.syncs) or sync.crm not in crms:
+                continue
+            resource = getattr(context.resources, sync.crm)
+            try:
+                report = replay_sync(sync, context.resources.source, resource, store,
+                                     log=context.log.info)
+            except FatalCrmError as exc:  # one readable failure, no HTTP traceback
+                raise crm_failure(sync, resource, exc) from None
+            context.log.info(
+                f"{sync.name}: {report.candidates} quarantined, {report.recovered} recovered, "
+                f"{report.still_invalid} still invalid, {report.unchanged_permanent} unchanged "
+                f"(permanent error, not resent), {report.gone} no longer in the source")
+            context.add_output_metadata({
+                f"{sync.name}_quarantined": report.candidates,
+                f"{sync.name}_recovered": report.recovered,
+            })
+
+    @dg.job(name="replay_quarantine",
+            description="Replay the quarantine on demand (transient failures and changed rows).")
+    def _job():
+        replay_quarantine_op()
+
+    return _job

@@ -1,0 +1,319 @@
+"""The sync store: per-sync state (CRM ids, payload hashes) and the quarantine, in one SQLite file.
+
+SQLite in WAL mode lets several processes (one per partition in a backfill) read and write the
+same file: every write is one short transaction, so a crashed run never leaves it half-written.
+Users query it with the sqlite3 CLI, pandas, or DuckDB (`ATTACH 'file' (TYPE sqlite)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from crm_sync import paths
+from crm_sync.state import ownership
+from crm_sync.state import store_schema
+from crm_sync.state import writeahead
+from crm_sync.state.quarantine import MIRROR, QuarantineEntry, masked_all
+
+QUARANTINE_COLUMNS = [
+    "sync", "source_key", "partition", "stage", "error_code", "rules", "column_name", "value",
+    "message", "http_status", "attempts", "transient", "payload", "raw", "quarantined_at",
+    "runs", "payload_digest", "path",
+]
+
+# Transient CRM failures that are the row's own doing rather than the CRM's state: Brevo accepts
+# the record and then holds no such record (an attribute value it drops without a word). Such
+# a row becomes permanent after the sync's `max_unconfirmed_runs` (settle_unconfirmed).
+UNCONFIRMED_CODES = ("NOT_CONFIRMED",)
+
+# How much of a CRM answer the quarantine keeps (`raw`).
+RAW_LIMIT = 2000
+
+# A claim older than this is considered abandoned (its run crashed) and can be taken again.
+CLAIM_TIMEOUT_SECONDS = 3600
+
+
+def default_store_path() -> str:
+    """$CRM_SYNC_STORE, else .crm_sync/crm_sync.sqlite in the project (crm_sync/paths.py)."""
+    return str(paths.store_path())
+
+
+class SyncStore:
+    """Thin, transactional access to the state and quarantine tables."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connection() as conn:
+            store_schema.create_tables(conn)
+
+    def connection(self):
+        """A connection to the store in autocommit mode: for reads, and writes of one
+        statement (several statements that must hold together: `transaction`)."""
+        return store_schema.connect(self.path)
+
+    @contextmanager
+    def transaction(self, durable: bool = False):
+        """One write transaction. `durable`: its COMMIT is synced to disk (synchronous=FULL), so
+        it survives a power loss too (the write-ahead log of creates needs that)."""
+        with self.connection() as conn:
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- state -------------------------------------------------------------------------------
+    def get_state(self, sync: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+        """source_key -> (crm_id, payload_hash) for the keys that were synced before."""
+        # The keys travel as one JSON array (json_each): one statement, no temporary table.
+        wanted = json.dumps([str(k) for k in keys], ensure_ascii=False)
+        with self.connection() as conn:
+            return {key: (crm_id, digest) for key, crm_id, digest in conn.execute(
+                "SELECT source_key, crm_id, payload_hash FROM sync_state WHERE sync = ? AND "
+                "source_key IN (SELECT value FROM json_each(?))", (sync, wanted))}
+
+    def state_frame(self, sync: str | None = None) -> pd.DataFrame:
+        with self.connection() as conn:
+            if sync:
+                return pd.read_sql_query("SELECT * FROM sync_state WHERE sync = ?", conn,
+                                         params=(sync,))
+            return pd.read_sql_query("SELECT * FROM sync_state", conn)
+
+    def claim_for_sending(self, sync: str, run: str,
+                          rows: list[tuple[str, str | None, str | None]],
+                          take: bool = True) -> list[ownership.Verdict]:
+        """Per (source key, version, matching value) about to be sent: send it, or not
+        (another key owns the CRM record; a newer version was sent), or wait (another run is
+        sending the key now). Atomic across processes (crm_sync/state/ownership.py)."""
+        if not take:
+            with self.connection() as conn:
+                return ownership.claim(conn, sync, run, rows, take=False)
+        with self.transaction() as conn:
+            return ownership.claim(conn, sync, run, rows)
+
+    def release_sending(self, sync: str, run: str) -> None:
+        with self.transaction() as conn:
+            ownership.release(conn, sync, run)
+
+    def forget(self, sync: str, keys: Iterable[str]) -> int:
+        """In one transaction, drop the state (and any quarantine entry) of source keys whose
+        CRM record is gone (mirror deletes); return how many state rows were dropped."""
+        rows = [(sync, str(key)) for key in keys]
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM sync_state WHERE sync = ? AND source_key = ?", rows)
+            dropped = conn.total_changes - before
+            conn.executemany("DELETE FROM quarantine WHERE sync = ? AND source_key = ?", rows)
+            ownership.forget(conn, sync, [key for _, key in rows])
+        return dropped
+
+    # -- quarantine --------------------------------------------------------------------------
+    def record_results(
+        self,
+        sync: str,
+        succeeded: Sequence[str],
+        quarantined: Sequence[QuarantineEntry],
+        state_rows: Sequence[tuple[str, str | None, str]] = (),
+        versions: dict[str, str] | None = None,
+        run: str | None = None,
+    ) -> None:
+        """In one transaction: rows that went through leave the quarantine, failed rows enter it
+        (replacing their earlier entry: one entry per source row), and confirmed rows' state is
+        written. One transaction means a crash leaves either all of it or none of it.
+        Superleap creates whose outcome is now known leave the write-ahead log in it too.
+        `versions`: source key -> the updated_at of what the CRM confirmed (a state's version
+        never goes back); `run`: the run whose claims to be sending these rows end here.
+        Each entry is masked here, the one place entries enter the store (crm_sync/state/quarantine.py):
+        sensitive values never reach the file."""
+        now = time.time()
+        quarantined = masked_all(quarantined)
+        with self.transaction() as conn:
+            quarantined = _count_runs(conn, sync, quarantined)
+            writeahead.settle(conn, sync, succeeded, quarantined)
+            if succeeded and conn.execute("SELECT 1 FROM quarantine WHERE sync = ? LIMIT 1",
+                                          (sync,)).fetchone() is not None:
+                # (an empty quarantine, the usual case, is not searched key by key)
+                conn.execute(
+                    "DELETE FROM quarantine WHERE sync = ? AND source_key IN "
+                    "(SELECT value FROM json_each(?))",
+                    (sync, json.dumps([str(k) for k in succeeded], ensure_ascii=False)),
+                )
+            conn.executemany(
+                f"INSERT OR REPLACE INTO quarantine ({', '.join(QUARANTINE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in QUARANTINE_COLUMNS)})",
+                [_quarantine_row(sync, row, now) for row in quarantined],
+            )
+            versions = versions or {}
+            conn.executemany(
+                "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE "
+                "SET crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
+                "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at, "
+                # the newest version confirmed stays (an older row confirmed later does not
+                # make the state say older)
+                "updated_at = CASE WHEN sync_state.updated_at IS NULL OR "
+                "excluded.updated_at > sync_state.updated_at THEN excluded.updated_at "
+                "ELSE sync_state.updated_at END",
+                # in key order: neighbouring rows share index pages (fewer pages written)
+                sorted(((sync, key, crm_id, digest, now, versions.get(key))
+                        for key, crm_id, digest in state_rows), key=lambda row: str(row[1])),
+            )
+            if run is not None:
+                ownership.settle(conn, sync, run,
+                                 [*succeeded, *(q.source_key for q in quarantined)])
+
+    def settle_unconfirmed(self, sync: str, max_runs: int) -> int:
+        """Rows that ended unconfirmed (UNCONFIRMED_CODES) in `max_runs` runs in a row: their
+        entry becomes permanent, saying so, and no later run resends them unless the row
+        changes at the source (or its partition is run again). Returns how many."""
+        codes = json.dumps(list(UNCONFIRMED_CODES))
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE quarantine SET transient = 0, message = 'never confirmed after ' || runs "
+                "|| ' runs, so it is no longer resent automatically (fix the row at the source: "
+                "a changed row is sent again; or run its partition again): ' || message "
+                "WHERE sync = ? AND stage = 'crm' AND transient = 1 AND runs >= ? AND "
+                "path IS NOT ? AND error_code IN (SELECT value FROM json_each(?))",
+                (sync, max_runs, MIRROR, codes)).rowcount
+
+    def drop_quarantined(self, sync: str, error_code: str, keep: Iterable[str]) -> int:
+        """Drop the sync's quarantine entries with `error_code` except those of `keep` (the
+        entries a full look at the source found again); return how many were dropped."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM quarantine WHERE sync = ? AND error_code = ? AND source_key NOT IN "
+                "(SELECT value FROM json_each(?))",
+                (sync, error_code, json.dumps([str(k) for k in keep], ensure_ascii=False)),
+            ).rowcount
+
+    def claim_transient(self, sync: str, claimant: str, limit: int = 10_000,
+                        before: float | None = None) -> list[str]:
+        """Atomically take the sync's transient failures (quarantined before `before`) for one
+        run to retry, so that two runs started at once (a backfill) never resend the same row."""
+        now = time.time()
+        before = now if before is None else before
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE quarantine SET claimed_by = ?, claimed_at = ? WHERE rowid IN ("
+                " SELECT rowid FROM quarantine WHERE sync = ? AND transient = 1 AND"
+                " quarantined_at < ? AND (claimed_by IS NULL OR claimed_at < ?) LIMIT ?)"
+                " RETURNING source_key",
+                (claimant, now, sync, before, now - CLAIM_TIMEOUT_SECONDS, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def release_claims(self, sync: str, claimant: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE quarantine SET claimed_by = NULL, claimed_at = NULL "
+                         "WHERE sync = ? AND claimed_by = ?", (sync, claimant))
+
+    def quarantine_frame(self, sync: str | None = None,
+                         partition: str | None = None) -> pd.DataFrame:
+        with self.connection() as conn:
+            if sync and partition is not None:  # one partition's entries (a run's metadata)
+                return pd.read_sql_query(
+                    "SELECT * FROM quarantine WHERE sync = ? AND partition = ? "
+                    "ORDER BY sync, source_key", conn, params=(sync, partition))
+            if sync:
+                return pd.read_sql_query("SELECT * FROM quarantine WHERE sync = ? "
+                                         "ORDER BY sync, source_key", conn, params=(sync,))
+            return pd.read_sql_query("SELECT * FROM quarantine ORDER BY sync, source_key", conn)
+
+    def quarantine_counts(self) -> pd.DataFrame:
+        with self.connection() as conn:
+            return pd.read_sql_query(
+                "SELECT sync, stage, error_code, COUNT(*) AS rows FROM quarantine "
+                "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code",
+                conn,
+            )
+
+    # -- partition leases (crm_sync/state/lease.py) --------------------------------------------------
+    def take_lease(self, sync: str, partition: str, owner: str, seconds: float) -> dict | None:
+        """Take the lease of a sync partition for `seconds` (free, expired, or already this
+        owner's); None when taken, else the live lease of another run (owner, acquired_at,
+        expires_at). Read and write in one BEGIN IMMEDIATE transaction: two runs never both
+        take it."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT owner, acquired_at, expires_at FROM partition_lease "
+                               "WHERE sync = ? AND partition = ?", (sync, partition)).fetchone()
+            if row is not None and row[0] != owner and row[2] > now:
+                return {"owner": row[0], "acquired_at": row[1], "expires_at": row[2]}
+            acquired = row[1] if row is not None and row[0] == owner else now
+            conn.execute("INSERT OR REPLACE INTO partition_lease (sync, partition, owner, "
+                         "acquired_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                         (sync, partition, owner, acquired, now + seconds))
+        return None
+
+    def renew_lease(self, sync: str, partition: str, owner: str, seconds: float) -> bool:
+        """Extend `owner`'s lease; False when it is no longer theirs (expired and taken)."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE partition_lease SET expires_at = ? WHERE sync = ? AND "
+                                "partition = ? AND owner = ?",
+                                (time.time() + seconds, sync, partition, owner)).rowcount == 1
+
+    def release_lease(self, sync: str, partition: str, owner: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM partition_lease WHERE sync = ? AND partition = ? AND "
+                         "owner = ?", (sync, partition, owner))
+
+    def lease_holder(self, sync: str, partition: str) -> dict | None:
+        """The live lease of a sync partition (owner, acquired_at, expires_at), if any."""
+        with self.connection() as conn:
+            row = conn.execute("SELECT owner, acquired_at, expires_at FROM partition_lease "
+                               "WHERE sync = ? AND partition = ? AND expires_at > ?",
+                               (sync, partition, time.time())).fetchone()
+        return None if row is None else dict(zip(("owner", "acquired_at", "expires_at"), row))
+
+
+def _count_runs(conn, sync: str,
+                quarantined: Sequence[QuarantineEntry]) -> Sequence[QuarantineEntry]:
+    """Each transient CRM failure with how many runs in a row it has been the row's outcome
+    (`runs`): one more than its entry's when that entry is the same failure, else 1."""
+    repeating = [row for row in quarantined if row.stage == "crm" and row.transient]
+    if not repeating:
+        return quarantined
+    keys = json.dumps([row.source_key for row in repeating], ensure_ascii=False)
+    before = {(key, code): runs for key, code, runs in conn.execute(
+        "SELECT source_key, error_code, runs FROM quarantine WHERE sync = ? AND stage = 'crm' "
+        "AND runs IS NOT NULL AND source_key IN (SELECT value FROM json_each(?))", (sync, keys))}
+    return [replace(row, runs=before.get((row.source_key, row.error_code), 0) + 1)
+            if row.stage == "crm" and row.transient else row
+            for row in quarantined]
+
+
+def _quarantine_row(sync: str, row: QuarantineEntry, now: float) -> tuple:
+    values = {
+        "sync": sync,
+        "source_key": str(row.source_key),
+        "partition": row.partition,
+        "stage": row.stage,
+        "error_code": row.error_code,
+        "rules": row.rules or row.error_code,
+        "column_name": row.column_name,
+        "value": None if row.value is None else str(row.value)[:1000],
+        "message": row.message,
+        "http_status": row.http_status,
+        "attempts": row.attempts,
+        "transient": int(bool(row.transient)),
+        "payload": row.payload_text(),
+        "raw": None if row.raw is None else str(row.raw)[:RAW_LIMIT],
+        "quarantined_at": now,
+        "runs": row.runs,
+        "payload_digest": row.payload_digest,
+        "path": row.path,
+    }
+    return tuple(values[c] for c in QUARANTINE_COLUMNS)

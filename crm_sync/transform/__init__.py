@@ -1,0 +1,2 @@
+"""From source rows to typed CRM payloads: the CRM frame, the documented rules
+(pandera), conversion and digests, matching values."""
