@@ -114,6 +114,15 @@ class MissingToken(FatalCrmError):
         self.env_var = env_var
 
 
+class SchemaUnavailable(FatalCrmError):
+    """The CRM documents no schema endpoint for its objects (Brevo custom objects): its fields
+    are the ones the sync spec lists (`known_attributes`)."""
+
+    def __init__(self, message: str, crm: str):
+        super().__init__(message)
+        self.crm = crm
+
+
 # -- fatal: the run's own safety checks --------------------------------------------------------
 class MassDeleteRefused(FatalError, RuntimeError):
     """The mirror step would delete more than the sync's mirror_max_delete_share of its

@@ -14,9 +14,11 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.core import HttpCore, HttpSettings
+from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.model import Item, Outcome, Stats, failed_all
 from crm_sync.connectors.wire import make_batches, serialize
-from crm_sync.errors import AllowanceReserveReached, BadBaseUrl, MissingToken, TransientFailure
+from crm_sync.errors import (AllowanceReserveReached, BadBaseUrl, MissingToken, SchemaUnavailable,
+                             TransientFailure)
 from crm_sync.spec import SyncSpec
 
 SANDBOX_URL = "http://127.0.0.1:8765"
@@ -47,6 +49,12 @@ class Connector(ABC):
     def on_response(self, response: httpx.Response) -> float | None:
         """Adapt to the server's rate-limit headers; return seconds to pause, if any."""
         return None
+
+    async def describe(self) -> CrmObjectSchema:
+        """The field schema of the sync's object, as the CRM describes it (its schema endpoint).
+        A CRM that documents no schema endpoint raises SchemaUnavailable."""
+        raise SchemaUnavailable(f"{self.crm} documents no schema endpoint for objects; list "
+                                f"the fields in the sync spec instead", self.crm)
 
     def bind_store(self, store) -> None:
         """The sync store of the run (the runner, load/runner.py, calls this). Connectors whose creates are not
