@@ -139,7 +139,8 @@ def test_installed_package_builds_a_projects_definitions_and_syncs_a_partition(
     # The sandbox's object fixtures (package-data) are in the wheel, every one of them.
     shipped = {p.relative_to(p.parents[2]) for p in venv.rglob("sandbox/fixtures/*/*.json")}
     fixtures = PROJECT_ROOT / "crm_sync" / "sandbox" / "fixtures"
-    assert shipped and shipped == {p.relative_to(fixtures.parent) for p in fixtures.glob("*/*.json")}
+    assert shipped and \
+        shipped == {p.relative_to(fixtures.parent) for p in fixtures.glob("*/*.json")}
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
