@@ -131,6 +131,10 @@ class SalesforceConnector(Connector):
                     f"requests used ({used / limit:.0%}); sync {self.spec.name!r} may use up to "
                     f"{self.allowance_share:.0%} (daily_allowance_share), so the remaining rows "
                     f"were not sent and are retried on the next run")
+                self.core.stats.limit_stop = self.core.stats.limit_stop or \
+                    f"Salesforce's daily API allowance reserve was reached ({used:,} of " \
+                    f"{limit:,} requests used, daily_allowance_share " \
+                    f"{self.allowance_share:.0%})"
         return None  # no per-second limit to adapt to
 
     # -- sending -----------------------------------------------------------------------------
@@ -189,6 +193,8 @@ class SalesforceConnector(Connector):
             self.stopped = self.stopped or (
                 f"Salesforce's {what} is spent{usage}: sync {self.spec.name!r} sent nothing "
                 f"more; the remaining rows are retried on the next run")
+            self.core.stats.limit_stop = self.core.stats.limit_stop or \
+                f"Salesforce refused requests: {message} (403 {LIMIT_CODE}, its {what})"
             return failed_all(batch, LIMIT_CODE, f"{message}{usage}: the org's {what} is "
                               "spent; retried on the next run", status=status,
                               transient=True, attempts=attempts)
