@@ -5,10 +5,13 @@ and used by validation."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pandas as pd
 import pytest
+# pandera imports hypothesis on its first validation; under pytest's assertion rewriting, at
+# the depth of a test's stack, Python 3.11 can fail that import (SystemError "AST constructor
+# recursion depth mismatch", CPython gh-106905): import it here, at module level.
+from pandera.backends.pandas import builtin_checks  # noqa: F401
 
 from crm_sync import schema_files
 from crm_sync.cli import main
@@ -247,3 +250,12 @@ def test_validation_checks_datetimes_picklists_and_required_on_create(tmp_path, 
     entry = next(f for f in result.failures if f.source_key == "C4")
     assert entry.column_name == "region"
     assert "crm_schemas/salesforce/Account.json" in entry.message
+
+
+def test_readme_shows_the_mistyped_field_example():
+    from crm_sync.paths import PACKAGE_PARENT
+
+    readme = (PACKAGE_PARENT / "README.md").read_text()
+    assert ("sync 'leads_to_superleap': field 'emial' does not exist on superleap object "
+            "'lead' (crm_schemas/superleap/lead.json); did you mean 'email'?") in readme
+    assert "$ crm-sync schema check" in readme and "$ crm-sync schema pull" in readme
