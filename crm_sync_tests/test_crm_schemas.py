@@ -259,3 +259,24 @@ def test_readme_shows_the_mistyped_field_example():
     assert ("sync 'leads_to_superleap': field 'emial' does not exist on superleap object "
             "'lead' (crm_schemas/superleap/lead.json); did you mean 'email'?") in readme
     assert "$ crm-sync schema check" in readme and "$ crm-sync schema pull" in readme
+
+
+def test_the_bundled_spec_fits_the_sandboxs_lead_and_its_data_passes_alike(
+        tmp_path, sandbox, monkeypatch, capsys):
+    from crm_sync.paths import PACKAGE_PARENT
+
+    spec = tmp_path / "syncs.yaml"
+    spec.write_text((PACKAGE_PARENT / "syncs.yaml").read_text())
+    monkeypatch.setenv("CRM_SYNC_SPEC", str(spec))
+    monkeypatch.chdir(tmp_path)
+    assert main(["schema", "pull", "leads_to_superleap"]) == 0
+    assert main(["schema", "check", "leads_to_superleap"]) == 0
+    assert "no problems" in capsys.readouterr().out
+    with_schema = load_spec().sync("leads_to_superleap")
+    without = load_spec(check_schemas=False).sync("leads_to_superleap")
+    assert with_schema.crm_schema is not None and without.crm_schema is None
+    leads = pd.read_csv(PACKAGE_PARENT / "data" / "leads.csv", dtype=str, keep_default_na=False)
+    leads = leads.replace({"": None})
+    codes = [sorted((f.source_key, f.error_code) for f in validate_partition(s, leads).failures)
+             for s in (with_schema, without)]
+    assert codes[0] == codes[1]  # the demo's data holds nothing the lead schema refuses
