@@ -280,3 +280,34 @@ def test_the_bundled_spec_fits_the_sandboxs_lead_and_its_data_passes_alike(
     codes = [sorted((f.source_key, f.error_code) for f in validate_partition(s, leads).failures)
              for s in (with_schema, without)]
     assert codes[0] == codes[1]  # the demo's data holds nothing the lead schema refuses
+
+
+def test_a_backfill_quarantines_what_the_pulled_schema_refuses(tmp_path, sandbox, store,
+                                                               monkeypatch):
+    import sqlite3
+
+    from crm_sync.paths import PACKAGE_PARENT
+    from crm_sync_tests.conftest import stored
+
+    spec = tmp_path / "syncs.yaml"
+    spec.write_text((PACKAGE_PARENT / "syncs.yaml").read_text())
+    data = tmp_path / "data"
+    data.mkdir()
+    leads = pd.read_csv(PACKAGE_PARENT / "data" / "leads.csv", dtype=str, keep_default_na=False)
+    day = "2026-11-02"
+    ours = leads.index[leads["updated_at"].str.startswith(day)
+                       & leads["superleap_id"].eq("")][:2]
+    long_key, option_key = leads.loc[ours, "lead_id"]
+    leads.loc[ours[0], "name"] = "x" * 256
+    leads.loc[ours[1], "status"] = "hot"
+    leads.to_csv(data / "leads.csv", index=False)
+    monkeypatch.setenv("CRM_SYNC_SPEC", str(spec))
+    monkeypatch.setenv("CRM_SYNC_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    assert main(["schema", "pull", "leads_to_superleap"]) == 0
+    assert main(["backfill", "leads_to_superleap", "--start", day, "--end", day]) == 0
+    with sqlite3.connect(store.path) as conn:
+        codes = dict(conn.execute("SELECT source_key, error_code FROM quarantine"))
+    assert codes[long_key] == "STRING_TOO_LONG" and codes[option_key] == "INVALID_OPTION"
+    sent = {r["external_id"] for r in stored(sandbox, "superleap", "lead")}
+    assert sent and long_key not in sent and option_key not in sent
