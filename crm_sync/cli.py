@@ -10,6 +10,7 @@
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
     crm-sync bench                     is the CRM the bottleneck? figures in BENCHMARKS.md
     crm-sync schema pull [SYNC...]     fetch each sync's CRM field schema into crm_schemas/
+                                       (exit code 1: some CRM could not be asked)
     crm-sync schema check [SYNC...]    compare the spec with them; exit code 1: problems
 """
 
@@ -94,10 +95,12 @@ def _schema(parser, args, extra) -> int:
     spec = load_spec(check_schemas=False)  # a spec that fails the check must still load here
     try:
         if args.action == "pull":
-            for sync, status, detail in schema_files.pull(spec, args.syncs):
-                print(f"{sync}: " + (f"wrote {detail}" if status == "pulled"
-                                     else f"skipped, no schema endpoint ({detail})"))
-            return 0
+            results = schema_files.pull(spec, args.syncs)
+            for sync, status, detail in results:
+                print(f"{sync}: " + {"pulled": f"wrote {detail}", "failed": f"failed: {detail}",
+                                     "unavailable": f"skipped, no schema endpoint ({detail})"
+                                     }[status])
+            return 1 if any(status == "failed" for _, status, _ in results) else 0
         found, missing = schema_files.check(spec, args.syncs)
     except ValueError as exc:
         parser.error(str(exc))

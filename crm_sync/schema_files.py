@@ -23,7 +23,7 @@ from pathlib import Path
 
 from crm_sync import paths
 from crm_sync.connectors.fields import CrmField, CrmObjectSchema
-from crm_sync.errors import SchemaUnavailable, SpecError
+from crm_sync.errors import FatalCrmError, SchemaUnavailable, SpecError, TransientFailure
 
 # The spec types (crm_sync.spec.FieldType) that can carry each CRM field type.
 HOLDS: dict[str, frozenset[str]] = {
@@ -155,7 +155,7 @@ def _selected(spec, names) -> list:
 def pull(spec, names=None, resources: dict | None = None,
          root: str | os.PathLike | None = None) -> list[tuple[str, str, str]]:
     """Fetch and write the schema of each selected sync's object; (sync, "pulled" |
-    "unavailable", the file or the reason) per sync. Other CRM errors are raised."""
+    "unavailable" | "failed", the file or the reason) per sync."""
     from crm_sync.project import build_resources
 
     resources = resources or build_resources()
@@ -165,6 +165,9 @@ def pull(spec, names=None, resources: dict | None = None,
             schema = asyncio.run(_describe(resources[sync.crm], sync))
         except SchemaUnavailable as exc:
             results.append((sync.name, "unavailable", str(exc)))
+            continue
+        except (FatalCrmError, TransientFailure) as exc:  # no token, refused, unreachable...
+            results.append((sync.name, "failed", str(exc)))
             continue
         path = schema_path(sync.crm, sync.object, root)
         path.parent.mkdir(parents=True, exist_ok=True)

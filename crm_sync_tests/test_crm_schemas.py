@@ -311,3 +311,14 @@ def test_a_backfill_quarantines_what_the_pulled_schema_refuses(tmp_path, sandbox
     assert codes[long_key] == "STRING_TOO_LONG" and codes[option_key] == "INVALID_OPTION"
     sent = {r["external_id"] for r in stored(sandbox, "superleap", "lead")}
     assert sent and long_key not in sent and option_key not in sent
+
+
+def test_pull_with_a_refused_token_fails_naming_the_sync(tmp_path, sandbox, monkeypatch,
+                                                         capsys):
+    _project(tmp_path, monkeypatch, brevo=False)
+    monkeypatch.setenv("SUPERLEAP_TOKEN", "not-the-token")
+    assert main(["schema", "pull"]) == 1
+    out = capsys.readouterr().out
+    assert "leads_to_superleap: failed: Superleap refused the token (HTTP 401)" in out
+    assert "not-the-token" not in out
+    assert not (tmp_path / "crm_schemas").exists()
