@@ -42,6 +42,10 @@ HOLDS: dict[str, frozenset[str]] = {
 # What a matching key must be, by CRM: Salesforce upserts by an external id field; the others
 # match on a field whose values are unique.
 _MATCHING_NEEDS = {"salesforce": ("external_id", "an external id field")}
+# Keys the CRM matches on whatever the schema says of their uniqueness: HubSpot upserts
+# contacts by `email` ("a property with hasUniqueValue=true, or email for contacts":
+# ../shared/crm-docs/REFERENCE.md §HubSpot identifier rules, HubSpot/hubspot-api-nodejs#548).
+_ALWAYS_MATCHABLE = {("hubspot", "contacts", "email")}
 
 
 def schema_path(crm: str, obj: str, root: str | os.PathLike | None = None) -> Path:
@@ -89,6 +93,12 @@ def problems(sync, schema: CrmObjectSchema, where: str) -> list[str]:
         elif crm_field.read_only:
             found.append(f"{head}: field {name!r} is read-only on {schema.crm} ({where}); it "
                          f"cannot be written")
+        elif sync.mode == "create_only" and not crm_field.createable:
+            found.append(f"{head}: field {name!r} cannot be set on create on {schema.crm} "
+                         f"({where}), and the sync only creates")
+        elif sync.mode == "update_only" and not crm_field.updateable:
+            found.append(f"{head}: field {name!r} cannot be updated on {schema.crm} "
+                         f"({where}), and the sync only updates")
         holds = HOLDS.get(crm_field.type, frozenset())
         if mapping.type not in holds and not crm_field.read_only:
             want = " or ".join(sorted(holds)) or "no spec type"
@@ -109,7 +119,8 @@ def _matching_problems(sync, schema: CrmObjectSchema, where: str, names: list[st
         return [f"{head} does not exist on {schema.crm} object {schema.object!r} ({where})"
                 + (f"; did you mean {close[0]!r}?" if close else "")]
     attribute, what = _MATCHING_NEEDS.get(schema.crm, ("unique", "a field with unique values"))
-    if not getattr(key, attribute):
+    if not getattr(key, attribute) and \
+            (schema.crm, schema.object, sync.matching_key) not in _ALWAYS_MATCHABLE:
         return [f"{head} is not {what} on {schema.crm} ({where}); the upsert cannot match "
                 f"records by it"]
     return []

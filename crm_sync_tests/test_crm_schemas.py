@@ -5,6 +5,7 @@ and used by validation."""
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pandas as pd
 import pytest
@@ -322,3 +323,45 @@ def test_pull_with_a_refused_token_fails_naming_the_sync(tmp_path, sandbox, monk
     assert "leads_to_superleap: failed: Superleap refused the token (HTTP 401)" in out
     assert "not-the-token" not in out
     assert not (tmp_path / "crm_schemas").exists()
+
+
+CONTACTS = CrmObjectSchema(crm="hubspot", object="contacts", fields=(
+    CrmField("email", "email", "string"),  # HubSpot matches contacts by email all the same
+    CrmField("hs_buying_role", "multi_enumeration", "enumeration",
+             options=("BUDGET_HOLDER", "CHAMPION", "END_USER")),
+    CrmField("hs_object_source", "string", "string", createable=False, updateable=True)))
+
+
+def test_multi_select_values_and_write_modes(tmp_path, monkeypatch):
+    _fake(tmp_path, CONTACTS)
+    spec = tmp_path / "syncs.yaml"
+    spec.write_text(textwrap.dedent("""\
+        syncs:
+          - name: contacts
+            source: contacts
+            source_key: contact_id
+            crm: hubspot
+            object: contacts
+            matching_key: email
+            mode: {mode}
+            fields:
+              email: {{column: email, type: email, required: true}}
+              hs_buying_role: roles
+              hs_object_source: origin
+        """))
+    monkeypatch.setenv("CRM_SYNC_SPEC", str(spec))
+    monkeypatch.chdir(tmp_path)
+    text = spec.read_text()
+    spec.write_text(text.format(mode="create_only"))
+    with pytest.raises(SpecError, match="field 'hs_object_source' cannot be set on create on "
+                                        "hubspot"):
+        load_spec()
+    spec.write_text(text.format(mode="upsert"))
+    sync = load_spec().syncs[0]
+    good = {"contact_id": "K1", "email": "a@example.com", "roles": "CHAMPION;END_USER",
+            "origin": "x", "updated_at": "2026-11-01T08:00:00Z"}
+    rows = [good, good | {"contact_id": "K2", "email": "b@example.com",
+                          "roles": "CHAMPION;BOSS"}]
+    result = validate_partition(sync, pd.DataFrame(rows))
+    assert [(f.source_key, f.error_code) for f in result.failures] == [("K2", "INVALID_OPTION")]
+    assert list(result.valid["_key"]) == ["K1"]

@@ -130,6 +130,15 @@ _FORMAT_WORDS = {"integer": "a whole number", "number": "a number",
 OPTION_CODES = {"salesforce": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"}
 
 
+_OPTION_TYPES = {"enumeration", "multi_enumeration"}
+
+
+def _all_options(value, options: frozenset) -> bool:
+    """A multi-select value: options separated by `;` (HubSpot checkboxes, Salesforce
+    multipicklists), each one of the field's."""
+    return isinstance(value, str) and all(part in options for part in value.split(";"))
+
+
 def _braces(text: str) -> str:
     return str(text).replace("{", "{{").replace("}", "}}")
 
@@ -158,7 +167,7 @@ def schema_rules(spec: SyncSpec) -> dict[str, tuple[str, str]]:
             rules[f"crm_length:{name}"] = (
                 "STRING_TOO_LONG", f"{{column}} is longer than the {crm_field.length} "
                 f"characters {crm} field {field} holds ({where}): {{value}}")
-        if crm_field.options and crm_field.type == "enumeration":
+        if crm_field.options and crm_field.type in _OPTION_TYPES:
             shown = _braces(", ".join(crm_field.options))
             rules[f"crm_option:{name}"] = (
                 OPTION_CODES.get(crm, "INVALID_OPTION"), f"{{value}} is not one of the options "
@@ -186,6 +195,10 @@ def _schema_checks(name: str, crm_field) -> list[pa.Check]:
     if crm_field.options and crm_field.type == "enumeration":
         rule = f"crm_option:{name}"
         checks.append(pa.Check.isin(list(crm_field.options), name=rule, error=rule))
+    elif crm_field.options and crm_field.type == "multi_enumeration":
+        rule, options = f"crm_option:{name}", frozenset(crm_field.options)
+        checks.append(pa.Check(lambda s: s.map(lambda v: _all_options(v, options)).astype(bool),
+                               name=rule, error=rule))
     return checks
 
 
