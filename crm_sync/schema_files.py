@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crm_sync import paths
+from crm_sync.connectors import PROFILES
 from crm_sync.connectors.fields import CrmField, CrmObjectSchema
 from crm_sync.errors import FatalCrmError, SchemaUnavailable, SpecError, TransientFailure
 
@@ -39,13 +40,6 @@ HOLDS: dict[str, frozenset[str]] = {
     "multi_enumeration": frozenset({"string", "json"}),
     "json": frozenset({"json"}),
 }
-# What a matching key must be, by CRM: Salesforce upserts by an external id field; the others
-# match on a field whose values are unique.
-_MATCHING_NEEDS = {"salesforce": ("external_id", "an external id field")}
-# Keys the CRM matches on whatever the schema says of their uniqueness: HubSpot upserts
-# contacts by `email` ("a property with hasUniqueValue=true, or email for contacts":
-# ../shared/crm-docs/REFERENCE.md §HubSpot identifier rules, HubSpot/hubspot-api-nodejs#548).
-_ALWAYS_MATCHABLE = {("hubspot", "contacts", "email")}
 
 
 def schema_path(crm: str, obj: str, root: str | os.PathLike | None = None) -> Path:
@@ -118,9 +112,11 @@ def _matching_problems(sync, schema: CrmObjectSchema, where: str, names: list[st
         close = difflib.get_close_matches(sync.matching_key, names, n=1)
         return [f"{head} does not exist on {schema.crm} object {schema.object!r} ({where})"
                 + (f"; did you mean {close[0]!r}?" if close else "")]
-    attribute, what = _MATCHING_NEEDS.get(schema.crm, ("unique", "a field with unique values"))
+    # What the CRM's upsert matches by (its profile): a unique field, Salesforce an external id.
+    profile = PROFILES[sync.crm]
+    attribute, what = profile.matching_key_needs
     if not getattr(key, attribute) and \
-            (schema.crm, schema.object, sync.matching_key) not in _ALWAYS_MATCHABLE:
+            (schema.object, sync.matching_key) not in profile.always_matchable:
         return [f"{head} is not {what} on {schema.crm} ({where}); the upsert cannot match "
                 f"records by it"]
     return []

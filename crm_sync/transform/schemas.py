@@ -125,9 +125,6 @@ _SCHEMA_FORMATS = {"integer", "number", "boolean", "date", "datetime"}
 _FORMAT_WORDS = {"integer": "a whole number", "number": "a number",
                  "boolean": "true or false", "date": "a date that exists (YYYY-MM-DD)",
                  "datetime": "an ISO 8601 date and time with its zone (2026-11-01T08:00:00Z)"}
-# The CRM's error code for a value outside a field's options (HubSpot INVALID_OPTION; Salesforce
-# INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST; Superleap documents none: a guess).
-OPTION_CODES = {"salesforce": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"}
 
 
 _OPTION_TYPES = {"enumeration", "multi_enumeration"}
@@ -170,7 +167,7 @@ def schema_rules(spec: SyncSpec) -> dict[str, tuple[str, str]]:
         if crm_field.options and crm_field.type in _OPTION_TYPES:
             shown = _braces(", ".join(crm_field.options))
             rules[f"crm_option:{name}"] = (
-                OPTION_CODES.get(crm, "INVALID_OPTION"), f"{{value}} is not one of the options "
+                PROFILES[crm].option_error_code, f"{{value}} is not one of the options "
                 f"of {crm} field {field} ({where}): {shown}")
         if crm_field.required_on_create:
             rules[f"crm_required:{name}"] = (
