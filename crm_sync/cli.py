@@ -9,6 +9,9 @@
     crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
     crm-sync bench                     is the CRM the bottleneck? figures in BENCHMARKS.md
+    crm-sync schema pull [SYNC...]     fetch each sync's CRM field schema into crm_schemas/
+                                       (exit code 1: some CRM could not be asked)
+    crm-sync schema check [SYNC...]    compare the spec with them; exit code 1: problems
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--scale", type=float, default=1.0, help="1 = the bundled 4,000 rows")
     gen.add_argument("--seed", type=int, default=42)
 
+    _add_schema_parser(sub)
     bench = sub.add_parser("bench", add_help=False,
                            help="benchmark the pipeline against the sandbox (crm-sync bench -h)")
     bench.add_argument("options", nargs=argparse.REMAINDER)
@@ -71,6 +75,42 @@ def _add_sandbox_parser(sub) -> None:
                          help="Superleap requests per second (0 = off)")
     sandbox.add_argument("--salesforce-daily-limit", type=int, default=100_000,
                          help="Salesforce API requests allowed per day")
+
+
+def _add_schema_parser(sub) -> None:
+    schema = sub.add_parser("schema", help="CRM field schemas: pull them, check the spec")
+    actions = schema.add_subparsers(dest="action", required=True)
+    pull = actions.add_parser("pull", help="fetch each sync's CRM object schema into "
+                                           "crm_schemas/<crm>/<object>.json")
+    check = actions.add_parser("check", help="compare the spec with the pulled schemas")
+    for action in (pull, check):
+        action.add_argument("syncs", nargs="*", help="sync names (default: every sync)")
+
+
+def _schema(parser, args, extra) -> int:
+    """`schema pull`: one line per sync; `schema check`: one line per problem, exit code 1."""
+    from crm_sync import schema_files
+    from crm_sync.spec import load_spec
+
+    spec = load_spec(check_schemas=False)  # a spec that fails the check must still load here
+    try:
+        if args.action == "pull":
+            results = schema_files.pull(spec, args.syncs)
+            for sync, status, detail in results:
+                print(f"{sync}: " + {"pulled": f"wrote {detail}", "failed": f"failed: {detail}",
+                                     "unavailable": f"skipped, no schema endpoint ({detail})"
+                                     }[status])
+            return 1 if any(status == "failed" for _, status, _ in results) else 0
+        found, missing = schema_files.check(spec, args.syncs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for sync in missing:
+        print(f"{sync}: no pulled schema (crm-sync schema pull {sync}); not checked")
+    for problem in found:
+        print(problem)
+    if not found:
+        print("schema check: no problems")
+    return 1 if found else 0
 
 
 def _add_backfill_parser(sub) -> None:
@@ -184,7 +224,7 @@ def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 # Each subcommand's handler: (parser, parsed arguments, bench's own options) -> exit code.
 _COMMANDS = {"demo": _demo, "sandbox": _sandbox, "backfill": _backfill,
-             "ui": _ui, "generate": _generate, "bench": _bench}
+             "ui": _ui, "generate": _generate, "bench": _bench, "schema": _schema}
 
 if __name__ == "__main__":
     sys.exit(main())

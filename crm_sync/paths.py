@@ -58,6 +58,13 @@ def store_path(value: str | os.PathLike | None = None) -> Path:
     return _resolve(value, "CRM_SYNC_STORE", ".crm_sync/crm_sync.sqlite")
 
 
+def schemas_dir(spec: str | os.PathLike | None = None) -> Path:
+    """The pulled CRM field schemas, `crm_schemas/<crm>/<object>.json`: next to the sync spec
+    (`spec`, else $CRM_SYNC_SPEC, else the project's syncs.yaml), in the project, committed
+    with it like a lock file (crm_sync/schema_files.py)."""
+    return spec_path(spec).parent / "crm_schemas"
+
+
 def state_dir() -> Path:
     """The project's own working folder (the demo's and the UI's files)."""
     return project_dir() / ".crm_sync"

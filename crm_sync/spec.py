@@ -12,7 +12,7 @@ import re
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crm_sync import paths
 from crm_sync.errors import SpecError  # re-exported: its old home
@@ -131,6 +131,14 @@ class SyncSpec(BaseModel):
         description="mode mirror: a run that would delete more than this share of the sync's "
         "records deletes nothing and fails (a truncated source looks like mass deletion), "
         "unless its run config sets allow_mass_delete")
+    # The CRM object's pulled field schema (crm_sync/schema_files.py PulledSchema), set by
+    # load_spec when crm_schemas/<crm>/<object>.json exists; validation reads it.
+    _crm_schema: object = PrivateAttr(default=None)
+
+    @property
+    def crm_schema(self):
+        """The pulled schema of the sync's object (PulledSchema), or None."""
+        return self._crm_schema
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -237,8 +245,10 @@ class Spec(BaseModel):
         raise KeyError(f"no sync named {name!r}; known: {[s.name for s in self.syncs]}")
 
 
-def load_spec(path: str | os.PathLike | None = None) -> Spec:
-    """Read and validate a spec; errors name the file and the offending sync."""
+def load_spec(path: str | os.PathLike | None = None, check_schemas: bool = True) -> Spec:
+    """Read and validate a spec; errors name the file and the offending sync. Where a CRM
+    schema was pulled for a sync's object (crm_schemas/, crm_sync/schema_files.py), the sync
+    is checked against it and keeps it for validation (`check_schemas=False`: neither)."""
     path = paths.spec_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -249,9 +259,14 @@ def load_spec(path: str | os.PathLike | None = None) -> Spec:
     if not isinstance(raw, dict):
         raise SpecError(f"sync spec {path} must be a mapping with a `syncs` list")
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except Exception as exc:  # pydantic.ValidationError: make it readable, name the sync
         raise SpecError(f"sync spec {path} is invalid:\n{_describe(exc, raw)}") from None
+    if check_schemas:
+        from crm_sync import schema_files  # late: it imports the connectors, which import this
+
+        schema_files.attach(spec, path)
+    return spec
 
 
 def _describe(exc, raw) -> str:

@@ -174,3 +174,17 @@ def test_installed_package_builds_a_projects_definitions_and_syncs_a_partition(
     assert spec.read_bytes() == (PROJECT_ROOT / "syncs.yaml").read_bytes()
     for csv in (PROJECT_ROOT / "data").glob("*.csv"):
         assert (data / csv.name).read_bytes() == csv.read_bytes()
+
+    # The sandbox's object fixtures ship in the wheel; `crm-sync schema pull` writes into the
+    # project (crm_schemas/ next to its syncs.yaml), never into site-packages.
+    installed = Path(out["package"]).parent / "sandbox" / "fixtures" / "superleap"
+    assert sorted(p.name for p in installed.glob("*.json")) == sorted(
+        p.name for p in (PROJECT_ROOT / "crm_sync" / "sandbox" / "fixtures" / "superleap")
+        .glob("*.json"))
+    pull = subprocess.run([str(python), "-m", "crm_sync.cli", "schema", "pull"], cwd=project,
+                          timeout=300, capture_output=True, text=True,
+                          env=_clean_env(SUPERLEAP_BASE_URL=sandbox_url,
+                                         SUPERLEAP_TOKEN=DEFAULT_TOKENS["superleap"]))
+    assert pull.returncode == 0, pull.stdout + pull.stderr[-4000:]
+    assert (project / "crm_schemas" / "superleap" / "lead.json").is_file()
+    assert not list(venv.rglob("crm_schemas")), "pulled schemas belong to the project"

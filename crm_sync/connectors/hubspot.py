@@ -309,4 +309,7 @@ PROFILE = CrmProfile(
     matching_key_is_field=True,  # the idProperty, sent as a property
     matching_ignores_case=_ignores_case,
     allowance=(100 * 190 / 10, "190 requests / 10 s (Professional/Enterprise) x 100 inputs"),
+    # idProperty: "a property with hasUniqueValue=true, or email for contacts"
+    # (../shared/crm-docs/REFERENCE.md, HubSpot identifier rules; hubspot-api-nodejs#548).
+    always_matchable=frozenset({("contacts", "email")}),
 )

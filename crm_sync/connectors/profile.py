@@ -79,6 +79,14 @@ class CrmProfile:
     # For the benchmark's report, for scale only: a faster documented tier the CRM's objects
     # are not under (rows per second, what it is), e.g. Brevo's contact endpoints.
     scale_tier: tuple[float, str] | None = None
+    # -- the pulled CRM field schema (crm_sync/schema_files.py, transform/schemas.py) ----------
+    # The CRM's error code for a value outside a field's options.
+    option_error_code: str = "INVALID_OPTION"
+    # The CrmField flag a matching key needs ("unique"; Salesforce: "external_id"), and how to
+    # say so.
+    matching_key_needs: tuple[str, str] = ("unique", "a field with unique values")
+    # (object, field) the CRM matches records by whatever the schema says of its uniqueness.
+    always_matchable: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def rules(self) -> tuple[RecordRule, ...]:

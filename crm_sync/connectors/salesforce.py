@@ -412,4 +412,8 @@ PROFILE = CrmProfile(
     # + 1,000 per licence on Enterprise, REFERENCE.md §4): 10 calls/s is 864,000 calls a day,
     # the allocation of an Enterprise org with ~760 licences.
     allowance=(200 * 10, "200 records per call x 10 calls/s (assumed; see BENCHMARKS.md)"),
+    # Pulled schemas: a restricted picklist refuses other values with this code; the upsert
+    # matches by an external id field (crm_sync/schema_files.py).
+    option_error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+    matching_key_needs=("external_id", "an external id field"),
 )

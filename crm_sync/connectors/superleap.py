@@ -25,6 +25,8 @@ from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
+from crm_sync.connectors.fields import CrmObjectSchema
+from crm_sync.connectors.superleap_schema import parse_object
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment, serialize
 from crm_sync.connectors.profile import CrmProfile, RecordRule
@@ -188,6 +190,22 @@ class SuperleapConnector(Connector):
                     break
                 page += 1
         return found
+
+    async def describe(self) -> CrmObjectSchema:
+        """The object's fields, from Superleap's Get Object (connectors/superleap_schema.py)."""
+        path = f"/api/v1/appflow/objects/{path_segment(self.spec.object)}"
+        response, payload, _ = await self.core.call("GET", path)
+        status = response.status_code
+        if status in (401, 403):
+            raise FatalCrmError(f"Superleap refused the token (HTTP {status}): check "
+                                f"SUPERLEAP_TOKEN for sync {self.spec.name!r}")
+        try:
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            return parse_object(payload, self.spec.object, f"GET {path}")
+        except ValueError as exc:
+            raise FatalCrmError(f"Superleap's Get Object for {self.spec.object!r} (sync "
+                                f"{self.spec.name!r}) gave no field list: {exc}") from None
 
     # -- the request --------------------------------------------------------------------------
     async def _send(self, batch: list[Item]) -> list[Outcome]:

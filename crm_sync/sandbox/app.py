@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from crm_sync.sandbox import admin, brevo, hubspot, salesforce, superleap
+from crm_sync.sandbox import admin, brevo, hubspot, salesforce, superleap, superleap_objects
 from crm_sync.sandbox.db import SandboxDB
 from crm_sync.sandbox.state import (
     DEFAULT_TOKENS, TOKEN_ENV, RollingWindow, SandboxState, tokens_from_env,
@@ -47,6 +47,7 @@ def create_app(
     routes = [
         *admin.routes(state),
         *superleap.routes(state),
+        *superleap_objects.routes(state),
         *brevo.routes(state),
         *hubspot.routes(state),
         *salesforce.routes(state),

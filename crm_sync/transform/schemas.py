@@ -133,8 +133,100 @@ class CommonRecords(pa.DataFrameModel):
 
 def rule_texts(spec: SyncSpec) -> dict[str, tuple[str, str]]:
     """rule -> (error code, message template) for the rules of a sync: RULES plus the rules
-    its CRM declares (its profile's `rules`)."""
-    return RULES | {r.rule: (r.error_code, r.message) for r in PROFILES[spec.crm].rules}
+    its CRM declares (its profile's `rules`) and those of its pulled schema (`schema_rules`)."""
+    return RULES | {r.rule: (r.error_code, r.message) for r in PROFILES[spec.crm].rules} \
+        | schema_rules(spec)
+
+
+# -- checks from the pulled CRM schema (crm_schemas/<crm>/<object>.json, schema_files.py) -------
+# ISO 8601 with a time and a zone (`2017-10-17T00:00:00Z`, `...+02:00`): Salesforce rejects
+# `2017-10-17 00:00:00` (JSON_PARSER_ERROR); HubSpot and Superleap (guess) are held to the same.
+_DATETIME = (r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3])"
+             r":[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])$")
+_SCHEMA_FORMATS = {"integer", "number", "boolean", "date", "datetime"}
+_FORMAT_WORDS = {"integer": "a whole number", "number": "a number",
+                 "boolean": "true or false", "date": "a date that exists (YYYY-MM-DD)",
+                 "datetime": "an ISO 8601 date and time with its zone (2026-11-01T08:00:00Z)"}
+
+
+_OPTION_TYPES = {"enumeration", "multi_enumeration"}
+
+
+def _all_options(value, options: frozenset) -> bool:
+    """A multi-select value: options separated by `;` (HubSpot checkboxes, Salesforce
+    multipicklists), each one of the field's."""
+    return isinstance(value, str) and all(part in options for part in value.split(";"))
+
+
+def _braces(text: str) -> str:
+    return str(text).replace("{", "{{").replace("}", "}}")
+
+
+def _pulled_fields(spec: SyncSpec) -> dict:
+    pulled = spec.crm_schema
+    if pulled is None:
+        return {}
+    return {name: f for name in spec.fields if (f := pulled.field(name)) is not None}
+
+
+def schema_rules(spec: SyncSpec) -> dict[str, tuple[str, str]]:
+    """The rules of the pulled schema's fields, each naming the field and the schema file."""
+    if spec.crm_schema is None:
+        return {}
+    where = _braces(spec.crm_schema.file)
+    crm = spec.crm
+    rules = {}
+    for name, crm_field in _pulled_fields(spec).items():
+        field = _braces(name)
+        if crm_field.type in _SCHEMA_FORMATS:
+            rules[f"crm_format:{name}"] = (
+                "PARSE_INVALID_FORMAT", f"{{column}} must be {_FORMAT_WORDS[crm_field.type]} "
+                f"for {crm} field {field} ({crm_field.crm_type}, {where}), got {{value}}")
+        if crm_field.length:
+            rules[f"crm_length:{name}"] = (
+                "STRING_TOO_LONG", f"{{column}} is longer than the {crm_field.length} "
+                f"characters {crm} field {field} holds ({where}): {{value}}")
+        if crm_field.options and crm_field.type in _OPTION_TYPES:
+            shown = _braces(", ".join(crm_field.options))
+            rules[f"crm_option:{name}"] = (
+                PROFILES[crm].option_error_code, f"{{value}} is not one of the options "
+                f"of {crm} field {field} ({where}): {shown}")
+        if crm_field.required_on_create:
+            rules[f"crm_required:{name}"] = (
+                "REQUIRED_FIELD_MISSING", f"{{column}} is empty, and {crm} field {field} is "
+                f"required to create a record ({where})")
+    return rules
+
+
+def _schema_checks(name: str, crm_field) -> list[pa.Check]:
+    checks = []
+    if crm_field.type in _SCHEMA_FORMATS:
+        rule = f"crm_format:{name}"
+        if crm_field.type == "date":
+            checks.append(pa.Check(_real_dates, name=rule, error=rule))
+        else:
+            pattern = _DATETIME if crm_field.type == "datetime" else \
+                _FORMAT_CHECKS[crm_field.type][1]
+            checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
+    if crm_field.length:
+        rule = f"crm_length:{name}"
+        checks.append(pa.Check.str_length(max_value=crm_field.length, name=rule, error=rule))
+    if crm_field.options and crm_field.type == "enumeration":
+        rule = f"crm_option:{name}"
+        checks.append(pa.Check.isin(list(crm_field.options), name=rule, error=rule))
+    elif crm_field.options and crm_field.type == "multi_enumeration":
+        rule, options = f"crm_option:{name}", frozenset(crm_field.options)
+        checks.append(pa.Check(lambda s: s.map(lambda v: _all_options(v, options)).astype(bool),
+                               name=rule, error=rule))
+    return checks
+
+
+def create_requirements(spec: SyncSpec) -> list[str]:
+    """Mapped fields the pulled schema requires on create (not nillable, createable, without a
+    default): a row that creates a record must have them (validate.py checks them)."""
+    if spec.mode == "update_only":
+        return []
+    return [name for name, f in _pulled_fields(spec).items() if f.required_on_create]
 
 
 def _record_check(rule) -> pa.Check:
@@ -195,11 +287,16 @@ _NO_NUL = pa.Check(_has_no_nul, name="nul_character", error="nul_character")
 def build_schema(spec: SyncSpec) -> pa.DataFrameSchema:
     """The schema of one sync: the CRM's model plus a column per mapped field."""
     required = required_fields(spec)
+    pulled = _pulled_fields(spec)
     columns: dict[str, pa.Column] = {}
     for crm_field, mapping in spec.fields.items():
         checks = [_NO_NUL]
-        if mapping.type in _FORMAT_CHECKS:
-            checks.append(_format_check(mapping.type))
+        described = pulled.get(crm_field)
+        if mapping.type in _FORMAT_CHECKS and not (
+                described is not None and described.type in _SCHEMA_FORMATS):
+            checks.append(_format_check(mapping.type))  # the spec's type: what no schema says
+        if described is not None:
+            checks += _schema_checks(crm_field, described)
         if crm_field in required:
             checks.append(pa.Check.str_length(min_value=1, name="required", error="required"))
         refused = PROFILES[spec.crm].matching_value_refused

@@ -20,7 +20,8 @@ from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import QuarantineEntry, row_days
 from crm_sync.spec import SyncSpec
 from crm_sync.errors import SourceTableError  # re-exported: its old home
-from crm_sync.transform.schemas import build_schema, rule_of, rule_texts
+from crm_sync.transform.schemas import (build_schema, create_requirements, required_fields,
+                                        rule_of, rule_texts)
 
 META_COLUMNS = ["_key", "_updated_at", "_crm_id", "_extra"]
 
@@ -138,6 +139,7 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     # Two rows that would upsert the same CRM record: keep the newest by updated_at.
     # (pandera's `unique` flags every copy; here the newest must go on, so pandas decides.)
     winners = _duplicates(spec, checked, failures)
+    _creates_without(spec, checked, failures)
 
     try:
         # inplace: nothing is coerced, so pandera need not copy the partition first
@@ -258,6 +260,19 @@ def _duplicates(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> dict[i
             if col != "_key":
                 winners.setdefault(idx, winner_of[value])
     return winners
+
+
+def _creates_without(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> None:
+    """Rows that would create a record (no known CRM id in the row; every row in mode
+    create_only) without a field the pulled schema requires on create."""
+    fields = [f for f in create_requirements(spec) if f not in required_fields(spec)]
+    if not fields:
+        return
+    creates = checked["_crm_id"].isna() if spec.mode != "create_only" else \
+        pd.Series(True, index=checked.index)
+    for name in fields:
+        for idx in checked.index[(creates & checked[name].isna()).to_numpy()]:
+            failures.setdefault(idx, []).append((f"crm_required:{name}", name, None))
 
 
 def _name_winners(spec: SyncSpec, order: list, entries: list[QuarantineEntry],
