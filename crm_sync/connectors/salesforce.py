@@ -27,7 +27,8 @@ from pydantic import Field, field_validator
 
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
-from crm_sync.connectors.fields import CrmField, CrmObjectSchema
+from crm_sync.connectors.fields import CrmObjectSchema
+from crm_sync.connectors.salesforce_schema import parse_describe
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
@@ -49,17 +50,6 @@ ALREADY_DELETED = "ENTITY_IS_DELETED"  # a delete of a record in the recycle bin
 # org does not have, or the sObject type is wrong. Bisecting would only spend the allowance.
 FATAL_400 = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MISSING_ARGUMENT"})
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
-# Salesforce's field types (the describe's `type`) in crm_sync's vocabulary (fields.FIELD_TYPES).
-# Field types: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/
-# field_types.htm; the describe: .../api_rest.meta/api_rest/resources_sobject_describe.htm
-FIELD_TYPE_OF = {
-    "string": "string", "textarea": "text", "email": "email", "phone": "phone", "url": "url",
-    "int": "integer", "double": "number", "currency": "number", "percent": "number",
-    "boolean": "boolean", "date": "date", "datetime": "datetime", "picklist": "enumeration",
-    "multipicklist": "multi_enumeration", "id": "id", "reference": "reference",
-}
-
-
 class SalesforceConnector(Connector):
     crm = "salesforce"
     max_records = SALESFORCE_MAX_RECORDS  # "The list can contain up to 200 objects."
@@ -115,9 +105,7 @@ class SalesforceConnector(Connector):
             raise SchemaUnavailable(f"Salesforce's describe of {self.spec.object} answered HTTP "
                                     f"{response.status_code} {code or ''}: {message[:200]}",
                                     self.crm)
-        fields = tuple(_crm_field(f) for f in payload["fields"] if isinstance(f, dict))
-        return CrmObjectSchema(crm=self.crm, object=str(payload.get("name") or self.spec.object),
-                               fields=fields, source=f"GET {path}")
+        return parse_describe(payload, self.spec.object, f"GET {path}")
 
     # -- the daily allowance -----------------------------------------------------------------
     def on_response(self, response) -> float | None:
@@ -322,26 +310,6 @@ def _limit_kind(message: str) -> str:
     if "concurrent" in message.lower():
         return "concurrent long-running API request limit"
     return "daily API request limit"
-
-
-def _crm_field(f: dict) -> CrmField:
-    """One describe `fields[]` entry as a CrmField."""
-    kind = str(f.get("type") or "")
-    length = f.get("length") or None
-    return CrmField(
-        name=str(f["name"]), type=FIELD_TYPE_OF.get(kind, "other"), crm_type=kind,
-        label=str(f.get("label") or ""), nullable=bool(f.get("nillable", True)),
-        createable=bool(f.get("createable", False)), updateable=bool(f.get("updateable", False)),
-        calculated=bool(f.get("calculated", False)), unique=bool(f.get("unique", False)),
-        external_id=bool(f.get("externalId", False)),
-        case_sensitive=bool(f.get("caseSensitive", False)),
-        defaulted_on_create=bool(f.get("defaultedOnCreate", False)),
-        length=int(length) if length else None,
-        # Numbers: precision/scale (double, currency, percent); int fields give `digits`.
-        precision=int(f.get("precision") or f.get("digits") or 0) or None,
-        scale=int(f["scale"]) if f.get("precision") and f.get("scale") is not None else None,
-        options=tuple(str(p["value"]) for p in f.get("picklistValues") or ()
-                      if isinstance(p, dict) and p.get("active", True) and "value" in p))
 
 
 def _first_error(payload, text: str) -> tuple[str | None, str]:

@@ -139,14 +139,10 @@ def rule_texts(spec: SyncSpec) -> dict[str, tuple[str, str]]:
 
 
 # -- checks from the pulled CRM schema (crm_schemas/<crm>/<object>.json, schema_files.py) -------
-# ISO 8601 with a time and a zone (`2017-10-17T00:00:00Z`, `...+02:00`): Salesforce rejects
-# `2017-10-17 00:00:00` (JSON_PARSER_ERROR); HubSpot and Superleap (guess) are held to the same.
-_DATETIME = (r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3])"
-             r":[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])$")
 _SCHEMA_FORMATS = {"integer", "number", "boolean", "date", "datetime"}
 _FORMAT_WORDS = {"integer": "a whole number", "number": "a number",
                  "boolean": "true or false", "date": "a date that exists (YYYY-MM-DD)",
-                 "datetime": "an ISO 8601 date and time with its zone (2026-11-01T08:00:00Z)"}
+                 "datetime": "a date and time with a zone (YYYY-MM-DDThh:mm:ssZ or +hh:mm)"}
 
 
 _OPTION_TYPES = {"enumeration", "multi_enumeration"}
@@ -202,12 +198,14 @@ def _schema_checks(name: str, crm_field) -> list[pa.Check]:
     checks = []
     if crm_field.type in _SCHEMA_FORMATS:
         rule = f"crm_format:{name}"
+        # the same formats as the spec's types (_format_check), under the schema's rule name
         if crm_field.type == "date":
             checks.append(pa.Check(_real_dates, name=rule, error=rule))
+        elif crm_field.type == "datetime":
+            checks.append(pa.Check(_real_datetimes, name=rule, error=rule))
         else:
-            pattern = _DATETIME if crm_field.type == "datetime" else \
-                _FORMAT_CHECKS[crm_field.type][1]
-            checks.append(pa.Check.str_matches(pattern, name=rule, error=rule))
+            checks.append(pa.Check.str_matches(_FORMAT_CHECKS[crm_field.type][1], name=rule,
+                                               error=rule))
     if crm_field.length:
         rule = f"crm_length:{name}"
         checks.append(pa.Check.str_length(max_value=crm_field.length, name=rule, error=rule))
