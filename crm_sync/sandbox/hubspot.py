@@ -88,17 +88,9 @@ class HubSpotAPI:
         return None, headers
 
     def rate_limited(self, policy: str, headers: dict[str, str]) -> JSONResponse:
-        # No Retry-After: HubSpot does not send one for these two limits.
+        # No Retry-After: HubSpot documents none for these two limits.
         self.state.count("rate_limited total")
-        group = "ten-secondly" if policy == "TEN_SECONDLY_ROLLING" else "daily"
-        return JSONResponse({
-            "status": "error",
-            "message": f"You have reached your {policy.lower()} limit.",
-            "errorType": "RATE_LIMIT",
-            "correlationId": str(uuid.uuid4()),
-            "policyName": policy,
-            "groupName": f"publicapi:private-app-api-calls-{group}:{PORTAL_ID}",
-        }, 429, headers=headers)
+        return JSONResponse(rate_limit_body(policy), 429, headers=headers)
 
     @staticmethod
     def object_type_of(request: Request, headers) -> tuple[ObjectType | None, JSONResponse | None]:
@@ -319,6 +311,44 @@ class HubSpotRecordHandlers(HubSpotAPI):
         return JSONResponse({"id": record["id"], "properties": props,
                              "createdAt": record["createdAt"], "updatedAt": record["updatedAt"],
                              "archived": False}, headers=headers)
+
+
+def rate_limit_body(policy: str) -> dict:
+    """HubSpot's 429 body. Documented example (https://developers.hubspot.com/docs/api/usage-
+    details, quoted in https://community.hubspot.com/t5/APIs-Integrations/Hubspot-User-experience/
+    m-p/511716): {"status":"error","message":"You have reached your daily limit.",
+    "errorType":"RATE_LIMIT","correlationId":"c033cdaa-...","policyName":"DAILY",
+    "requestId":"3d3e35b7-..."}; the ten-secondly one (hubspot-api-python#117) says "You have
+    reached your ten_secondly_rolling limit." with policyName TEN_SECONDLY_ROLLING and a
+    groupName."""
+    group = "ten-secondly" if policy == "TEN_SECONDLY_ROLLING" else "daily"
+    return {
+        "status": "error",
+        "message": f"You have reached your {policy.lower()} limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": str(uuid.uuid4()),
+        "policyName": policy,
+        "groupName": f"publicapi:private-app-api-calls-{group}:{PORTAL_ID}",
+    }
+
+
+def rate_limit_answer(kind: str, retry_after: float) -> Response:
+    """The fault injector's 429 in HubSpot's shape (faults.py): "burst" is the ten-secondly
+    window, "daily" the daily allowance, with the X-HubSpot-RateLimit-* headers HubSpot sends
+    (https://developers.hubspot.com/docs/api/usage-details) at zero remaining. HubSpot documents
+    no Retry-After; the injected answer carries `retry_after` anyway (guess, kept so the
+    reliability tests can ask for short and for hour-long waits; faults.py drops it when the
+    settings say `retry_after: false`)."""
+    policy = "TEN_SECONDLY_ROLLING" if kind == "burst" else "DAILY"
+    headers = {
+        "X-HubSpot-RateLimit-Max": "100",
+        "X-HubSpot-RateLimit-Remaining": "0" if kind == "burst" else "99",
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+        "X-HubSpot-RateLimit-Daily": str(DAILY_LIMIT),
+        "X-HubSpot-RateLimit-Daily-Remaining": "0" if kind == "daily" else str(DAILY_LIMIT - 1),
+        "Retry-After": f"{retry_after:g}",
+    }
+    return JSONResponse(rate_limit_body(policy), 429, headers=headers)
 
 
 def routes(state: SandboxState) -> list[Route]:
