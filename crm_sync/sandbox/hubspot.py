@@ -4,6 +4,8 @@
                                                       "properties", "objectWriteTraceId"}]}
     POST /crm/v3/objects/{objectType}/batch/archive  {"inputs": [{"id": "<record id>"}]} -> 204
     GET  /crm/v3/objects/{objectType}/{objectId}     (?idProperty=email&properties=a,b)
+    GET  /crm/v3/properties/{objectType}             {"results": [<property>, ...]}
+    GET  /crm/v3/properties/{objectType}/{propertyName}
 
 As ../shared/crm-docs and HubSpot's reference describe them; docs/sandbox/hubspot.md lists what
 is emulated and every strict choice made where HubSpot's documentation is silent. In short:
@@ -351,5 +353,40 @@ def rate_limit_answer(kind: str, retry_after: float) -> Response:
     return JSONResponse(rate_limit_body(policy), 429, headers=headers)
 
 
+class HubSpotPropertyHandlers(HubSpotAPI):
+    """The properties API (https://developers.hubspot.com/docs/api/crm/properties): the
+    object's property definitions, read from its fixture (hubspot_objects.py) as they are."""
+
+    def routes(self) -> list[Route]:
+        return [Route("/crm/v3/properties/{objectType}", self.list_properties, methods=["GET"]),
+                Route("/crm/v3/properties/{objectType}/{propertyName}", self.read_property,
+                      methods=["GET"])]
+
+    async def list_properties(self, request: Request):
+        denied, headers = self.admit(request)
+        if denied:
+            return denied
+        obj, unknown = self.object_type_of(request, headers)
+        if unknown:
+            return unknown
+        return JSONResponse({"results": list(obj.definitions)}, headers=headers)
+
+    async def read_property(self, request: Request):
+        denied, headers = self.admit(request)
+        if denied:
+            return denied
+        obj, unknown = self.object_type_of(request, headers)
+        if unknown:
+            return unknown
+        name = request.path_params["propertyName"]
+        found = next((p for p in obj.definitions if p["name"] == name), None)
+        if found is None:
+            # GUESS: the message; HubSpot answers an unknown property name with 404.
+            return error(404, f"Unable to find property {name} for object type "
+                              f"{obj.type_id}", "OBJECT_NOT_FOUND", headers=headers)
+        return JSONResponse(found, headers=headers)
+
+
 def routes(state: SandboxState) -> list[Route]:
-    return [*HubSpotBatchHandlers(state).routes(), *HubSpotRecordHandlers(state).routes()]
+    return [*HubSpotBatchHandlers(state).routes(), *HubSpotRecordHandlers(state).routes(),
+            *HubSpotPropertyHandlers(state).routes()]
