@@ -150,6 +150,7 @@ class HubSpotConnector(BatchAnswer, Connector):
             culprits = self._culprits(batch, body)
             if not culprits:
                 return None  # split_on_rejection bisects
+            self.core.stats.splits += 1  # the batch is split: the named inputs, and the rest
             failed = [self._failure(i.key, body, message, status, attempts) for i in culprits]
             named = {i.key for i in culprits}
             rest = [i for i in batch if i.key not in named]
