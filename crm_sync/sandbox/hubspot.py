@@ -105,6 +105,15 @@ class HubSpotAPI:
                                headers=headers)
         return obj, None
 
+    def admit_object(self, request: Request
+                     ) -> tuple[ObjectType | None, dict[str, str], JSONResponse | None]:
+        """`admit`, then the path's object type: (type, limit headers, None) or the refusal."""
+        denied, headers = self.admit(request)
+        if denied:
+            return None, headers, denied
+        obj, unknown = self.object_type_of(request, headers)
+        return obj, headers, unknown
+
     def owner(self, obj: ObjectType, prop: str, value: str) -> str | None:
         """The record holding `value` in unique property `prop` now (the index may be stale
         after a record changed that value, so the record itself is checked)."""
@@ -212,12 +221,9 @@ class HubSpotBatchHandlers(HubSpotAPI):
 
     async def batch_upsert(self, request: Request):
         requested = now_ms()
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         inputs, problem = parse_inputs(await request.body())
         if problem:
             return error(400, problem, headers=headers)
@@ -252,12 +258,9 @@ class HubSpotBatchHandlers(HubSpotAPI):
         body, also for ids that hold no record (already archived, or never there): archiving
         is idempotent. The sandbox keeps no recycling bin: records and their unique values
         are dropped, so the values can be used by new records at once."""
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         ids, problem = parse_archive_inputs(await request.body())
         if problem:
             return error(400, problem, headers=headers)
@@ -288,12 +291,9 @@ class HubSpotRecordHandlers(HubSpotAPI):
         return [Route(f"{_BASE}/{{objectId}}", self.read_one, methods=["GET"])]
 
     async def read_one(self, request: Request):
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         object_id = request.path_params["objectId"]
         id_property = request.query_params.get("idProperty")
         if id_property and id_property not in obj.unique | {"hs_object_id"}:
@@ -363,21 +363,15 @@ class HubSpotPropertyHandlers(HubSpotAPI):
                       methods=["GET"])]
 
     async def list_properties(self, request: Request):
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         return JSONResponse({"results": list(obj.definitions)}, headers=headers)
 
     async def read_property(self, request: Request):
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         name = request.path_params["propertyName"]
         found = next((p for p in obj.definitions if p["name"] == name), None)
         if found is None:
