@@ -156,7 +156,10 @@ class HttpCore:
 
     def pause(self, seconds: float) -> None:
         now = time.monotonic()
-        if seconds >= 1 and self._resume_at <= now:  # a new wait, not one already under way
+        # A new wait, or one that outlasts the wait under way by more than half a second (a
+        # HubSpot 429 carries X-HubSpot-RateLimit-Remaining: 0, a short pause, before its
+        # Retry-After): not the same wait again from requests that were in flight together.
+        if seconds >= 1 and self._resume_at < now + seconds - 0.5:
             log.info(f"waiting {seconds:.0f} s as {self.settings.label} asked")
         self._resume_at = max(self._resume_at, now + seconds)
 

@@ -9,7 +9,10 @@ Every input carries `objectWriteTraceId` = the row's source key. With it HubSpot
 with some bad inputs by 207 Multi-Status: the good ones are written, the bad ones come back in
 `errors` with the trace id in their context. Results are matched by trace id, never by position
 (HubSpot does not answer in input order). A whole-batch 400 (duplicate ids, or an answer that
-does not say which input was bad) is bisected, so that only the bad record fails.
+does not say which input was bad) is narrowed to the inputs it names by property and value
+(HubSpot's validation results carry `name` and `propertyValue`): those fail with HubSpot's code
+and message, the others are sent again; an answer that names no input is bisected, so that
+only the bad record fails.
 
 Limits: 100 inputs per request; 100 requests per rolling 10 s on Free/Starter (190 on
 Professional/Enterprise, 250 with the API limit increase pack), read back from the
@@ -31,7 +34,9 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
-from crm_sync.connectors.hubspot_results import BatchAnswer, normalize
+from crm_sync.connectors.fields import CrmObjectSchema
+from crm_sync.connectors.hubspot_results import BatchAnswer, named_values, normalize
+from crm_sync.connectors.hubspot_schema import schema_from_properties
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile
@@ -141,7 +146,15 @@ class HubSpotConnector(BatchAnswer, Connector):
             if len(batch) == 1:
                 self._rejections[batch[0].key] = self._failure(batch[0].key, body, message,
                                                                status, attempts)
-            return None
+                return None
+            culprits = self._culprits(batch, body)
+            if not culprits:
+                return None  # split_on_rejection bisects
+            self.core.stats.splits += 1  # the batch is split: the named inputs, and the rest
+            failed = [self._failure(i.key, body, message, status, attempts) for i in culprits]
+            named = {i.key for i in culprits}
+            rest = [i for i in batch if i.key not in named]
+            return failed + await self.split_on_rejection(rest, self._send, self._rejected)
         if status == 423:
             return failed_all(batch, "LOCKED", message, status=status, transient=True,
                               attempts=attempts)
@@ -152,6 +165,16 @@ class HubSpotConnector(BatchAnswer, Connector):
             return failed_all(batch, f"HTTP_{status}", message, status=status, transient=False,
                               attempts=attempts)
         return self._outcomes(batch, payload, response, attempts)
+
+    def _culprits(self, batch: list[Item], body: dict) -> list[Item]:
+        """The inputs a whole-batch refusal names by property and value; [] when it names none
+        of them, or all of them (then bisecting says more)."""
+        pairs = [(name, normalize(name, value)) for name, value in named_values(body)]
+        culprits = [item for item in batch if any(
+            isinstance(item.record["properties"].get(name), str)
+            and normalize(name, item.record["properties"][name]) == value
+            for name, value in pairs)]
+        return culprits if len(culprits) < len(batch) else []
 
     async def _post(self, batch: list[Item]) -> tuple[httpx.Response, object, int]:
         # Upserts by a unique property are idempotent: resending after a dropped connection
@@ -189,6 +212,22 @@ class HubSpotConnector(BatchAnswer, Connector):
                 f"(sync {sync!r}): {message}. The object must exist and matching_key must be "
                 f"a property with unique values (email for contacts, or a custom property "
                 f"created with hasUniqueValue)")
+
+    # -- schema ----------------------------------------------------------------------------------
+    async def describe(self) -> CrmObjectSchema:
+        """The object's properties: `GET /crm/v3/properties/{objectType}` (hubspot_schema.py)."""
+        path = f"/crm/v3/properties/{path_segment(self.spec.object)}"
+        response, payload, _ = await self.core.call("GET", path)
+        status = response.status_code
+        if status != 200:
+            body = payload if isinstance(payload, dict) else {}
+            message = str(body.get("message") or response.text[:300])
+            raise FatalCrmError(f"HubSpot did not describe {self.spec.object!r} (HTTP {status} "
+                                f"on GET {path}, sync {self.spec.name!r}): {message}")
+        try:
+            return schema_from_properties(self.spec.object, payload)
+        except ValueError as exc:
+            raise FatalCrmError(f"{exc} (GET {path}, sync {self.spec.name!r})") from None
 
     # -- deleting (mirror) -----------------------------------------------------------------------
     async def delete(self, crm_ids: list[str]) -> list[Outcome]:

@@ -150,6 +150,23 @@ def _details(err: dict) -> list[dict]:
     return []
 
 
+def named_values(err: dict) -> list[tuple[str, str]]:
+    """(property, value) pairs a validation error names: HubSpot's validation results carry
+    `name` and `propertyValue` (the captured 400 in Atlas-Authority/marketing-automation#206:
+    `Property values were not valid: [{"isValid":false,...,"name":"amount",...,
+    "propertyValue":"1.42e-14",...}]`). [] when the error names no value."""
+    message = err.get("message") if isinstance(err, dict) else None
+    if not isinstance(message, str) or not message.startswith(_VALIDATION_PREFIX):
+        return []
+    try:
+        parsed = json.loads(message[len(_VALIDATION_PREFIX):])
+    except ValueError:
+        return []
+    return [(r["name"], r["propertyValue"]) for r in parsed if isinstance(parsed, list)
+            and isinstance(r, dict) and isinstance(r.get("name"), str)
+            and isinstance(r.get("propertyValue"), str)] if isinstance(parsed, list) else []
+
+
 def _error_code(err: dict, details: list[dict], category: str | None) -> str:
     for detail in details:
         if isinstance(detail.get("code"), str) and detail["code"]:

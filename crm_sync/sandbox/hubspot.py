@@ -4,6 +4,8 @@
                                                       "properties", "objectWriteTraceId"}]}
     POST /crm/v3/objects/{objectType}/batch/archive  {"inputs": [{"id": "<record id>"}]} -> 204
     GET  /crm/v3/objects/{objectType}/{objectId}     (?idProperty=email&properties=a,b)
+    GET  /crm/v3/properties/{objectType}             {"results": [<property>, ...]}
+    GET  /crm/v3/properties/{objectType}/{propertyName}
 
 As ../shared/crm-docs and HubSpot's reference describe them; docs/sandbox/hubspot.md lists what
 is emulated and every strict choice made where HubSpot's documentation is silent. In short:
@@ -88,17 +90,9 @@ class HubSpotAPI:
         return None, headers
 
     def rate_limited(self, policy: str, headers: dict[str, str]) -> JSONResponse:
-        # No Retry-After: HubSpot does not send one for these two limits.
+        # No Retry-After: HubSpot documents none for these two limits.
         self.state.count("rate_limited total")
-        group = "ten-secondly" if policy == "TEN_SECONDLY_ROLLING" else "daily"
-        return JSONResponse({
-            "status": "error",
-            "message": f"You have reached your {policy.lower()} limit.",
-            "errorType": "RATE_LIMIT",
-            "correlationId": str(uuid.uuid4()),
-            "policyName": policy,
-            "groupName": f"publicapi:private-app-api-calls-{group}:{PORTAL_ID}",
-        }, 429, headers=headers)
+        return JSONResponse(rate_limit_body(policy), 429, headers=headers)
 
     @staticmethod
     def object_type_of(request: Request, headers) -> tuple[ObjectType | None, JSONResponse | None]:
@@ -110,6 +104,15 @@ class HubSpotAPI:
             return None, error(400, f"Unable to infer object type from: {type_name}", None,
                                headers=headers)
         return obj, None
+
+    def admit_object(self, request: Request
+                     ) -> tuple[ObjectType | None, dict[str, str], JSONResponse | None]:
+        """`admit`, then the path's object type: (type, limit headers, None) or the refusal."""
+        denied, headers = self.admit(request)
+        if denied:
+            return None, headers, denied
+        obj, unknown = self.object_type_of(request, headers)
+        return obj, headers, unknown
 
     def owner(self, obj: ObjectType, prop: str, value: str) -> str | None:
         """The record holding `value` in unique property `prop` now (the index may be stale
@@ -218,12 +221,9 @@ class HubSpotBatchHandlers(HubSpotAPI):
 
     async def batch_upsert(self, request: Request):
         requested = now_ms()
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         inputs, problem = parse_inputs(await request.body())
         if problem:
             return error(400, problem, headers=headers)
@@ -258,12 +258,9 @@ class HubSpotBatchHandlers(HubSpotAPI):
         body, also for ids that hold no record (already archived, or never there): archiving
         is idempotent. The sandbox keeps no recycling bin: records and their unique values
         are dropped, so the values can be used by new records at once."""
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         ids, problem = parse_archive_inputs(await request.body())
         if problem:
             return error(400, problem, headers=headers)
@@ -294,12 +291,9 @@ class HubSpotRecordHandlers(HubSpotAPI):
         return [Route(f"{_BASE}/{{objectId}}", self.read_one, methods=["GET"])]
 
     async def read_one(self, request: Request):
-        denied, headers = self.admit(request)
-        if denied:
-            return denied
-        obj, unknown = self.object_type_of(request, headers)
-        if unknown:
-            return unknown
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
         object_id = request.path_params["objectId"]
         id_property = request.query_params.get("idProperty")
         if id_property and id_property not in obj.unique | {"hs_object_id"}:
@@ -321,5 +315,72 @@ class HubSpotRecordHandlers(HubSpotAPI):
                              "archived": False}, headers=headers)
 
 
+def rate_limit_body(policy: str) -> dict:
+    """HubSpot's 429 body. Documented example (https://developers.hubspot.com/docs/api/usage-
+    details, quoted in https://community.hubspot.com/t5/APIs-Integrations/Hubspot-User-experience/
+    m-p/511716): {"status":"error","message":"You have reached your daily limit.",
+    "errorType":"RATE_LIMIT","correlationId":"c033cdaa-...","policyName":"DAILY",
+    "requestId":"3d3e35b7-..."}; the ten-secondly one (hubspot-api-python#117) says "You have
+    reached your ten_secondly_rolling limit." with policyName TEN_SECONDLY_ROLLING and a
+    groupName."""
+    group = "ten-secondly" if policy == "TEN_SECONDLY_ROLLING" else "daily"
+    return {
+        "status": "error",
+        "message": f"You have reached your {policy.lower()} limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": str(uuid.uuid4()),
+        "policyName": policy,
+        "groupName": f"publicapi:private-app-api-calls-{group}:{PORTAL_ID}",
+    }
+
+
+def rate_limit_answer(kind: str, retry_after: float) -> Response:
+    """The fault injector's 429 in HubSpot's shape (faults.py): "burst" is the ten-secondly
+    window, "daily" the daily allowance, with the X-HubSpot-RateLimit-* headers HubSpot sends
+    (https://developers.hubspot.com/docs/api/usage-details) at zero remaining. HubSpot documents
+    no Retry-After; the injected answer carries `retry_after` anyway (guess, kept so the
+    reliability tests can ask for short and for hour-long waits; faults.py drops it when the
+    settings say `retry_after: false`)."""
+    policy = "TEN_SECONDLY_ROLLING" if kind == "burst" else "DAILY"
+    headers = {
+        "X-HubSpot-RateLimit-Max": "100",
+        "X-HubSpot-RateLimit-Remaining": "0" if kind == "burst" else "99",
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+        "X-HubSpot-RateLimit-Daily": str(DAILY_LIMIT),
+        "X-HubSpot-RateLimit-Daily-Remaining": "0" if kind == "daily" else str(DAILY_LIMIT - 1),
+        "Retry-After": f"{retry_after:g}",
+    }
+    return JSONResponse(rate_limit_body(policy), 429, headers=headers)
+
+
+class HubSpotPropertyHandlers(HubSpotAPI):
+    """The properties API (https://developers.hubspot.com/docs/api/crm/properties): the
+    object's property definitions, read from its fixture (hubspot_objects.py) as they are."""
+
+    def routes(self) -> list[Route]:
+        return [Route("/crm/v3/properties/{objectType}", self.list_properties, methods=["GET"]),
+                Route("/crm/v3/properties/{objectType}/{propertyName}", self.read_property,
+                      methods=["GET"])]
+
+    async def list_properties(self, request: Request):
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
+        return JSONResponse({"results": list(obj.definitions)}, headers=headers)
+
+    async def read_property(self, request: Request):
+        obj, headers, refused = self.admit_object(request)
+        if refused:
+            return refused
+        name = request.path_params["propertyName"]
+        found = next((p for p in obj.definitions if p["name"] == name), None)
+        if found is None:
+            # GUESS: the message; HubSpot answers an unknown property name with 404.
+            return error(404, f"Unable to find property {name} for object type "
+                              f"{obj.type_id}", "OBJECT_NOT_FOUND", headers=headers)
+        return JSONResponse(found, headers=headers)
+
+
 def routes(state: SandboxState) -> list[Route]:
-    return [*HubSpotBatchHandlers(state).routes(), *HubSpotRecordHandlers(state).routes()]
+    return [*HubSpotBatchHandlers(state).routes(), *HubSpotRecordHandlers(state).routes(),
+            *HubSpotPropertyHandlers(state).routes()]

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 from starlette.responses import JSONResponse
 
-from crm_sync.sandbox.formats import EMAIL as _EMAIL
 from crm_sync.sandbox.hubspot_objects import PORTAL_ID, ObjectType
+from crm_sync.sandbox.hubspot_values import email_problem, value_problem
 
 # "max batch: 100 inputs" (REFERENCE.md, HubSpot, citing developers.hubspot.com contacts#limits).
 HUBSPOT_MAX_INPUTS = 100
@@ -38,10 +38,16 @@ def error(status: int, message: str, category: str | None = "VALIDATION_ERROR", 
     return JSONResponse(body, status, headers=headers)
 
 
-def validation_result(prop: str, code: str, message: str) -> dict:
-    """One entry of HubSpot's `Property values were not valid: [...]` list."""
-    return {"isValid": False, "message": message, "error": code, "name": prop,
-            "localizedErrorMessage": message, "portalId": PORTAL_ID}
+def validation_result(prop: str, code: str, message: str, value: str | None = None) -> dict:
+    """One entry of HubSpot's `Property values were not valid: [...]` list, with the fields and
+    in the order of the captured body in Atlas-Authority/marketing-automation#206: isValid,
+    message, error, name, localizedErrorMessage, propertyValue, portalId."""
+    result = {"isValid": False, "message": message, "error": code, "name": prop,
+              "localizedErrorMessage": message}
+    if value is not None:
+        result["propertyValue"] = value
+    result["portalId"] = PORTAL_ID
+    return result
 
 
 def input_error(problems: list[dict], trace_id: str | None) -> dict:
@@ -158,23 +164,19 @@ def property_problems(obj: ObjectType, id_property: str, id_value: str,
         if prop in obj.read_only:
             problems.append(validation_result(
                 prop, "READ_ONLY_VALUE", f'"{prop}" is a read only property; its value cannot '
-                                         f'be set.'))
+                                         f'be set.', value))
         elif kind is None:
             problems.append(validation_result(
-                prop, "PROPERTY_DOESNT_EXIST", f'Property "{prop}" does not exist'))
+                prop, "PROPERTY_DOESNT_EXIST", f'Property "{prop}" does not exist', value))
         elif value in (None, ""):
             continue  # clears the value
-        elif kind == "email" and not _EMAIL.match(value):
-            problems.append(validation_result(
-                prop, "INVALID_EMAIL", f"Email address {value} is invalid"))
-        elif kind == "enumeration" and value not in obj.options[prop]:
-            problems.append(validation_result(
-                prop, "INVALID_OPTION",
-                f"{value} was not one of the allowed options: [{', '.join(obj.options[prop])}]"))
-    if obj.properties.get(id_property) == "email" and not _EMAIL.match(id_value) and \
+        else:
+            refused = value_problem(kind, value, obj.options.get(prop, ()))
+            if refused:
+                problems.append(validation_result(prop, *refused, value))
+    if obj.properties.get(id_property) == "email" and email_problem(id_value) and \
             properties.get(id_property) != id_value:
-        problems.append(validation_result(
-            id_property, "INVALID_EMAIL", f"Email address {id_value} is invalid"))
+        problems.append(validation_result(id_property, *email_problem(id_value), id_value))
     if id_property in properties and \
             obj.normalize(id_property, properties[id_property] or "") != \
             obj.normalize(id_property, id_value):
