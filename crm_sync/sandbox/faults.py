@@ -97,6 +97,13 @@ class FaultInjector:
         state.count(f"faults {kind}")
         if kind.endswith("_after_commit"):
             await self._after_commit(kind, app, scope, receive, send)
+        elif kind == "429" and (answer := _rate_limit_answer(scope["path"])) is not None:
+            # The CRM's own 429 (its module's `rate_limit_answer(kind, retry_after)`).
+            state.count("rate_limited total")
+            response = answer("burst", float(self.config.retry_after_seconds))
+            if not self.config.retry_after and "retry-after" in response.headers:
+                del response.headers["retry-after"]
+            await response(scope, receive, send)
         elif kind == "429":
             state.count("rate_limited total")
             headers = [(b"content-type", b"application/json")]
@@ -151,6 +158,19 @@ class FaultInjector:
             await send({"type": "http.response.start", "status": start["status"],
                         "headers": headers + [(b"content-length", promised)]})
             raise ConnectionResetError("injected dropped connection after commit")
+
+
+def _rate_limit_answer(path: str):
+    """The CRM module's `rate_limit_answer(kind, retry_after) -> Response`, or None (then the
+    generic 429 above). Imported here, when a fault needs it: the CRM modules import state.py,
+    which imports this module."""
+    if path.startswith(("/v3/objects/", "/v3/processes/")):
+        from crm_sync.sandbox import brevo as crm
+    elif path.startswith("/api/v1/org/objects/"):
+        from crm_sync.sandbox import superleap as crm
+    else:
+        return None
+    return getattr(crm, "rate_limit_answer", None)
 
 
 def _echoed_credentials(scope) -> bytes:

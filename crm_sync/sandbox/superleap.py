@@ -49,6 +49,24 @@ def error(status: int, code: str, message: str, validation_errors=None, meta=Non
     return JSONResponse({"success": False, "data": data}, status)
 
 
+# Rate limits: Superleap documents none, no 429, no headers (REFERENCE.md, Superleap: "max
+# records / body size / rate limit / headers / idempotency: nothing public found"). GUESS: a 429
+# in the documented error envelope, with a standard Retry-After header (RFC 9110 §10.2.3), and
+# a message that says it is the sandbox's guess.
+RATE_LIMIT_MESSAGES = {
+    "burst": "too many requests (a guess: Superleap documents no rate limit)",
+    "daily": "daily request limit reached (a guess: Superleap documents no rate limit)",
+}
+
+
+def rate_limit_answer(kind: str, retry_after: float) -> JSONResponse:
+    """The 429 of a rate limit, as guessed (see RATE_LIMIT_MESSAGES); `kind` "burst" or
+    "daily". Used by the sandbox's own limit and by the fault injector (faults.py)."""
+    response = error(429, "RATE_LIMITED", RATE_LIMIT_MESSAGES[kind])
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
 def new_id(org: str) -> str:
     return f"{org}_" + "".join(secrets.choice(_ALNUM) for _ in range(8))
 
@@ -93,9 +111,7 @@ class SuperleapAPI:
             admitted, _, wait = window.admit()
             if not admitted:
                 self.state.count("rate_limited total")
-                response = error(429, "RATE_LIMITED", "too many requests")
-                response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-                return response
+                return rate_limit_answer("burst", wait)
         return None
 
     def size_problem(self, records: list, noun: str) -> JSONResponse | None:
