@@ -153,3 +153,20 @@ def test_the_rate_limit_answer_hook_for_a_daily_limit():
     answer = rate_limit_answer("daily", 59.5)
     assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
     assert "guess" in answer.body.decode() and b"RATE_LIMITED" in answer.body
+
+
+def test_the_documented_bulk_create_failure_replays_whole(sandbox):
+    """superleap-bulk-create.txt, "Request for Failure Scenario": the whole documented answer,
+    not only its parts (status, envelope, validation_errors, the trailing meta_data)."""
+    documented = {"success": False, "data": {
+        "message": "Failed to create records", "status_code": 400,
+        "error_code": "VALIDATION_FAILED",
+        "validation_errors": [{"object_slug": "lead", "field": "email",
+                               "message": "invalid email format: test .sok@gmail.com",
+                               "error_code": "PARSE_INVALID_FORMAT", "record_index": 1,
+                               "meta_data": None}],
+        "meta_data": "validation failed :"}}
+    answer = sandbox.post(CREATE, headers=AUTH, json=[
+        {"name": "test-8", "email": "test .sok@gmail.com"},
+        {"name": "test-9", "email": "test1@gmail.com"}])
+    assert answer.status_code == 400 and answer.json() == documented
