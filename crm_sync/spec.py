@@ -22,7 +22,8 @@ from crm_sync.errors import SpecError  # re-exported: its old home
 PROJECT_ROOT = paths.PACKAGE_PARENT
 DEFAULT_SPEC_PATH = PROJECT_ROOT / paths.SPEC_NAME
 
-FieldType = Literal["string", "email", "phone", "integer", "number", "boolean", "date", "json"]
+FieldType = Literal["string", "email", "phone", "integer", "number", "boolean", "date", "json",
+                    "datetime"]
 
 
 def profiles() -> dict:

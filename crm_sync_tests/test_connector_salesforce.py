@@ -167,8 +167,11 @@ def test_a_spent_allowance_fails_the_batches_transient(sandbox, resource, daily_
 
 
 def test_faults_every_row_ends_exactly_once_without_duplicates(sandbox, resource):
+    # No rate_429: Salesforce answers its limits with 403 REQUEST_LIMIT_EXCEEDED, which stops
+    # the sync (test_a_request_limit_in_salesforces_shape_stops_the_sync_transient); the faults
+    # that are retried are 5xx and broken answers.
     sandbox.post("/_sandbox/faults", json={
-        "seed": 5, "rate_429": 0.1, "rate_503": 0.1, "rate_drop": 0.05, "rate_truncated": 0.05,
+        "seed": 5, "rate_500": 0.1, "rate_503": 0.1, "rate_drop": 0.05, "rate_truncated": 0.05,
         "retry_after_seconds": 0}).raise_for_status()
     data = rows(2000)
     outcomes, stats = resource(max_attempts=8, max_backoff_seconds=1).run(SPEC, data)
@@ -311,3 +314,79 @@ def test_salesforce_partition_end_to_end(sandbox, store):
     assert set(state["crm_id"]) == {r["Id"] for r in by_ext.values()}
     quarantine = store.quarantine_frame("companies_to_salesforce")
     assert set(quarantine["source_key"]) == expected_bad
+
+
+# -- issue 15: describe, a stricter org, limits in Salesforce's shape ---------------------------
+def _describe(resource, spec=SPEC):
+    async def go():
+        async with resource().open(spec) as connector:
+            return await connector.describe()
+    return asyncio.run(go())
+
+
+def test_describe_reads_the_sobjects_fields_from_the_sandbox(sandbox, resource):
+    schema = _describe(resource)
+    assert schema.crm == "salesforce" and schema.object == "Account"
+    assert schema.source == "GET /services/data/v62.0/sobjects/Account/describe"
+    ext, name, employees = (schema.field(n) for n in ("External_Id__c", "Name",
+                                                      "NumberOfEmployees"))
+    assert ext.external_id and not ext.unique and not ext.case_sensitive and ext.type == "string"
+    assert name.required_on_create and name.length == 255
+    assert (employees.type, employees.crm_type, employees.precision) == ("integer", "int", 8)
+    revenue = schema.field("AnnualRevenue")
+    assert (revenue.type, revenue.crm_type, revenue.precision, revenue.scale) == \
+        ("number", "currency", 18, 0)
+    assert schema.field("Id").read_only and schema.field("CreatedDate").type == "datetime"
+    assert schema.field("CreatedById").type == "reference"
+    priority = schema.field("CustomerPriority__c")
+    assert priority.type == "enumeration" and priority.options == ("High", "Low", "Medium")
+    assert "Technology" in schema.field("Industry").options
+    assert schema.field("Onboarded_At__c").type == "datetime"
+    assert not schema.field("IsDeleted").required_on_create  # defaulted on create
+    # The CrmObjectSchema round-trips through its lock-file form.
+    assert type(schema).from_json(schema.to_json()) == \
+        type(schema).from_json(type(schema).from_json(schema.to_json()).to_json())
+
+
+def test_describe_of_an_unknown_sobject_is_fatal(sandbox, resource):
+    with pytest.raises(FatalCrmError, match="no sObject 'Gadget__c'"):
+        _describe(resource, SPEC.model_copy(update={"object": "Gadget__c"}))
+
+
+def test_a_datetime_salesforce_cannot_parse_is_narrowed_to_its_record(sandbox, resource):
+    # Salesforce refuses the whole request (400 JSON_PARSER_ERROR) for one "2017-10-17 00:00:00"
+    # (https://github.com/regican/Salesforce/issues/2): bisection finds the record.
+    data = [with_fields(r, Onboarded_At__c="2026-11-01T08:00:00.000Z") for r in rows(40)]
+    data[13] = with_fields(data[13], Onboarded_At__c="2017-10-17 00:00:00")
+    data[30] = with_fields(data[30], Contract_Start__c="2026-11-01T00:00:00Z")  # a date field
+    outcomes, stats = resource().run(SPEC, data)
+    bad = sorted((o.key, o.error_code, o.transient) for o in outcomes if not o.ok)
+    assert bad == [(data[13][0], "JSON_PARSER_ERROR", False),
+                   (data[30][0], "JSON_PARSER_ERROR", False)]
+    message = next(o.message for o in outcomes if o.key == data[13][0])
+    assert "Cannot deserialize instance of datetime from VALUE_STRING value 2017-10-17" in message
+    assert stats.splits >= 2
+    assert set(accounts(sandbox)) == {k for k, _, _ in data} - {data[13][0], data[30][0]}
+
+
+@pytest.mark.parametrize("fault, what", [("rate_429", "concurrent long-running API request"),
+                                         ("rate_429_daily", "daily API request")])
+def test_a_request_limit_in_salesforces_shape_stops_the_sync_transient(sandbox, resource, fault,
+                                                                       what):
+    # Injected limits answer as Salesforce does: 403 REQUEST_LIMIT_EXCEEDED, never a 429.
+    sandbox.post("/_sandbox/faults", json={fault: 1.0}).raise_for_status()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    raw = sandbox.get("/services/data/v62.0/limits", headers=auth)
+    assert raw.status_code == 403 and "retry-after" not in raw.headers
+    assert raw.json()[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
+    outcomes, stats = resource(max_attempts=3).run(SPEC, rows(1000))
+    assert len(outcomes) == 1000 and not any(o.ok for o in outcomes)
+    assert all(o.transient for o in outcomes)
+    codes = {o.error_code for o in outcomes}
+    assert "REQUEST_LIMIT_EXCEEDED" in codes and codes <= {"REQUEST_LIMIT_EXCEEDED", RESERVE}
+    refused = next(o for o in outcomes if o.error_code == "REQUEST_LIMIT_EXCEEDED")
+    assert refused.http_status == 403 and f"{what} limit is spent" in refused.message
+    assert stats.retries == 0  # a 403 is not retried: no request after the ones in flight
+    assert stats.requests <= 4
+    sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    assert accounts(sandbox) == {}

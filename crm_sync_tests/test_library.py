@@ -136,6 +136,11 @@ def test_installed_package_builds_a_projects_definitions_and_syncs_a_partition(
          "--no-index", str(source)],
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stdout + install.stderr
+    # The sandbox's object fixtures (package-data) are in the wheel, every one of them.
+    shipped = {p.relative_to(p.parents[2]) for p in venv.rglob("sandbox/fixtures/*/*.json")}
+    fixtures = PROJECT_ROOT / "crm_sync" / "sandbox" / "fixtures"
+    assert shipped and \
+        shipped == {p.relative_to(fixtures.parent) for p in fixtures.glob("*/*.json")}
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)

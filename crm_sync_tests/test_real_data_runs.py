@@ -278,3 +278,41 @@ def test_credentials_echoed_in_an_answer_are_stored_nowhere(crm, status, sandbox
         assert "gateway refused the request" in everything
     token = DEFAULT_TOKENS[crm]
     assert token not in everything, [line for line in everything.splitlines() if token in line][:3]
+
+
+# -- issue 15: Salesforce's request limits (403 REQUEST_LIMIT_EXCEEDED, no Retry-After) ----------
+@pytest.mark.parametrize("how", ["allowance", "concurrent"])
+def test_salesforce_request_limit_stops_sending_and_fails_the_run(how, sandbox, sandbox_url,
+                                                                   store, tmp_path):
+    crm = "salesforce"
+    data = _data(tmp_path, crm, rows=20)
+    resource = inv.resource(crm, sandbox_url, batch_size=1, max_concurrency=1)
+    try:
+        if how == "allowance":  # the org's allowance runs out after 16 requests: few rows held
+            sandbox.post("/_sandbox/limits", json={"salesforce_daily_limit": 16})
+        else:  # every request meets the concurrent long-running request limit
+            sandbox.post("/_sandbox/faults", json={"rate_429": 1.0}).raise_for_status()
+        result = _materialize(crm, data, resource)
+        sent = _requests(sandbox)
+    finally:
+        sandbox.post("/_sandbox/limits", json={"salesforce_daily_limit": 100_000})
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+
+    failure = _upsert_failure(result, crm)
+    text = failure.error.message
+    if how == "allowance":  # the client stops itself at the reserve (daily_allowance_share)
+        assert "Salesforce's daily API allowance reserve was reached (16 of 16 requests" in text
+    else:
+        assert "Salesforce refused requests: ConcurrentRequests (Concurrent API Requests) " \
+               "Limit exceeded. (403 REQUEST_LIMIT_EXCEEDED" in text, text
+    assert "sending stopped after" in text and "launch the run again" in text
+    assert failure.user_failure_data.metadata["rate_limit_stopped"].value is True
+    rows = _crm_rows(store, crm)
+    assert len(rows) > 0 and rows["transient"].astype(bool).all()
+    assert set(rows["error_code"]) <= {"REQUEST_LIMIT_EXCEEDED", "ALLOWANCE_RESERVE_REACHED"}
+    if how == "allowance":
+        # Below the quarantine threshold: the stop alone fails the run.
+        assert len(rows) / len(_valid_keys(store, crm, data)) <= 0.5
+        assert sent == 16  # 16 admitted; nothing after the reserve was reached
+    else:
+        assert sent == 1 and set(rows["source_key"]) == _valid_keys(store, crm, data)

@@ -4,9 +4,11 @@ plain HTTP (the session sandbox) and over TLS to the official SDK, simple-salesf
 from __future__ import annotations
 
 import gc
+import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
+import crm_sync.sandbox as sandbox_pkg
 from crm_sync.sandbox.app import DEFAULT_TOKENS, create_app
 from crm_sync.sandbox.salesforce import case_safe_suffix
 from crm_sync.sandbox.server import free_port, sandbox_process
@@ -100,7 +103,8 @@ def test_docs_partial_failure_example_without_all_or_none(sandbox):
     good, bad = response.json()
     assert good["success"] is True and good["errors"] == [] and good["created"] is True
     assert_record_id(good["id"])
-    assert bad["success"] is False and bad["id"] is None
+    # The documented failed entry: only `success` and `errors` (no `id`, no `created`).
+    assert set(bad) == {"success", "errors"} and bad["success"] is False
     assert bad["errors"] == [{"statusCode": "MALFORMED_ID",
                               "message": "Account ID: id value of incorrect type: "
                                          "001xx0000004GxEAAU",
@@ -195,7 +199,7 @@ def test_the_same_external_id_twice_in_one_request_fails_both(sandbox):
     first, ok, second = response.json()
     assert ok["success"] is True
     for result, value in ((first, "DUP-1"), (second, "dup-1")):  # matched case-insensitively
-        assert result["success"] is False and result["id"] is None
+        assert set(result) == {"success", "errors"} and result["success"] is False
         assert result["errors"] == [{"statusCode": "DUPLICATE_VALUE",
                                      "message": f"Duplicate external id specified: {value}",
                                      "fields": ["External_Id__c"]}]
@@ -533,3 +537,76 @@ def test_sdk_refused_once_the_allowance_is_spent(sdk):
             "records": [{"attributes": {"type": "Account"}, "Name": "x",
                          "External_Id__c": "L1"}]})
     assert refused.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
+
+
+# -- issue 15: describe, strict date/datetime parsing, limits in Salesforce's shape ------------
+def test_sdk_describe_reads_the_fixture(sdk):
+    sf, admin = sdk
+    described = sf.Account.describe()  # GET .../sobjects/Account/describe/
+    fixture = json.loads((Path(sandbox_pkg.__file__).parent / "fixtures" / "salesforce" /
+                          "Account.json").read_text())
+    assert described["name"] == "Account" and described["keyPrefix"] == "001"
+    assert [f["name"] for f in described["fields"]] == [f["name"] for f in fixture["fields"]]
+    by_name = {f["name"]: f for f in described["fields"]}
+    for field in fixture["fields"]:  # every property the fixture holds is served as it is
+        for prop in ("type", "length", "nillable", "createable", "updateable", "externalId",
+                     "unique", "caseSensitive", "defaultedOnCreate", "calculated",
+                     "restrictedPicklist", "scale"):
+            assert by_name[field["name"]][prop] == field[prop], (field["name"], prop)
+        assert [p["value"] for p in by_name[field["name"]]["picklistValues"]] == \
+            [p["value"] for p in field["picklistValues"]]
+    assert by_name["Name"]["nillable"] is False and by_name["NumberOfEmployees"]["digits"] == 8
+    assert by_name["External_Id__c"]["externalId"] is True
+    with pytest.raises(Exception) as missing:
+        sf.restful("sobjects/Gadget__c/describe/")
+    assert "NOT_FOUND" in str(missing.value)
+
+
+def test_sdk_datetime_with_a_space_fails_the_whole_request(sdk):
+    # Captured: https://github.com/regican/Salesforce/issues/2 (400, the whole request).
+    sf, admin = sdk
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.restful("composite/sobjects/Account/External_Id__c", method="PATCH", json={
+            "allOrNone": False, "records": [
+                {"attributes": {"type": "Account"}, "Name": "Fine", "External_Id__c": "D1",
+                 "Onboarded_At__c": "2017-10-17T00:00:00.000+0000"},
+                {"attributes": {"type": "Account"}, "Name": "Space", "External_Id__c": "D2",
+                 "Onboarded_At__c": "2017-10-17 00:00:00"}]})
+    [error] = refused.value.content
+    assert error["errorCode"] == "JSON_PARSER_ERROR"
+    assert error["message"].startswith("Cannot deserialize instance of datetime from "
+                                       "VALUE_STRING value 2017-10-17 00:00:00")
+    assert admin.get("/_sandbox/records/salesforce/Account").json()["count"] == 0
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("2017-10-17T00:00:00Z", True), ("2017-10-17T00:00:00.123+05:30", True),
+    ("2017-10-17T00:00:00.000+0000", True), ("2017-10-17 00:00:00", False),
+    ("2017-10-17T00:00:00", False), ("2017-10-17", False), ("2017-02-30T00:00:00Z", False),
+    ("2017-10-17T24:00:00Z", False), ("2017-10-17T00:00:00.1234Z", False)])
+def test_datetime_formats(sandbox, value, ok):
+    response = upsert(sandbox, [account("DT", Onboarded_At__c=value)])
+    assert (response.status_code == 200) is ok, response.json()
+    if not ok:
+        assert response.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+
+
+@pytest.mark.parametrize("value, ok", [("1999-01-01", True), ("1999-01-01T00:00:00Z", False),
+                                       ("1999-02-29", False), ("01/02/1999", False)])
+def test_date_formats(sandbox, value, ok):
+    response = upsert(sandbox, [account("DA", Contract_Start__c=value)])
+    assert (response.status_code == 200) is ok, response.json()
+
+
+@pytest.mark.parametrize("kind, message", [("rate_429", "ConcurrentRequests (Concurrent API "
+                                            "Requests) Limit exceeded."),
+                                           ("rate_429_daily", "TotalRequests Limit exceeded.")])
+def test_injected_limits_answer_403_request_limit_exceeded(sandbox, kind, message):
+    sandbox.post("/_sandbox/faults", json={kind: 1.0}).raise_for_status()
+    try:
+        response = upsert(sandbox, [account("RL")])
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    assert response.status_code == 403 and "retry-after" not in response.headers
+    assert response.json() == [{"message": message, "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    assert stored(sandbox, "salesforce", "Account") == []

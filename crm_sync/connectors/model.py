@@ -65,6 +65,9 @@ class Stats:
     failed_by_code: Counter = field(default_factory=Counter)
     failure_messages: dict[str, str] = field(default_factory=dict)
     rate_limit_stop: RateLimitStop | None = None
+    # The CRM refused further requests as over a limit that names no time to wait (Salesforce's
+    # 403 REQUEST_LIMIT_EXCEEDED): sending stopped; why, as the run's failure names it.
+    limit_stop: str | None = None
 
     def count(self, outcomes: Sequence[Outcome]) -> None:
         self.records += len(outcomes)

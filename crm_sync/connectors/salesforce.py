@@ -27,10 +27,12 @@ from pydantic import Field, field_validator
 
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
+from crm_sync.connectors.fields import CrmField, CrmObjectSchema
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
-from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
+from crm_sync.errors import (AllowanceReserveReached, FatalCrmError, SchemaUnavailable,
+                             TransientFailure)
 from crm_sync.spec import SyncSpec
 
 # Salesforce record ids: 15 (case-sensitive) or 18 (case-insensitive) alphanumerics, starting
@@ -47,6 +49,15 @@ ALREADY_DELETED = "ENTITY_IS_DELETED"  # a delete of a record in the recycle bin
 # org does not have, or the sObject type is wrong. Bisecting would only spend the allowance.
 FATAL_400 = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MISSING_ARGUMENT"})
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+# Salesforce's field types (the describe's `type`) in crm_sync's vocabulary (fields.FIELD_TYPES).
+# Field types: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/
+# field_types.htm; the describe: .../api_rest.meta/api_rest/resources_sobject_describe.htm
+FIELD_TYPE_OF = {
+    "string": "string", "textarea": "text", "email": "email", "phone": "phone", "url": "url",
+    "int": "integer", "double": "number", "currency": "number", "percent": "number",
+    "boolean": "boolean", "date": "date", "datetime": "datetime", "picklist": "enumeration",
+    "multipicklist": "multi_enumeration", "id": "id", "reference": "reference",
+}
 
 
 class SalesforceConnector(Connector):
@@ -82,6 +93,32 @@ class SalesforceConnector(Connector):
         return {"attributes": {"type": self.spec.object},
                 **{k: v for k, v in fields.items() if k != "attributes"}}
 
+    # -- the schema ------------------------------------------------------------------------
+    async def describe(self) -> CrmObjectSchema:
+        """The sObject's fields, from `GET /services/data/vXX.X/sobjects/{SObject}/describe`."""
+        path = (f"/services/data/v{path_segment(self.api_version)}/sobjects/"
+                f"{path_segment(self.spec.object)}/describe")
+        try:
+            response, payload, _ = await self.core.call("GET", path)
+        except TransientFailure as exc:
+            raise SchemaUnavailable(f"Salesforce's describe of {self.spec.object} did not "
+                                    f"answer: {exc}", self.crm) from exc
+        code, message = _first_error(payload, response.text)
+        if response.status_code == 401:
+            raise FatalCrmError(f"Salesforce refused the session token (HTTP 401 {code}) for "
+                                f"sync {self.spec.name!r}: check SALESFORCE_TOKEN")
+        if response.status_code == 404:
+            raise FatalCrmError(f"Salesforce has no sObject {self.spec.object!r} (HTTP 404 "
+                                f"{code}) for sync {self.spec.name!r}: {message}")
+        if response.status_code != 200 or not isinstance(payload, dict) or \
+                not isinstance(payload.get("fields"), list):
+            raise SchemaUnavailable(f"Salesforce's describe of {self.spec.object} answered HTTP "
+                                    f"{response.status_code} {code or ''}: {message[:200]}",
+                                    self.crm)
+        fields = tuple(_crm_field(f) for f in payload["fields"] if isinstance(f, dict))
+        return CrmObjectSchema(crm=self.crm, object=str(payload.get("name") or self.spec.object),
+                               fields=fields, source=f"GET {path}")
+
     # -- the daily allowance -----------------------------------------------------------------
     def on_response(self, response) -> float | None:
         match = _USAGE.search(response.headers.get("sforce-limit-info", ""))
@@ -94,6 +131,10 @@ class SalesforceConnector(Connector):
                     f"requests used ({used / limit:.0%}); sync {self.spec.name!r} may use up to "
                     f"{self.allowance_share:.0%} (daily_allowance_share), so the remaining rows "
                     f"were not sent and are retried on the next run")
+                self.core.stats.limit_stop = self.core.stats.limit_stop or \
+                    f"Salesforce's daily API allowance reserve was reached ({used:,} of " \
+                    f"{limit:,} requests used, daily_allowance_share " \
+                    f"{self.allowance_share:.0%})"
         return None  # no per-second limit to adapt to
 
     # -- sending -----------------------------------------------------------------------------
@@ -143,13 +184,19 @@ class SalesforceConnector(Connector):
             raise FatalCrmError(f"Salesforce refused the session token (HTTP 401 {code}) for "
                                 f"sync {self.spec.name!r}: check SALESFORCE_TOKEN")
         if status == 403 and code == LIMIT_CODE:
+            # Salesforce's rate limit: no 429, a 403 REQUEST_LIMIT_EXCEEDED, for the daily
+            # allowance ("TotalRequests Limit exceeded.") and for the concurrent long-running
+            # requests ("ConcurrentRequests ... Limit exceeded"). No Retry-After says when it
+            # passes, so the run stops sending; the rows stay transient for the next run.
             usage = f" (api-usage={self.usage[0]}/{self.usage[1]})" if self.usage else ""
+            what = _limit_kind(message)
             self.stopped = self.stopped or (
-                f"Salesforce's daily API request limit is spent{usage}: sync "
-                f"{self.spec.name!r} sent nothing more; the remaining rows are retried on the "
-                f"next run")
-            return failed_all(batch, LIMIT_CODE, f"{message}{usage}: the org's daily API "
-                              "request limit is spent; retried on the next run", status=status,
+                f"Salesforce's {what} is spent{usage}: sync {self.spec.name!r} sent nothing "
+                f"more; the remaining rows are retried on the next run")
+            self.core.stats.limit_stop = self.core.stats.limit_stop or \
+                f"Salesforce refused requests: {message} (403 {LIMIT_CODE}, its {what})"
+            return failed_all(batch, LIMIT_CODE, f"{message}{usage}: the org's {what} is "
+                              "spent; retried on the next run", status=status,
                               transient=True, attempts=attempts)
         if status in (403, 404) or (status == 400 and code in FATAL_400):
             raise FatalCrmError(f"Salesforce cannot upsert {self.spec.object} by "
@@ -207,11 +254,12 @@ class SalesforceConnector(Connector):
             raise FatalCrmError(f"Salesforce refused the session token (HTTP 401 {code}) for "
                                 f"sync {self.spec.name!r}: check SALESFORCE_TOKEN")
         if status == 403 and code == LIMIT_CODE:
+            what = _limit_kind(message)
             self.stopped = self.stopped or (
-                f"Salesforce's daily API request limit is spent: sync {self.spec.name!r} "
-                f"deleted nothing more; the remaining records are deleted on the next run")
-            return failed(LIMIT_CODE, f"{message}: the org's daily API request limit is spent",
-                          True, status, attempts)
+                f"Salesforce's {what} is spent: sync {self.spec.name!r} deleted nothing more; "
+                f"the remaining records are deleted on the next run")
+            return failed(LIMIT_CODE, f"{message}: the org's {what} is spent", True, status,
+                          attempts)
         if status in (403, 404):
             raise FatalCrmError(f"Salesforce cannot delete {self.spec.object} records for sync "
                                 f"{self.spec.name!r} (HTTP {status} {code}): {message}")
@@ -267,6 +315,33 @@ class SalesforceConnector(Connector):
                        message=f"unexpected result for this record: {str(result)[:200]}",
                        http_status=200, transient=True, attempts=attempts,
                        raw=str(result)[:2000])
+
+
+def _limit_kind(message: str) -> str:
+    """Which of Salesforce's limits a REQUEST_LIMIT_EXCEEDED names (by its message)."""
+    if "concurrent" in message.lower():
+        return "concurrent long-running API request limit"
+    return "daily API request limit"
+
+
+def _crm_field(f: dict) -> CrmField:
+    """One describe `fields[]` entry as a CrmField."""
+    kind = str(f.get("type") or "")
+    length = f.get("length") or None
+    return CrmField(
+        name=str(f["name"]), type=FIELD_TYPE_OF.get(kind, "other"), crm_type=kind,
+        label=str(f.get("label") or ""), nullable=bool(f.get("nillable", True)),
+        createable=bool(f.get("createable", False)), updateable=bool(f.get("updateable", False)),
+        calculated=bool(f.get("calculated", False)), unique=bool(f.get("unique", False)),
+        external_id=bool(f.get("externalId", False)),
+        case_sensitive=bool(f.get("caseSensitive", False)),
+        defaulted_on_create=bool(f.get("defaultedOnCreate", False)),
+        length=int(length) if length else None,
+        # Numbers: precision/scale (double, currency, percent); int fields give `digits`.
+        precision=int(f.get("precision") or f.get("digits") or 0) or None,
+        scale=int(f["scale"]) if f.get("precision") and f.get("scale") is not None else None,
+        options=tuple(str(p["value"]) for p in f.get("picklistValues") or ()
+                      if isinstance(p, dict) and p.get("active", True) and "value" in p))
 
 
 def _first_error(payload, text: str) -> tuple[str | None, str]:

@@ -90,10 +90,11 @@ def crm_stage_failure(sync: SyncSpec, resource, stats) -> dg.Failure | None:
     if stats is None or not stats.records:
         return None
     stop = stats.rate_limit_stop
+    limit = getattr(stats, "limit_stop", None)  # a limit with no time to wait (Salesforce)
     share = stats.records_failed / stats.records
     alike = stats.records_failed == stats.records and len(stats.failed_by_code) == 1
     over = share > sync.quarantine_threshold
-    if stop is None and not over and not alike:
+    if stop is None and limit is None and not over and not alike:
         return None
     label = crm_label(sync.crm)
     code = stats.failed_by_code.most_common(1)[0][0]
@@ -104,6 +105,10 @@ def crm_stage_failure(sync: SyncSpec, resource, stats) -> dg.Failure | None:
                 f"({limit:g} s): sending stopped after {stats.records - stats.records_failed} of "
                 f"{stats.records} rows; launch the run again after that time (or raise "
                 f"max_retry_after_seconds)")
+    elif limit is not None:
+        text = (f"{limit}: sending stopped after {stats.records - stats.records_failed} of "
+                f"{stats.records} rows; launch the run again once the org has API requests "
+                f"left (see its Sforce-Limit-Info / limits)")
     else:
         how = (f"{stats.records_failed} of {stats.records} rows sent to {label} failed "
                f"({share:.0%}, over the sync's quarantine_threshold of "
@@ -118,7 +123,8 @@ def crm_stage_failure(sync: SyncSpec, resource, stats) -> dg.Failure | None:
                 "rows_failed_transient": stats.records_transient,
                 "failed_by_code": json.dumps(dict(stats.failed_by_code.most_common())),
                 "quarantine_threshold": dg.MetadataValue.float(sync.quarantine_threshold),
-                "rate_limit_stopped": dg.MetadataValue.bool(stop is not None)}
+                "rate_limit_stopped": dg.MetadataValue.bool(stop is not None or
+                                                            limit is not None)}
     if stop is not None:
         metadata["retry_after_seconds"] = dg.MetadataValue.float(stop.retry_after_seconds)
         metadata["rate_limited_until"] = stop.until.isoformat()

@@ -18,18 +18,35 @@ error body (the `Authorization` and `api-key` headers), with status `echo_creden
 (default 400; 200 gives a success status with a body no CRM client can read), on the requests
 whose path contains `echo_credentials_path` (default: every request). A 429 with a long
 `retry_after_seconds` (3600) is a CRM asking the client to come back in an hour.
+
+Rate-limit faults answer in the shape of the CRM the request is for: `rate_429` is the CRM's
+short-window ("burst") limit, `rate_429_daily` its daily allowance. The answer comes from the
+CRM's sandbox module (chosen by the request path), which provides
+
+    def rate_limit_answer(kind: str, retry_after: float) -> starlette.responses.Response
+
+with `kind` "burst" or "daily" and `retry_after` the configured `retry_after_seconds`. A module
+without it gets the generic answer below. When `retry_after` is false in the settings, a
+Retry-After header the CRM's answer carries is removed (some CRMs send none anyway).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
 
 # New kinds go at the end: a seed keeps giving the same faults for settings that predate them.
 KINDS = ("429", "500", "503", "delay", "drop", "truncated", "non_json",
-         "drop_after_commit", "truncated_after_commit", "delay_after_commit", "echo_credentials")
+         "drop_after_commit", "truncated_after_commit", "delay_after_commit", "echo_credentials",
+         "429_daily")
+
+# Which sandbox module plays the CRM a request path belongs to (first matching prefix).
+CRM_PATHS = (("/crm/", "hubspot"), ("/services/", "salesforce"), ("/v3/", "brevo"),
+             ("/api/", "superleap"))
+RATE_LIMIT_KINDS = {"429": "burst", "429_daily": "daily"}
 
 
 @dataclass
@@ -52,6 +69,7 @@ class FaultConfig:
     rate_echo_credentials: float = 0.0  # an error body that repeats the request's credentials
     echo_credentials_status: int = 400
     echo_credentials_path: str = ""  # only requests whose path contains this are echoed
+    rate_429_daily: float = 0.0  # the CRM's daily allowance is spent (its own 429 / 403 shape)
 
 
 @dataclass
@@ -97,21 +115,9 @@ class FaultInjector:
         state.count(f"faults {kind}")
         if kind.endswith("_after_commit"):
             await self._after_commit(kind, app, scope, receive, send)
-        elif kind == "429" and (answer := _rate_limit_answer(scope["path"])) is not None:
-            # The CRM's own 429 (its module's `rate_limit_answer(kind, retry_after)`).
+        elif kind in RATE_LIMIT_KINDS:
             state.count("rate_limited total")
-            response = answer("burst", float(self.config.retry_after_seconds))
-            if not self.config.retry_after and "retry-after" in response.headers:
-                del response.headers["retry-after"]
-            await response(scope, receive, send)
-        elif kind == "429":
-            state.count("rate_limited total")
-            headers = [(b"content-type", b"application/json")]
-            if self.config.retry_after:
-                headers.append((b"retry-after", str(self.config.retry_after_seconds).encode()))
-            await _respond(send, 429, headers, json.dumps(
-                {"status": "error", "message": "Too many requests (injected fault)",
-                 "errorType": "RATE_LIMIT"}).encode())
+            await self._rate_limited(RATE_LIMIT_KINDS[kind], scope, receive, send)
         elif kind in ("500", "503"):
             await _respond(send, int(kind), [(b"content-type", b"application/json")],
                            json.dumps({"message": f"injected {kind}"}).encode())
@@ -134,6 +140,23 @@ class FaultInjector:
             await _respond(send, 502, [(b"content-type", b"text/html")],
                            b"<html><body>Bad Gateway</body></html>")
         return True
+
+    async def _rate_limited(self, kind: str, scope, receive, send) -> None:
+        """The rate-limit answer of the CRM the request is for, or the generic one."""
+        seconds = float(self.config.retry_after_seconds)
+        hook = rate_limit_hook(scope["path"])
+        if hook is None:
+            headers = [(b"content-type", b"application/json")]
+            if self.config.retry_after:
+                headers.append((b"retry-after", str(self.config.retry_after_seconds).encode()))
+            await _respond(send, 429, headers, json.dumps(
+                {"status": "error", "message": "Too many requests (injected fault)",
+                 "errorType": "RATE_LIMIT"}).encode())
+            return
+        response = hook(kind, seconds)
+        if not self.config.retry_after and "retry-after" in response.headers:
+            del response.headers["retry-after"]
+        await response(scope, receive, send)
 
     async def _after_commit(self, kind: str, app, scope, receive, send) -> None:
         """Run the CRM endpoint to the end (its writes are committed before it answers), keep
@@ -160,17 +183,14 @@ class FaultInjector:
             raise ConnectionResetError("injected dropped connection after commit")
 
 
-def _rate_limit_answer(path: str):
-    """The CRM module's `rate_limit_answer(kind, retry_after) -> Response`, or None (then the
-    generic 429 above). Imported here, when a fault needs it: the CRM modules import state.py,
-    which imports this module."""
-    if path.startswith(("/v3/objects/", "/v3/processes/")):
-        from crm_sync.sandbox import brevo as crm
-    elif path.startswith("/api/v1/org/objects/"):
-        from crm_sync.sandbox import superleap as crm
-    else:
+def rate_limit_hook(path: str):
+    """The `rate_limit_answer` of the sandbox module that plays the CRM `path` belongs to, or
+    None (no CRM module matches, or the module has none: the generic answer is used)."""
+    crm = next((name for prefix, name in CRM_PATHS if path.startswith(prefix)), None)
+    if crm is None:
         return None
-    return getattr(crm, "rate_limit_answer", None)
+    module = importlib.import_module(f"crm_sync.sandbox.{crm}")
+    return getattr(module, "rate_limit_answer", None)
 
 
 def _echoed_credentials(scope) -> bytes:

@@ -34,7 +34,7 @@ from crm_sync.sandbox.salesforce_rules import (
     record_error, required_errors, version_label,
 )
 from crm_sync.sandbox.salesforce_schema import (  # noqa: F401  # case_safe_suffix: tests use it
-    BUILTIN_SOBJECTS, SObjectType, case_safe_suffix, sobject_from_dict,
+    BUILTIN_SOBJECTS, SObjectType, case_safe_suffix, describe, sobject_from_dict,
 )
 from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms
 
@@ -140,6 +140,11 @@ class SalesforceRecordHandlers(SalesforceAPI):
         create = self.api(self.create, json_body=True)
         by_value = f"{_BASE}/sobjects/{{sobject}}/{{field}}/{{value}}"
         return [
+            # Before the record routes: `describe` is not a record id.
+            Route(f"{_BASE}/sobjects/{{sobject}}/describe", self.api(self.describe),
+                  methods=["GET"]),
+            Route(f"{_BASE}/sobjects/{{sobject}}/describe/", self.api(self.describe),
+                  methods=["GET"]),
             Route(f"{_BASE}/sobjects/{{sobject}}", create, methods=["POST"]),
             Route(f"{_BASE}/sobjects/{{sobject}}/", create, methods=["POST"]),
             Route(f"{_BASE}/sobjects/{{sobject}}/{{record_id}}", self.api(self.get_record),
@@ -161,6 +166,11 @@ class SalesforceRecordHandlers(SalesforceAPI):
                 raise record_error(plan.errors)
             rid, _ = org.write(sobj, plan, now_ms())
         return 201, {"id": rid, "success": True, "errors": []}
+
+    def describe(self, request: Request, body):
+        """sObject Describe: the type's fields and their properties (from its fixture)."""
+        sobj = self.org.sobject(request.path_params["sobject"])
+        return 200, describe(sobj, request.path_params["version"])
 
     def get_record(self, request: Request, body):
         sobj = self.org.sobject(request.path_params["sobject"])
@@ -256,6 +266,28 @@ class SalesforceSchemaHandlers(SalesforceAPI):
             return JSONResponse({"message": f"{sobj.name} is built in"}, 400)
         db.put(CRM, SCHEMA_OBJECT, sobj.name, data, now_ms())
         return JSONResponse({"registered": sobj.name})
+
+
+# -- fault injection in Salesforce's shape (crm_sync/sandbox/faults.py calls this) --------------
+# Salesforce's core REST API has no 429: "REQUEST_LIMIT_EXCEEDED ... 403 ... the API request
+# limit is exceeded" (REST API Developer Guide, Status Codes and Error Responses,
+# https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm,
+# REFERENCE.md §4). The daily allowance answers "TotalRequests Limit exceeded." (this module's
+# own allowance, above); the concurrent long-running request limit (25 requests of 20 s or
+# more per org) answers with the same code and "ConcurrentRequests (Concurrent API Requests)
+# Limit exceeded" (Salesforce Help, knowledge article 000389067,
+# https://help.salesforce.com/s/articleView?id=000389067&type=1). Neither carries a
+# Retry-After header: Salesforce sends none (REFERENCE.md §4), so `retry_after` is unused.
+# Guess: the injected answers carry no Sforce-Limit-Info (no request was counted).
+RATE_LIMIT_MESSAGES = {"daily": "TotalRequests Limit exceeded.",
+                       "burst": "ConcurrentRequests (Concurrent API Requests) Limit exceeded."}
+
+
+def rate_limit_answer(kind: str, retry_after: float) -> Response:
+    """Salesforce's answer to a request over a limit: 403 REQUEST_LIMIT_EXCEEDED, `kind`
+    "daily" (the API request allowance) or "burst" (the concurrent long-running requests)."""
+    return JSONResponse([{"message": RATE_LIMIT_MESSAGES[kind],
+                          "errorCode": "REQUEST_LIMIT_EXCEEDED"}], 403)
 
 
 def routes(state: SandboxState) -> list[Route]:

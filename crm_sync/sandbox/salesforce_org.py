@@ -246,8 +246,9 @@ class Salesforce:
             results = []
             for plan in plans:
                 if plan.errors:
-                    results.append({"id": None, "success": False, "errors": plan.errors,
-                                    "created": False})
+                    # The documented partial answer (allOrNone false): a failed entry has only
+                    # `success` and `errors`, no `id` and no `created`.
+                    results.append({"success": False, "errors": plan.errors})
                     continue
                 rid, created = self.write(sobj, plan, ts)
                 results.append({"id": rid, "success": True, "errors": [], "created": created})
@@ -335,9 +336,10 @@ class DeleteError(Exception):
 
 
 def _rolled_back(plan: Plan) -> dict:
-    # The docs' example: the record that was valid still shows the id it had been given.
+    # The docs' allOrNone example: the record that was valid still shows the id it had been
+    # given; the failed one has only `success` and `errors`. Neither carries `created`.
     if plan.errors:
-        return {"id": None, "success": False, "errors": plan.errors, "created": False}
+        return {"success": False, "errors": plan.errors}
     return {"id": plan.target or plan.new_id, "success": False,
-            "errors": [save_error(*ROLLED_BACK)], "created": False}
+            "errors": [save_error(*ROLLED_BACK)]}
 

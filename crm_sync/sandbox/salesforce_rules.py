@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import date, datetime
+from datetime import date
 
 from crm_sync.sandbox.formats import EMAIL as _EMAIL
 from crm_sync.sandbox.salesforce_schema import NUMBER_TYPES, TEXT_TYPES, SfField, SObjectType
@@ -93,20 +93,37 @@ def check_type(fld: SfField, value) -> None:
         raise parser_error(java, value)
 
 
+# Salesforce's REST API, "Valid Date and DateTime Formats"
+# (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/
+# intro_valid_date_formats.htm): dateTime is yyyy-MM-ddTHH:mm:ss.SSS+/-HH:mm or
+# yyyy-MM-ddTHH:mm:ss.SSSZ ("SSS is the optional three-digit milliseconds"), date is yyyy-MM-dd
+# ("Specifying an offset for date is not supported"). Anything else fails the whole request
+# with JSON_PARSER_ERROR, e.g. the captured answer to "2017-10-17 00:00:00" (a space, no zone):
+# [{"message":"Cannot deserialize instance of datetime from VALUE_STRING value 2017-10-17
+# 00:00:00 or request may be missing a required field at [line:1, column:129]",
+# "errorCode":"JSON_PARSER_ERROR"}] (https://github.com/regican/Salesforce/issues/2; the same
+# for "2024-07-30 20:54:16 UTC": https://github.com/restforce/restforce/issues/897, and for a
+# dateTime sent to a date field: https://github.com/qoretechnologies/qore/issues/3908).
+# Inferred: the offset without a colon (+0000), which is how Salesforce writes its own
+# dateTimes. Guess (strict): no zone at all (2017-10-17T00:00:00) is refused.
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME_TEXT = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})T([01][0-9]|2[0-3]):[0-5][0-9]:"
+                            r"[0-5][0-9](?:\.[0-9]{3})?(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])")
+
+
 def _is_date(text: str) -> bool:
+    if not _DATE_TEXT.fullmatch(text):
+        return False
     try:
         date.fromisoformat(text)
-        return bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", text))
     except ValueError:
         return False
+    return True
 
 
 def _is_datetime(text: str) -> bool:
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return True
-    except ValueError:
-        return False
+    match = _DATETIME_TEXT.fullmatch(text)
+    return bool(match) and _is_date(match.group(1))
 
 
 def blank(value) -> bool:
@@ -137,6 +154,15 @@ def field_errors(sobj: SObjectType, changes: dict) -> list[dict]:
         if fld.type in TEXT_TYPES and fld.length is not None and len(value) > fld.length:
             problems.append(save_error("STRING_TOO_LONG", f"{label}: data value too large: "
                                        f"{value[:100]} (max length={fld.length})", [name]))
+        elif fld.restricted and fld.type == "picklist" and \
+                value not in {v for v, active in fld.picklist if active}:
+            # "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: <value>: bad value for restricted
+            # picklist field" (https://salesforcedictionary.com/errors/invalid-or-null-for-
+            # restricted-picklist; Gearset's data-deployment docs). An unrestricted picklist
+            # takes any text. Inferred: matched with case, fields [<name>].
+            problems.append(save_error("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                       f"{label}: bad value for restricted picklist field: "
+                                       f"{value}", [name]))
         elif fld.type == "email" and value != "" and not _EMAIL.match(value):
             problems.append(save_error("INVALID_EMAIL_ADDRESS",
                                        f"{label}: invalid email address: {value}", [name]))

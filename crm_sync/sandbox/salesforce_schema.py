@@ -1,26 +1,30 @@
 """Salesforce's sObject types (their fields and field types) and record ids, in the sandbox.
 
-The built-in types are Account, Contact and Lead with the standard fields a sync uses;
-more can be registered at run time (POST /_sandbox/salesforce/sobjects). Record ids are
+The built-in types (Account, Contact, Lead) are defined by their describe fixtures,
+fixtures/salesforce/<SObject>.json, one editable file each; more can be registered at run time
+(POST /_sandbox/salesforce/sobjects). Record ids are
 15 characters (a 3-character key prefix, then the record number) plus the 3-character
 case-safe suffix, as Salesforce issues them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
+from pathlib import Path
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SUFFIX_CHARS = string.ascii_uppercase + "012345"
 
 
 # -- sObject types ---------------------------------------------------------------------------
-TEXT_TYPES = frozenset({"string", "email", "phone", "url", "picklist", "textarea", "id"})
+TEXT_TYPES = frozenset({"string", "email", "phone", "url", "picklist", "multipicklist",
+                        "textarea", "id", "reference"})
 NUMBER_TYPES = frozenset({"double", "currency", "percent"})
 FIELD_TYPES = TEXT_TYPES | NUMBER_TYPES | {"int", "boolean", "date", "datetime"}
 
@@ -35,6 +39,15 @@ class SfField:
     unique: bool = False
     case_sensitive: bool = False  # text external ids match case-insensitively unless this
     writable: bool = True
+    # What the describe fixtures say beyond the above (fixtures/salesforce/<SObject>.json).
+    nillable: bool = True
+    defaulted_on_create: bool = False
+    calculated: bool = False
+    precision: int = 0
+    scale: int = 0
+    picklist: tuple[tuple[str, bool], ...] = ()  # (value, active) of a picklist's values
+    restricted: bool = False  # a restricted picklist refuses values not among its active ones
+    reference_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class SObjectType:
     key_prefix: str
     fields: dict[str, SfField]
     required: tuple[str, ...] = ()
+    label_text: str = ""
 
     @cached_property
     def _by_lower(self) -> dict[str, str]:
@@ -58,50 +72,104 @@ class SObjectType:
 
 
 def _system_fields() -> dict[str, SfField]:
-    stamp = SfField("datetime", length=None, writable=False)
-    ref = SfField("id", length=18, writable=False)
-    return {"Id": SfField("id", length=18, writable=False, label="Record ID"),
-            "IsDeleted": SfField("boolean", length=None, writable=False), "CreatedDate": stamp,
-            "CreatedById": ref, "LastModifiedDate": stamp, "LastModifiedById": ref,
-            "SystemModstamp": stamp}
+    """The system fields of an sObject type registered at run time (the built-in types list
+    theirs in their fixtures)."""
+    stamp = SfField("datetime", length=None, writable=False, nillable=False,
+                    defaulted_on_create=True)
+    ref = SfField("reference", length=18, writable=False, nillable=False,
+                  defaulted_on_create=True, reference_to=("User",))
+    return {"Id": SfField("id", length=18, writable=False, label="Record ID", nillable=False,
+                          defaulted_on_create=True),
+            "IsDeleted": SfField("boolean", length=None, writable=False, nillable=False,
+                                 defaulted_on_create=True),
+            "CreatedDate": stamp, "CreatedById": ref, "LastModifiedDate": stamp,
+            "LastModifiedById": ref, "SystemModstamp": stamp}
 
 
-def _sobject(name: str, prefix: str, required: tuple[str, ...], **fields: SfField) -> SObjectType:
-    ext = SfField(external_id=True, label="External Id")  # External ID, not Unique: the default
-    return SObjectType(name, prefix, {**_system_fields(), "External_Id__c": ext, **fields},
-                       required)
+# -- the built-in sObject types: one describe fixture each ----------------------------------
+# Each fixture holds what `GET /services/data/vXX.X/sobjects/{SObject}/describe` answers for
+# the type (its `fields[]` with name, label, type, length, nillable, createable, updateable,
+# externalId, unique, caseSensitive, picklistValues, restrictedPicklist, precision, scale,
+# digits, defaultedOnCreate, calculated). Edit a fixture to change the org's sObjects.
+# Shape: the REST API's sObject Describe resource and the DescribeSObjectResult /
+# Field reference, https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/
+# resources_sobject_describe.htm and https://developer.salesforce.com/docs/atlas.en-us.api.meta/
+# api/sforce_api_calls_describesobjects_describesobjectresult.htm (the field list is a subset).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "salesforce"
 
 
-_S = SfField
-_INT = SfField("int", length=None, digits=8)
-_MONEY = SfField("currency", length=None, digits=18, label="Annual Revenue")
-_BOOL = SfField("boolean", length=None)
-BUILTIN_SOBJECTS: dict[str, SObjectType] = {s.name.lower(): s for s in (
-    _sobject(
-        "Account", "001", ("Name",),
-        Name=_S(label="Account Name"), MyExtId__c=_S(external_id=True),  # the docs' example field
-        AccountNumber=_S(length=40), Website=_S("url"), Industry=_S("picklist"),
-        Type=_S("picklist"), NumberOfEmployees=SfField("int", None, 8, "Employees"),
-        AnnualRevenue=_MONEY, Phone=_S("phone", 40), Fax=_S("phone", 40),
-        BillingStreet=_S("textarea"), BillingCity=_S(length=40), BillingState=_S(length=80),
-        BillingPostalCode=_S(length=20), BillingCountry=_S(length=80),
-        ShippingCity=_S(length=40), ShippingCountry=_S(length=80),
-        Description=_S("textarea", 32000), Rating=_S("picklist")),
-    _sobject(
-        "Contact", "003", ("LastName",),
-        FirstName=_S(length=40), LastName=_S(length=80), Email=_S("email", 80),
-        Phone=_S("phone", 40), MobilePhone=_S("phone", 40), Title=_S(length=128),
-        Department=_S(length=80), Birthdate=_S("date", None), LeadSource=_S("picklist"),
-        MailingCity=_S(length=40), MailingCountry=_S(length=80),
-        HasOptedOutOfEmail=_BOOL, Description=_S("textarea", 32000)),
-    _sobject(
-        "Lead", "00Q", ("LastName", "Company"),
-        FirstName=_S(length=40), LastName=_S(length=80), Company=_S(), Email=_S("email", 80),
-        Phone=_S("phone", 40), Title=_S(length=128), Status=_S("picklist"),
-        Industry=_S("picklist"), LeadSource=_S("picklist"), Website=_S("url"),
-        NumberOfEmployees=_INT, AnnualRevenue=_MONEY, City=_S(length=40),
-        Country=_S(length=80), HasOptedOutOfEmail=_BOOL, Description=_S("textarea", 32000)),
-)}
+def sobject_from_describe(data: dict) -> SObjectType:
+    """An sObject type from its describe answer (a fixture)."""
+    fields: dict[str, SfField] = {}
+    for spec in data["fields"]:
+        kind = spec["type"]
+        if kind not in FIELD_TYPES:
+            raise ValueError(f"{data['name']}.{spec['name']}: type {kind!r} is not one of "
+                             f"{sorted(FIELD_TYPES)}")
+        text = kind in TEXT_TYPES
+        precision, scale = int(spec.get("precision") or 0), int(spec.get("scale") or 0)
+        digits = int(spec.get("digits") or 0) if kind == "int" else \
+            (precision - scale if kind in NUMBER_TYPES and precision else 0)
+        fields[spec["name"]] = SfField(
+            type=kind, length=(spec.get("length") or None) if text else None,
+            digits=digits or None, label=spec.get("label"),
+            external_id=bool(spec.get("externalId")), unique=bool(spec.get("unique")),
+            case_sensitive=bool(spec.get("caseSensitive")),
+            writable=bool(spec.get("createable") or spec.get("updateable")),
+            nillable=bool(spec.get("nillable", True)),
+            defaulted_on_create=bool(spec.get("defaultedOnCreate")),
+            calculated=bool(spec.get("calculated")), precision=precision, scale=scale,
+            picklist=tuple((p["value"], bool(p.get("active", True)))
+                           for p in spec.get("picklistValues") or ()),
+            restricted=bool(spec.get("restrictedPicklist")),
+            reference_to=tuple(spec.get("referenceTo") or ()))
+    # Required on create: not nillable, createable, and no default (how a describe tells it).
+    required = tuple(name for name, f in fields.items()
+                     if not f.nillable and f.writable and not f.defaulted_on_create)
+    return SObjectType(data["name"], data["keyPrefix"], fields, required,
+                       data.get("label") or data["name"])
+
+
+def load_fixtures(folder: Path = FIXTURES) -> dict[str, SObjectType]:
+    types = (sobject_from_describe(json.loads(p.read_text(encoding="utf-8")))
+             for p in sorted(folder.glob("*.json")))
+    return {s.name.lower(): s for s in types}
+
+
+BUILTIN_SOBJECTS: dict[str, SObjectType] = load_fixtures()
+
+
+def describe(sobj: SObjectType, version: str) -> dict:
+    """The sObject Describe answer of a type (the parts of it the sandbox emulates)."""
+    base = f"/services/data/v{version}/sobjects/{sobj.name}"
+    return {"name": sobj.name, "label": sobj.label_text or sobj.name,
+            "keyPrefix": sobj.key_prefix, "custom": sobj.name.endswith("__c"),
+            "createable": True, "updateable": True, "queryable": True,
+            "urls": {"sobject": base, "describe": f"{base}/describe",
+                     "rowTemplate": f"{base}/{{ID}}"},
+            "fields": [_describe_field(sobj, name, f) for name, f in sobj.fields.items()]}
+
+
+def _describe_field(sobj: SObjectType, name: str, f: SfField) -> dict:
+    return {
+        "name": name, "label": sobj.label(name), "type": f.type,
+        "length": f.length or 0 if f.type in TEXT_TYPES else 0,
+        "nillable": f.nillable, "createable": f.writable, "updateable": f.writable,
+        "externalId": f.external_id, "unique": f.unique, "caseSensitive": f.case_sensitive,
+        "idLookup": name == "Id" or f.external_id, "defaultedOnCreate": f.defaulted_on_create,
+        "calculated": f.calculated, "custom": name.endswith("__c"),
+        "precision": f.precision or (f.digits or 0 if f.type in NUMBER_TYPES else 0),
+        "scale": f.scale, "digits": f.digits or 0 if f.type == "int" else 0,
+        "picklistValues": [{"active": active, "defaultValue": False, "label": value,
+                            "validFor": None, "value": value} for value, active in f.picklist],
+        "restrictedPicklist": f.restricted, "referenceTo": list(f.reference_to),
+        "soapType": _SOAP_TYPES.get(f.type, "xsd:string"),
+    }
+
+
+_SOAP_TYPES = {"id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean",
+               "int": "xsd:int", "double": "xsd:double", "currency": "xsd:double",
+               "percent": "xsd:double", "date": "xsd:date", "datetime": "xsd:dateTime"}
 
 
 def sobject_from_dict(data: dict) -> SObjectType:

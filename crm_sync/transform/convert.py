@@ -35,7 +35,7 @@ DIGEST = "_digest"  # column of a validated frame: the row's change-detection di
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Types sent as the validated text itself.
-_TEXT_TYPES = ("string", "email", "phone", "date")
+_TEXT_TYPES = ("string", "email", "phone", "date", "datetime")
 
 
 def convert(value, type_: str):

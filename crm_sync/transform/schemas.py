@@ -33,6 +33,9 @@ RULES: dict[str, tuple[str, str]] = {
     "date_format": ("PARSE_INVALID_FORMAT",
                     "{column} must be a date that exists (YYYY-MM-DD), got {value}"),
     "boolean_format": ("PARSE_INVALID_FORMAT", "{column} must be true or false, got {value}"),
+    "datetime_format": ("PARSE_INVALID_FORMAT",
+                        "{column} must be a date and time with a zone (YYYY-MM-DDThh:mm:ssZ or "
+                        "+hh:mm), got {value}"),
     "updated_at": (
         "INVALID_UPDATED_AT",
         "updated_at is missing or not a timestamp (got {value!r}): the row belongs to no daily "
@@ -72,8 +75,16 @@ _FORMAT_CHECKS = {
     "number": ("number_format", r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?$"),
     "date": ("date_format", r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"),
     "boolean": ("boolean_format", r"^(?i:true|false|1|0|yes|no)$"),
+    # ISO 8601 with the `T`, seconds, optional milliseconds and a zone: Salesforce's documented
+    # dateTime ("yyyy-MM-ddTHH:mm:ss.SSS+/-HH:mm or yyyy-MM-ddTHH:mm:ss.SSSZ", REST API "Valid
+    # Date and DateTime Formats"); "2017-10-17 00:00:00" fails its whole request with
+    # JSON_PARSER_ERROR. +hhmm (no colon) is how Salesforce writes its own.
+    "datetime": ("datetime_format",
+                 r"^([0-9]{4}-[0-9]{2}-[0-9]{2})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                 r"(?:\.[0-9]{3})?(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])$"),
 }
 _DATE = re.compile(_FORMAT_CHECKS["date"][1])
+_DATETIME = re.compile(_FORMAT_CHECKS["datetime"][1])
 
 
 def _calendar_date(value) -> bool:
@@ -92,10 +103,21 @@ def _real_dates(series):
     return series.map(_calendar_date).astype(bool)
 
 
+def _calendar_datetime(value) -> bool:
+    match = _DATETIME.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and _calendar_date(match.group(1))
+
+
+def _real_datetimes(series):
+    return series.map(_calendar_datetime).astype(bool)
+
+
 def _format_check(kind: str) -> pa.Check:
     rule, pattern = _FORMAT_CHECKS[kind]
     if kind == "date":  # for every CRM: a date must be a day of the calendar
         return pa.Check(_real_dates, name=rule, error=rule)
+    if kind == "datetime":  # and so must a date and time's date
+        return pa.Check(_real_datetimes, name=rule, error=rule)
     return pa.Check.str_matches(pattern, name=rule, error=rule)
 
 
