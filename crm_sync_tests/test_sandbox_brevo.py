@@ -410,3 +410,17 @@ def test_the_rate_limit_answer_hook_for_the_hourly_limit():
     assert answer.headers["x-sib-ratelimit-reset"] == "1801"
     assert answer.headers["x-sib-ratelimit-remaining"] == "0"
     assert "retry-after" not in answer.headers
+
+
+def test_an_injected_daily_429_is_brevos_hourly_limit(brevo):
+    """`rate_429_daily` (the CRM's long allowance): Brevo's long limits are per hour (RPH)."""
+    brevo.post("/_sandbox/faults", json={"seed": 1, "rate_429_daily": 1.0,
+                                          "retry_after_seconds": 1800}).raise_for_status()
+    try:
+        answer = brevo.get(RECORDS, headers=AUTH, params={"limit": 1, "page_num": 1})
+    finally:
+        brevo.post("/_sandbox/faults", json={}).raise_for_status()
+    assert answer.status_code == 429 and "retry-after" not in answer.headers
+    assert answer.json() == {"code": "too_many_requests",
+                             "message": "The hourly rate limit is reached."}
+    assert answer.headers["x-sib-ratelimit-reset"] == "1800"

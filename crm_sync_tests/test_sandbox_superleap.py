@@ -170,3 +170,15 @@ def test_the_documented_bulk_create_failure_replays_whole(sandbox):
         {"name": "test-8", "email": "test .sok@gmail.com"},
         {"name": "test-9", "email": "test1@gmail.com"}])
     assert answer.status_code == 400 and answer.json() == documented
+
+
+def test_an_injected_daily_429_says_it_is_a_guess(sandbox):
+    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_429_daily": 1.0,
+                                            "retry_after_seconds": 600}).raise_for_status()
+    try:
+        answer = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "600"
+    message = answer.json()["data"]["message"]
+    assert message.startswith("daily request limit reached") and "guess" in message
