@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import os
+import time
 from collections import Counter
 
 import dagster as dg
@@ -336,3 +337,45 @@ def test_resource_defaults():
     with pytest.raises(ValueError):
         BrevoResource(token=KEY, batch_size=1001)
     assert math.isclose(res.window_seconds, 1.0)
+
+
+def test_a_429_in_brevos_shape_is_waited_out_by_its_reset_header(brevo, sandbox_url):
+    """Brevo's 429 names its wait in `x-sib-ratelimit-reset`, with no Retry-After
+    (https://developers.brevo.com/docs/limit-headers). The sandbox's injected 429s now have that
+    shape (errorModel body, reset = 2 s here); the rows still arrive, once each, and the client
+    waited the reset (concurrent requests share one pause, so at least 2 s in all)."""
+    brevo.post("/_sandbox/faults", json={"seed": 3, "rate_429": 0.2,
+                                         "retry_after_seconds": 2}).raise_for_status()
+    try:
+        started = time.monotonic()
+        outcomes, stats = resource(sandbox_url, batch_size=10, max_attempts=8,
+                                   max_backoff_seconds=5.0).run(SPEC, rows(30))
+        elapsed = time.monotonic() - started
+        injected = brevo.get("/_sandbox/faults").json()["injected"].get("429", 0)
+    finally:
+        brevo.post("/_sandbox/faults", json={}).raise_for_status()
+    assert injected > 0 and stats.rate_limited == injected
+    assert statuses(outcomes) == {("created", None): 30}
+    assert len(by_ext_id(brevo)) == 30
+    assert elapsed >= 1.9, (elapsed, injected)
+
+
+def test_a_429_whose_reset_is_an_hour_away_stops_sending(brevo, sandbox_url):
+    """An hourly limit: Brevo's reset says come back in up to an hour. Like a long Retry-After
+    elsewhere, the connector stops the run's sending at once (transient RATE_LIMITED, the rows
+    go to the quarantine and the next run sends them) instead of retrying every
+    max_backoff_seconds until its attempts run out."""
+    brevo.post("/_sandbox/faults", json={"seed": 1, "rate_429": 1.0,
+                                         "retry_after_seconds": 3600}).raise_for_status()
+    try:
+        started = time.monotonic()
+        outcomes, stats = resource(sandbox_url, max_attempts=4,
+                                   max_backoff_seconds=5.0).run(SPEC, rows(3))
+        elapsed = time.monotonic() - started
+        requests = brevo.get("/_sandbox/stats").json()["counters"].get("requests total", 0)
+    finally:
+        brevo.post("/_sandbox/faults", json={}).raise_for_status()
+    assert statuses(outcomes) == {("failed", "RATE_LIMITED"): 3}
+    assert all(o.transient for o in outcomes)
+    assert "3600" in outcomes[0].message or "hour" in outcomes[0].message, outcomes[0].message
+    assert elapsed < 5.0 and requests <= 2, (elapsed, requests)

@@ -334,3 +334,93 @@ def test_the_official_sdk_upserts_and_tracks_the_process(brevo, sandbox_url):
     with pytest.raises(ApiError) as refused:
         stranger.process.get_process(accepted_.process_id)
     assert refused.value.status_code == 401
+
+
+# -- rate-limit headers and 429s in Brevo's shape (https://developers.brevo.com/docs/limit-headers)
+LIMIT_HEADERS = ("x-sib-ratelimit-limit", "x-sib-ratelimit-remaining", "x-sib-ratelimit-reset")
+DEFAULT_LIMIT = "36000"  # the sandbox's guess for /v3/objects (docs/sandbox/brevo.md)
+
+
+def test_rate_limit_headers_on_every_answer_without_a_configured_limit(brevo):
+    """Brevo: "all rate-limited endpoints include" the three headers. On main the sandbox sent
+    them only when started with a limit; now every answer to an authenticated request carries
+    them, with the default (guessed) limit: successes, 400s, 404s, process polls."""
+    process_id = accepted(brevo, [record("PR-HDR")])
+    answers = [
+        brevo.get(RECORDS, headers=AUTH, params={"limit": 1, "page_num": 1}),  # 200
+        brevo.post(UPSERT, headers=AUTH, json={"records": []}),  # 400
+        brevo.get(f"/v3/processes/{process_id}", headers=AUTH),  # 200
+        brevo.get("/v3/processes/999999999", headers=AUTH),  # 404
+        brevo.post(UPSERT, headers=AUTH, json={"records": [record("PR-HDR-2")]}),  # 202
+    ]
+    assert [a.status_code for a in answers] == [200, 400, 200, 404, 202]
+    for answer in answers:
+        assert all(name in answer.headers for name in LIMIT_HEADERS), answer.headers
+        assert answer.headers["x-sib-ratelimit-limit"] == DEFAULT_LIMIT
+        assert 1 <= int(answer.headers["x-sib-ratelimit-reset"]) <= 3600
+        assert "retry-after" not in answer.headers
+    remaining = [int(a.headers["x-sib-ratelimit-remaining"]) for a in answers]
+    assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 5, remaining
+    assert brevo.get("/_sandbox/brevo/settings").json()["rate_limit"] == int(DEFAULT_LIMIT)
+    # A request without the key is refused before the account is known: no headers.
+    unauthenticated = brevo.get(RECORDS, params={"limit": 1, "page_num": 1})
+    assert unauthenticated.status_code == 401 and set(unauthenticated.json()) == ERROR_KEYS
+
+
+def test_an_injected_429_has_brevos_shape_not_hubspots(brevo, sandbox_url):
+    """On main an injected 429 carried HubSpot's body (`errorType: RATE_LIMIT`) and
+    `Retry-After` on Brevo's paths. Brevo answers with its errorModel and x-sib-ratelimit-*
+    (reset = the fault's retry_after_seconds), and documents no Retry-After."""
+    from brevo import Brevo
+    from brevo.core.api_error import ApiError
+
+    brevo.post("/_sandbox/faults", json={"seed": 1, "rate_429": 1.0,
+                                          "retry_after_seconds": 7}).raise_for_status()
+    try:
+        answers = [brevo.post(UPSERT, headers=AUTH, json={"records": [record("PR-429")]}),
+                   brevo.get("/v3/processes/1", headers=AUTH),
+                   brevo.get(RECORDS, headers=AUTH, params={"limit": 1, "page_num": 1})]
+        client = Brevo(api_key=KEY, base_url=f"{sandbox_url}/v3", max_retries=0, timeout=30)
+        with pytest.raises(ApiError) as refused:
+            client.custom_objects.getrecords("project", limit=1, page_num=1)
+    finally:
+        brevo.post("/_sandbox/faults", json={}).raise_for_status()
+    for answer in answers:
+        assert answer.status_code == 429
+        assert answer.json() == {"code": "too_many_requests",
+                                 "message": "The expected rate limit is reached."}
+        assert answer.headers["x-sib-ratelimit-remaining"] == "0"
+        assert answer.headers["x-sib-ratelimit-reset"] == "7"
+        assert answer.headers["x-sib-ratelimit-limit"] == DEFAULT_LIMIT
+        assert "retry-after" not in answer.headers
+    # What the official SDK sees: a 429 with Brevo's body and headers.
+    assert refused.value.status_code == 429
+    assert refused.value.body["code"] == "too_many_requests"
+    assert refused.value.headers["x-sib-ratelimit-reset"] == "7"
+    assert stored(brevo, "brevo", "project") == []  # refused before anything was written
+
+
+def test_the_rate_limit_answer_hook_for_the_hourly_limit():
+    from crm_sync.sandbox.brevo import rate_limit_answer
+
+    answer = rate_limit_answer("daily", 1800.2)
+    assert answer.status_code == 429
+    assert json.loads(answer.body) == {"code": "too_many_requests",
+                                       "message": "The hourly rate limit is reached."}
+    assert answer.headers["x-sib-ratelimit-reset"] == "1801"
+    assert answer.headers["x-sib-ratelimit-remaining"] == "0"
+    assert "retry-after" not in answer.headers
+
+
+def test_an_injected_daily_429_is_brevos_hourly_limit(brevo):
+    """`rate_429_daily` (the CRM's long allowance): Brevo's long limits are per hour (RPH)."""
+    brevo.post("/_sandbox/faults", json={"seed": 1, "rate_429_daily": 1.0,
+                                          "retry_after_seconds": 1800}).raise_for_status()
+    try:
+        answer = brevo.get(RECORDS, headers=AUTH, params={"limit": 1, "page_num": 1})
+    finally:
+        brevo.post("/_sandbox/faults", json={}).raise_for_status()
+    assert answer.status_code == 429 and "retry-after" not in answer.headers
+    assert answer.json() == {"code": "too_many_requests",
+                             "message": "The hourly rate limit is reached."}
+    assert answer.headers["x-sib-ratelimit-reset"] == "1800"

@@ -118,3 +118,67 @@ def test_sandbox_serves_https_with_a_given_certificate(tmp_path):
                               json={"values": [{"name": "over TLS"}]})
         assert response.status_code == 200
         assert response.json()["data"]["records_created"] == 1
+
+
+def test_an_injected_429_is_superleaps_envelope_and_says_it_is_a_guess(sandbox):
+    """Superleap documents no rate limit (REFERENCE.md): the sandbox's 429 is a guess, in the
+    documented error envelope, and its message says so. On main an injected 429 had HubSpot's
+    body (`errorType: RATE_LIMIT`) on Superleap's paths too."""
+    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_429": 1.0,
+                                            "retry_after_seconds": 3}).raise_for_status()
+    try:
+        answer = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "3"
+    body = answer.json()
+    assert body["success"] is False and "errorType" not in body
+    assert body["data"]["status_code"] == 429 and body["data"]["error_code"] == "RATE_LIMITED"
+    assert "guess" in body["data"]["message"]
+    assert stored(sandbox, "superleap", "lead") == []
+
+    # Without Retry-After when the fault settings say so.
+    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_429": 1.0,
+                                            "retry_after": False}).raise_for_status()
+    try:
+        bare = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    assert bare.status_code == 429 and "retry-after" not in bare.headers
+
+
+def test_the_rate_limit_answer_hook_for_a_daily_limit():
+    from crm_sync.sandbox.superleap import rate_limit_answer
+
+    answer = rate_limit_answer("daily", 59.5)
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
+    assert "guess" in answer.body.decode() and b"RATE_LIMITED" in answer.body
+
+
+def test_the_documented_bulk_create_failure_replays_whole(sandbox):
+    """superleap-bulk-create.txt, "Request for Failure Scenario": the whole documented answer,
+    not only its parts (status, envelope, validation_errors, the trailing meta_data)."""
+    documented = {"success": False, "data": {
+        "message": "Failed to create records", "status_code": 400,
+        "error_code": "VALIDATION_FAILED",
+        "validation_errors": [{"object_slug": "lead", "field": "email",
+                               "message": "invalid email format: test .sok@gmail.com",
+                               "error_code": "PARSE_INVALID_FORMAT", "record_index": 1,
+                               "meta_data": None}],
+        "meta_data": "validation failed :"}}
+    answer = sandbox.post(CREATE, headers=AUTH, json=[
+        {"name": "test-8", "email": "test .sok@gmail.com"},
+        {"name": "test-9", "email": "test1@gmail.com"}])
+    assert answer.status_code == 400 and answer.json() == documented
+
+
+def test_an_injected_daily_429_says_it_is_a_guess(sandbox):
+    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_429_daily": 1.0,
+                                            "retry_after_seconds": 600}).raise_for_status()
+    try:
+        answer = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "600"
+    message = answer.json()["data"]["message"]
+    assert message.startswith("daily request limit reached") and "guess" in message

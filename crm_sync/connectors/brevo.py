@@ -47,6 +47,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import httpx
@@ -54,7 +55,7 @@ from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.brevo_process import UNREAD, ProcessReadBack, Snapshot, permanent
-from crm_sync.connectors.core import HttpCore
+from crm_sync.connectors.core import HttpCore, HttpSettings
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
@@ -258,6 +259,13 @@ class BrevoResource(CrmResource):
                                            description="give up on a process after this long")
     connector_class: ClassVar[type[Connector]] = BrevoConnector
     token_variable: ClassVar[str] = "BREVO_API_KEY"
+
+    def http_settings(self) -> HttpSettings:
+        # Brevo's 429 carries no Retry-After; its wait is x-sib-ratelimit-reset ("time remaining
+        # until the rate limit resets ... typically seconds",
+        # https://developers.brevo.com/docs/limit-headers). A long one (an hourly limit) stops
+        # the run's sending like a long Retry-After (max_retry_after_seconds).
+        return replace(super().http_settings(), rate_limit_reset_header="x-sib-ratelimit-reset")
 
     def auth_headers(self) -> dict[str, str]:
         return {"api-key": self.token}

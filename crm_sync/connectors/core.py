@@ -112,6 +112,8 @@ class HttpSettings:
     max_retry_after_seconds: float = 60.0  # a longer Retry-After stops the run's sending
     secrets: tuple[str, ...] = field(default=())  # strings never to repeat in messages
     label: str = "the CRM"  # the CRM's name in messages ("HubSpot")
+    # Where a 429 without Retry-After names its wait, in seconds (Brevo: x-sib-ratelimit-reset).
+    rate_limit_reset_header: str | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -288,6 +290,9 @@ class HttpCore:
         status = response.status_code
         if status in RETRYABLE_STATUS and (status == 429 or retry_transport_errors):
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if status == 429 and retry_after is None and self.settings.rate_limit_reset_header:
+                retry_after = parse_retry_after(
+                    response.headers.get(self.settings.rate_limit_reset_header))
             if status == 429:
                 self.stats.rate_limited += 1
                 if retry_after is not None and retry_after > self.settings.max_retry_after_seconds:

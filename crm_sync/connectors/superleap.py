@@ -47,7 +47,9 @@ LOOKUP_PAGE_SIZE = 1000
 
 class SuperleapConnector(Connector):
     crm = "superleap"
-    max_records = 1000  # undocumented; the sandbox enforces 1000, batch_size sets the real one
+    # Superleap documents no maximum (REFERENCE.md §1: "max records ... nothing public found"):
+    # a guess, the other CRMs' order of size; batch_size (default 100) sets the real one.
+    max_records = 1000
     prefix = b'{"values":['
     suffix = b"]}"
 

@@ -24,7 +24,6 @@ brevo_rules.py, the work a process does when it completes in brevo_process.py.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 
@@ -34,12 +33,25 @@ from starlette.routing import Route
 
 from crm_sync.sandbox.brevo_process import CRM, Processor, public_record
 from crm_sync.sandbox.brevo_rules import (
-    BREVO_MAX_BODY_BYTES, MAX_PAGE_SIZE, PROCESS_NAMES, SCHEMAS, STANDARD_OBJECTS,
-    delete_request_problem, error, object_type_error, request_problem,
+    BREVO_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT, DEFAULT_WINDOW_SECONDS, MAX_PAGE_SIZE,
+    PROCESS_NAMES, SCHEMAS, STANDARD_OBJECTS, delete_request_problem, error, object_type_error,
+    rate_limit_headers, rate_limited, request_problem,
 )
 from crm_sync.sandbox.state import RollingWindow, SandboxState, read_json
 
 _OBJECTS = "/v3/objects/{object_type}"
+
+
+def default_window() -> RollingWindow:
+    """Brevo's limit when the sandbox is given none (a guess, brevo_rules.DEFAULT_RATE_LIMIT)."""
+    return RollingWindow(DEFAULT_RATE_LIMIT, DEFAULT_WINDOW_SECONDS)
+
+
+def rate_limit_answer(kind: str, retry_after: float) -> JSONResponse:
+    """The fault injector's 429 in Brevo's shape (faults.py calls it): the errorModel body and
+    the x-sib-ratelimit-* headers, limit = the default window's (a guess), remaining 0, reset
+    = retry_after; no Retry-After (Brevo documents none)."""
+    return rate_limited(kind, DEFAULT_RATE_LIMIT, retry_after)
 
 
 class BrevoAPI:
@@ -48,32 +60,35 @@ class BrevoAPI:
     def __init__(self, state: SandboxState):
         self.state = state
 
+    def window(self) -> RollingWindow:
+        """The account's limit: the one the sandbox was started with, else the default."""
+        window = self.state.rate_limits.get(CRM)
+        if window is None:
+            window = self.state.rate_limits[CRM] = default_window()
+        return window
+
     @staticmethod
     def limit_headers(window: RollingWindow, remaining: int, wait: float) -> dict[str, str]:
         now = time.monotonic()
         if wait <= 0 and window.stamps:
             wait = window.window_seconds - (now - window.stamps[0])
-        return {"x-sib-ratelimit-limit": str(window.max_requests),
-                "x-sib-ratelimit-remaining": str(remaining),
-                "x-sib-ratelimit-reset": str(max(1, math.ceil(wait)))}
+        return rate_limit_headers(window.max_requests, remaining, wait)
 
     def endpoint(self, handler):
-        """Auth, then the account's rate limit; rate-limit headers on every answer to an
-        authenticated request (no headers when the sandbox runs without a Brevo limit)."""
+        """Auth, then the account's rate limit; the documented rate-limit headers on every
+        answer to an authenticated request ("all rate-limited endpoints include" them)."""
         state = self.state
 
         async def guarded(request: Request):
             if request.headers.get("api-key") != state.tokens[CRM]:
                 return error(401, "unauthorized", "Key not found")
-            window = state.rate_limits.get(CRM)
-            headers: dict[str, str] = {}
-            if window is not None:
-                admitted, remaining, wait = window.admit()
-                headers = self.limit_headers(window, remaining, wait)
-                if not admitted:
-                    state.count("rate_limited total")
-                    return error(429, "too_many_requests", "The expected rate limit is reached.",
-                                 headers)
+            window = self.window()
+            admitted, remaining, wait = window.admit()
+            headers = self.limit_headers(window, remaining, wait)
+            if not admitted:
+                state.count("rate_limited total")
+                kind = "burst" if window.window_seconds < 3600 else "daily"
+                return rate_limited(kind, window.max_requests, wait)
             response = await handler(request)
             response.headers.update(headers)
             return response
@@ -254,15 +269,16 @@ class BrevoSandboxHandlers(BrevoAPI):
                 return JSONResponse({"message": "expected a JSON object"}, 400)
             if "process_steps" in body:
                 state.brevo_process_steps = max(0, int(body["process_steps"]))
-            if "rate_limit" in body:
+            if "rate_limit" in body:  # null: back to the default (guessed) limit
                 limit = body["rate_limit"]
                 state.rate_limits[CRM] = RollingWindow(
-                    int(limit), float(body.get("window_seconds", 1.0))) if limit else None
-        window = state.rate_limits.get(CRM)
+                    int(limit), float(body.get("window_seconds", 1.0))) if limit else \
+                    default_window()
+        window = self.window()
         return JSONResponse({
             "process_steps": state.brevo_process_steps,
-            "rate_limit": window.max_requests if window else None,
-            "window_seconds": window.window_seconds if window else None,
+            "rate_limit": window.max_requests,
+            "window_seconds": window.window_seconds,
         })
 
 

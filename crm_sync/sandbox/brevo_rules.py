@@ -35,6 +35,28 @@ PROCESS_NAME = "OBJECT_RECORDS_UPSERT"  # invented: Brevo's name enum has no cus
 PROCESS_NAMES = {"upsert": PROCESS_NAME, "delete": "OBJECT_RECORDS_DELETE"}  # invented too
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
+# Rate limits. Documented: a 429 when a limit is exceeded, and "all rate-limited endpoints
+# include" x-sib-ratelimit-limit / -remaining / -reset (the reset is the "time remaining until
+# the rate limit resets ... typically seconds"); no Retry-After is named
+# (https://developers.brevo.com/docs/limit-headers). The limits are per plan and per endpoint
+# group, and /v3/objects is not listed (https://developers.brevo.com/docs/api-limits: General
+# tier `/v3/contacts/{...}` 10 RPS / 36,000 RPH, "all other endpoints" 100 RPH).
+# GUESS: the objects API is limited like the contacts API, 36,000 requests per rolling hour;
+# that is the sandbox's limit, reported on every answer, unless it is started with another
+# (`--brevo-rate-limit N`: N per second). The 100 RPH of "all other endpoints" is not used: it
+# would stop the demo after 100 requests.
+DEFAULT_RATE_LIMIT = 36_000
+DEFAULT_WINDOW_SECONDS = 3600.0
+# The 429 body. Documented: Brevo's errorModel `{"code", "message"}` (the SDKs' ErrorModel,
+# e.g. https://github.com/sendinblue/APIv3-java-library/blob/master/docs/ErrorModel.md).
+# GUESS: the code and the text; `too_many_requests` is not in the errorModel's code enum, and no
+# page shows a 429 body.
+RATE_LIMIT_CODE = "too_many_requests"
+RATE_LIMIT_MESSAGES = {
+    "burst": "The expected rate limit is reached.",
+    "daily": "The hourly rate limit is reached.",  # Brevo's long limits are per hour (RPH)
+}
+
 
 @dataclass(frozen=True)
 class ObjectSchema:
@@ -66,6 +88,19 @@ SCHEMAS: dict[str, ObjectSchema] = {
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status, headers=headers)
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_seconds: float) -> dict[str, str]:
+    """The three documented headers; the reset in whole seconds, at least 1."""
+    return {"x-sib-ratelimit-limit": str(limit), "x-sib-ratelimit-remaining": str(remaining),
+            "x-sib-ratelimit-reset": str(max(1, math.ceil(reset_seconds)))}
+
+
+def rate_limited(kind: str, limit: int, reset_seconds: float) -> JSONResponse:
+    """A 429 in Brevo's shape: errorModel body, x-sib-ratelimit-* headers, no Retry-After.
+    `kind` is "burst" (the per-second limit) or "daily" (Brevo's long limits are hourly)."""
+    return error(429, RATE_LIMIT_CODE, RATE_LIMIT_MESSAGES[kind],
+                 rate_limit_headers(limit, 0, reset_seconds))
 
 
 def iso(ms: int) -> str:

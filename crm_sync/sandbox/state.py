@@ -60,7 +60,7 @@ class SandboxState:
     # Per-CRM limits; None = not enforced. HubSpot defaults to its documented 100 per 10 s.
     rate_limits: dict[str, RollingWindow | None] = field(default_factory=dict)
     salesforce_daily_limit: int = 100_000
-    superleap_max_records: int = 1000
+    superleap_max_records: int = 1000  # GUESS: Superleap documents no maximum (superleap.py)
     brevo_process_steps: int = 2  # polls a process spends queued / in_process before completing
     faults: FaultInjector = field(default_factory=FaultInjector)
 

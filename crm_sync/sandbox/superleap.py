@@ -1,8 +1,22 @@
-"""Superleap's record APIs: bulk_upsert and bulk_create, as ../shared/crm-docs describe them.
+"""Superleap's record APIs: bulk_upsert and bulk_create, as ../shared/crm-docs describe them
+(superleap-bulk-upsert.txt, superleap-bulk-create.txt, REFERENCE.md §1).
 
-Where the documentation is silent the sandbox is strict (docs/sandbox.md lists each choice):
-a create needs a `name`; at most `superleap_max_records` (1000) records per request;
-`record_index` is 1-based, as in both documented failures; unknown object slugs are 404.
+Documented, and replayed exactly: the request and answer shapes of both endpoints, an unknown
+id in bulk_upsert as a per-record failure (`invalid id detected : <id>`, 200), an invalid email
+in bulk_create failing the whole request (400 VALIDATION_FAILED, `record_index: 1`), the
+phone error (`PARSE_INVALID_FORMAT`, "invalid number", from the PUT example).
+
+GUESSES (Superleap's documentation is silent; the sandbox is strict, and each guess is marked
+GUESS where it is made and listed in docs/sandbox/superleap.md):
+- at most `superleap_max_records` (1000) records per request, and an empty batch is a 400;
+- the object slugs are a fixed list (OBJECTS); any other slug is 404 OBJECT_NOT_FOUND;
+- a create needs a non-empty `name`;
+- a value bulk_upsert cannot take (a bad email, a bad phone, no name) fails that record inside
+  a 200 (`failed_records`), as the documented unknown id does, not the whole request;
+- `record_index` is 1-based;
+- the email and phone patterns (formats.py, _PHONE) and the id shape (_ID);
+- rate limits: none documented, so the sandbox's 429 (only when started with a limit, or
+  injected) is a guess, and its message says so.
 
 `POST .../{slug}/filter` ("Filter Object Data") follows the documented request (`query.fields`,
 `query.filters` with nested `and`/`or`, `sort`, `pagination`); its answer and its operator list
@@ -26,6 +40,9 @@ from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms, read_json
 from crm_sync.sandbox.superleap_filter import run_filter
 
 CRM = "superleap"
+# GUESS: the object slugs of the emulated org. The docs name "lead", "user", "opportunity" as
+# examples of `object_slug` (bulk_upsert's path parameter) and document no way to list an org's
+# objects here; the rest are common CRM objects. Any other slug is 404 (strict).
 OBJECTS = {"lead", "user", "opportunity", "communication", "account", "contact", "deal"}
 _ALNUM = string.ascii_letters + string.digits
 # Superleap "parses and validates" phone numbers (PARSE_INVALID_FORMAT, "invalid number"), but
@@ -49,12 +66,32 @@ def error(status: int, code: str, message: str, validation_errors=None, meta=Non
     return JSONResponse({"success": False, "data": data}, status)
 
 
+# Rate limits: Superleap documents none, no 429, no headers (REFERENCE.md, Superleap: "max
+# records / body size / rate limit / headers / idempotency: nothing public found"). GUESS: a 429
+# in the documented error envelope, with a standard Retry-After header (RFC 9110 §10.2.3), and
+# a message that says it is the sandbox's guess.
+RATE_LIMIT_MESSAGES = {
+    "burst": "too many requests (a guess: Superleap documents no rate limit)",
+    "daily": "daily request limit reached (a guess: Superleap documents no rate limit)",
+}
+
+
+def rate_limit_answer(kind: str, retry_after: float) -> JSONResponse:
+    """The 429 of a rate limit, as guessed (see RATE_LIMIT_MESSAGES); `kind` "burst" or
+    "daily". Used by the sandbox's own limit and by the fault injector (faults.py)."""
+    response = error(429, "RATE_LIMITED", RATE_LIMIT_MESSAGES[kind])
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
 def new_id(org: str) -> str:
     return f"{org}_" + "".join(secrets.choice(_ALNUM) for _ in range(8))
 
 
 def field_errors(record: dict, creating: bool) -> list[tuple[str, str, str]]:
-    """(field, error_code, message) for every documented rule the record breaks."""
+    """(field, error_code, message) for every rule the record breaks. The codes and texts of
+    email and phone are documented (bulk_create's failure example, the PUT example); the
+    patterns behind them, the `name` rule and the rule on nested values are GUESSES."""
     problems = []
     email = record.get("email")
     if email not in (None, "") and (not isinstance(email, str) or not _EMAIL.match(email)):
@@ -62,8 +99,12 @@ def field_errors(record: dict, creating: bool) -> list[tuple[str, str, str]]:
     phone = record.get("phone")
     if phone not in (None, "") and (not isinstance(phone, str) or not _PHONE.match(phone)):
         problems.append(("phone", "PARSE_INVALID_FORMAT", "invalid number"))
+    # GUESS: a create needs a non-empty name. The docs only describe `name` as "Name or title of
+    # the record" and every example sends one; code and text are the sandbox's own.
     if creating and not (isinstance(record.get("name"), str) and record["name"].strip()):
         problems.append(("name", "REQUIRED_FIELD_MISSING", "name is required"))
+    # GUESS: a flat map of field slug -> value is documented; a nested object (or NaN/inf,
+    # which JSON cannot carry) is refused.
     for key, value in record.items():
         if isinstance(value, dict) or (isinstance(value, float) and not math.isfinite(value)):
             problems.append((key, "PARSE_INVALID_FORMAT", f"invalid value for field {key}"))
@@ -93,18 +134,19 @@ class SuperleapAPI:
             admitted, _, wait = window.admit()
             if not admitted:
                 self.state.count("rate_limited total")
-                response = error(429, "RATE_LIMITED", "too many requests")
-                response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-                return response
+                return rate_limit_answer("burst", wait)
         return None
 
     def size_problem(self, records: list, noun: str) -> JSONResponse | None:
-        """An empty batch, or more records than the sandbox's (guessed) per-request maximum."""
+        """An empty batch, or more records than the sandbox's per-request maximum. GUESS, both:
+        Superleap documents no maximum (REFERENCE.md: "max records ... nothing public found";
+        1000 is the other CRMs' order of size) and no answer to an empty batch."""
         if not records:
             return error(400, "INVALID_REQUEST", f"{noun} cannot be empty")
         limit = self.state.superleap_max_records
         if len(records) > limit:
-            return error(400, "INVALID_REQUEST", f"too many records: {len(records)} (max {limit})")
+            return error(400, "INVALID_REQUEST", f"too many records: {len(records)} (max {limit}, "
+                         "a sandbox guess: Superleap documents no maximum)")
         return None
 
 
@@ -142,7 +184,10 @@ class SuperleapRecordHandlers(SuperleapAPI):
 
     def upsert_one(self, slug: str, record: dict, ts: int) -> tuple[str, dict]:
         """("created" | "updated" | "failed", the record's result). A record with an id
-        updates that record; one without creates a record."""
+        updates that record; one without creates a record (documented). An unknown id fails
+        the record inside the 200 (documented: `invalid id detected : <id>`); GUESS: so does a
+        value the record cannot take (email, phone, name), with the message bulk_create
+        would give for it, rather than a 400 for the whole request as bulk_create answers."""
         rid = record.get("id")
         if rid is None:
             if problems := field_errors(record, creating=True):
@@ -198,7 +243,10 @@ class SuperleapRecordHandlers(SuperleapAPI):
         validation_errors = [
             {"object_slug": slug, "field": fld, "message": msg, "error_code": code,
              "record_index": index, "meta_data": None}
-            for index, record in enumerate(body, start=1)  # 1-based, as documented
+            # GUESS: 1-based. Both documented failures show record_index 1 for the first record
+            # (so it is 1-based, or the examples' record is the second of a 0-based count: the
+            # bulk_create example's bad email is the first record, hence 1-based).
+            for index, record in enumerate(body, start=1)
             for fld, code, msg in field_errors(record, creating=True)
         ]
         if validation_errors:  # one bad record fails the whole request; nothing is written

@@ -14,5 +14,7 @@ EMAIL_PATTERN = (
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 
-# Phone: an optional +, then 7 to 20 digits with the usual separators (space . - ( )).
+# Phone: Superleap parses and validates phones ("invalid number") but documents no format;
+# HubSpot and Salesforce keep phones as text. A guess: an optional +, then 7 to 20 digits with
+# the usual separators (space . - ( )), e.g. the documented "+1-555-123-4567".
 PHONE_PATTERN = r"^\+?(?:[0-9][ .()-]?){6,19}[0-9]$"
