@@ -182,3 +182,36 @@ def test_an_injected_daily_429_says_it_is_a_guess(sandbox):
     assert answer.status_code == 429 and answer.headers["retry-after"] == "600"
     message = answer.json()["data"]["message"]
     assert message.startswith("daily request limit reached") and "guess" in message
+
+
+# -- values checked by the object's field types (fixtures/superleap/<slug>.json; a GUESS) -------
+def test_bulk_upsert_checks_values_by_the_objects_fixture(sandbox):
+    response = sandbox.post(UPSERT, headers=AUTH, json={"values": [
+        {"name": "ok", "status": "qualified"},
+        {"name": "bad status", "status": "archived"},
+        {"name": "x" * 256},
+        {"name": "typed", "status": 3},
+    ]})
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["records_created"] == 1
+    messages = [r["error_message"] for r in data["failed_records"]]
+    assert messages == [
+        "invalid value for field status: 'archived' is not one of new, contacted, qualified, "
+        "lost",
+        "invalid value for field name: longer than 255 characters",
+        "invalid value for field status: expected String",
+    ]
+    assert [r["name"] for r in stored(sandbox, "superleap", "lead")] == ["ok"]
+
+
+def test_bulk_create_names_the_record_whose_value_its_field_cannot_take(sandbox):
+    path = "/api/v1/org/objects/account/record/bulk_create"
+    response = sandbox.post(path, headers=AUTH, json=[
+        {"name": "Acme", "employees": 12}, {"name": "Initech", "employees": "12"}])
+    assert response.status_code == 400
+    body = response.json()
+    assert body["data"]["error_code"] == "VALIDATION_FAILED"
+    assert [(e["field"], e["record_index"]) for e in body["data"]["validation_errors"]] == [
+        ("employees", 2)]
+    assert stored(sandbox, "superleap", "account") == []  # the whole request is refused

@@ -38,12 +38,15 @@ from starlette.routing import Route
 from crm_sync.sandbox.formats import EMAIL as _EMAIL
 from crm_sync.sandbox.state import SandboxState, bearer_ok, now_ms, read_json
 from crm_sync.sandbox.superleap_filter import run_filter
+from crm_sync.sandbox.superleap_objects import object_slugs, value_problem
 
 CRM = "superleap"
-# GUESS: the object slugs of the emulated org. The docs name "lead", "user", "opportunity" as
-# examples of `object_slug` (bulk_upsert's path parameter) and document no way to list an org's
-# objects here; the rest are common CRM objects. Any other slug is 404 (strict).
-OBJECTS = {"lead", "user", "opportunity", "communication", "account", "contact", "deal"}
+# GUESS: the object slugs of the emulated org: the objects its fixtures define
+# (fixtures/superleap/<slug>.json, served by Get Object: superleap_objects.py). The docs name
+# "lead", "user", "opportunity" as examples of `object_slug` (bulk_upsert's path parameter) and
+# document no way to list an org's objects here; the rest are common CRM objects. Any other slug
+# is 404 (strict).
+OBJECTS = frozenset(object_slugs())
 _ALNUM = string.ascii_letters + string.digits
 # Superleap "parses and validates" phone numbers (PARSE_INVALID_FORMAT, "invalid number"), but
 # does not document which it accepts (REFERENCE.md, Superleap "validation documented"). GUESS:
@@ -88,11 +91,17 @@ def new_id(org: str) -> str:
     return f"{org}_" + "".join(secrets.choice(_ALNUM) for _ in range(8))
 
 
-def field_errors(record: dict, creating: bool) -> list[tuple[str, str, str]]:
+def field_errors(record: dict, creating: bool, slug: str | None = None
+                 ) -> list[tuple[str, str, str]]:
     """(field, error_code, message) for every rule the record breaks. The codes and texts of
     email and phone are documented (bulk_create's failure example, the PUT example); the
-    patterns behind them, the `name` rule and the rule on nested values are GUESSES."""
+    patterns behind them, the `name` rule, the rule on nested values and the checks by the
+    object's field types (`slug`'s fixture, superleap_objects.value_problem) are GUESSES."""
     problems = []
+    for key, value in record.items():
+        if key not in ("email", "phone") and slug is not None and \
+                (why := value_problem(slug, key, value)) is not None:
+            problems.append((key, "PARSE_INVALID_FORMAT", why))
     email = record.get("email")
     if email not in (None, "") and (not isinstance(email, str) or not _EMAIL.match(email)):
         problems.append(("email", "PARSE_INVALID_FORMAT", f"invalid email format: {email}"))
@@ -190,7 +199,7 @@ class SuperleapRecordHandlers(SuperleapAPI):
         would give for it, rather than a 400 for the whole request as bulk_create answers."""
         rid = record.get("id")
         if rid is None:
-            if problems := field_errors(record, creating=True):
+            if problems := field_errors(record, creating=True, slug=slug):
                 return "failed", {"action": "FAILED", "error_message": problems[0][2], **record}
             return "created", self.create(slug, record, ts)
         existing = self.state.db.get(CRM, slug, rid) \
@@ -198,7 +207,7 @@ class SuperleapRecordHandlers(SuperleapAPI):
         if existing is None:
             return "failed", {"action": "FAILED", "error_message": f"invalid id detected : {rid}",
                               **record}
-        if problems := field_errors(record, creating=False):
+        if problems := field_errors(record, creating=False, slug=slug):
             return "failed", {"action": "FAILED", "error_message": problems[0][2], **record}
         return "updated", self.update(slug, existing, record, ts)
 
@@ -247,7 +256,7 @@ class SuperleapRecordHandlers(SuperleapAPI):
             # (so it is 1-based, or the examples' record is the second of a 0-based count: the
             # bulk_create example's bad email is the first record, hence 1-based).
             for index, record in enumerate(body, start=1)
-            for fld, code, msg in field_errors(record, creating=True)
+            for fld, code, msg in field_errors(record, creating=True, slug=slug)
         ]
         if validation_errors:  # one bad record fails the whole request; nothing is written
             return error(400, "VALIDATION_FAILED", "Failed to create records", validation_errors)

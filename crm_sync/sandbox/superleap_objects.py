@@ -27,6 +27,7 @@ The objects are defined by one editable fixture per object, `fixtures/superleap/
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,6 +58,48 @@ def description(slug: str) -> dict | None:
     """The `data` of Get Object for `slug`, None for an object no fixture defines."""
     data = _fixture(slug)
     return json.loads(json.dumps(data)) if data is not None else None  # a copy
+
+
+# GUESS (Superleap documents no value rules beyond email and phone): a value must fit its
+# field's `data_type` (the AppFlow SDK's FieldDataType names), `allowed_values` and
+# `allowed_length_range`, as the object's fixture declares them. JSON types are strict: a
+# number field takes a JSON number, not the text "12".
+_JSON_TYPES = {"Integer": int, "Long": int, "Short": int, "BigInteger": int,
+               "Float": (int, float), "Double": (int, float), "BigDecimal": (int, float),
+               "Boolean": bool, "String": str, "Date": str, "DateTime": str}
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
+                       r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$")
+
+
+@lru_cache(maxsize=None)
+def _fields(slug: str) -> dict[str, dict]:
+    data = _fixture(slug)
+    return {f["field_name"]: f for f in (data or {}).get("fields", ())}
+
+
+def value_problem(slug: str, name: str, value) -> str | None:
+    """Why `value` cannot go into field `name` of object `slug` (None: it can, or the fixture
+    does not describe the field)."""
+    field = _fields(slug).get(name)
+    if field is None or value is None:
+        return None
+    kind = field.get("data_type")
+    expected = _JSON_TYPES.get(kind)
+    wrong_bool = isinstance(value, bool) and kind != "Boolean"
+    if expected is not None and (wrong_bool or not isinstance(value, expected)):
+        return f"invalid value for field {name}: expected {kind}"
+    if kind == "Date" and not _DATE.match(value) or kind == "DateTime" and \
+            not _DATETIME.match(value):
+        return f"invalid value for field {name}: expected {kind}"
+    constraints = field.get("constraints") or {}
+    allowed = constraints.get("allowed_values")
+    if allowed and value not in allowed:
+        return f"invalid value for field {name}: {value!r} is not one of {', '.join(allowed)}"
+    longest = (constraints.get("allowed_length_range") or {}).get("max_range")
+    if isinstance(value, str) and longest is not None and len(value) > longest:
+        return f"invalid value for field {name}: longer than {longest} characters"
+    return None
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
