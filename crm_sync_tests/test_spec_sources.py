@@ -107,6 +107,22 @@ def test_cursor_column_puts_rows_in_the_day_of_that_column(sandbox, store, tmp_p
     assert _in_crm(sandbox) == {"C1", "C2", "C3"}
 
 
+def test_a_query_on_a_duckdb_file_connection(sandbox, store, tmp_path, monkeypatch):
+    import duckdb
+
+    path = tmp_path / "lake.duckdb"
+    frame = pd.DataFrame([_lead("K1", "2026-11-02 09:00:00"), _lead("K2", "2026-11-02 10:00:00"),
+                          _lead("K3", "2026-11-04 10:00:00")])
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE people AS SELECT * FROM frame")
+    monkeypatch.setenv("CRM_SYNC_TEST_LAKE", str(tmp_path))
+    spec, _ = _spec(tmp_path, {"connection": "lake",
+                               "query": "SELECT * FROM people WHERE lead_id <> 'K2'"},
+                    connections={"lake": {"duckdb": "${CRM_SYNC_TEST_LAKE}/lake.duckdb"}})
+    _sync(spec, "2026-11-02")
+    assert _in_crm(sandbox) == {"K1"}
+
+
 def test_cursor_column_of_a_table_in_the_default_source(sandbox, store, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
