@@ -222,3 +222,24 @@ def test_the_bundled_spec_reads_the_default_source_unchanged():
     for sync in spec.syncs:
         assert sync.source_connection is None and sync.cursor_column == "updated_at"
         assert sync.source_asset == f"source_{sync.source}"
+
+
+def test_replay_mirror_and_sensor_reads_follow_the_sync_source(tmp_path, monkeypatch):
+    """What replay (read_keys), mirror (all_keys) and the sensor (day_fingerprints) read for a
+    query source by `modified`: the query's rows, by the cursor column's day."""
+    from crm_sync.extract.connections import sync_source
+    from crm_sync.extract.sources import SourceResource
+
+    rows = [_lead("R1", "2026-11-02 09:00:00", column="modified", updated_at="2026-11-09"),
+            _lead("R2", "2026-11-03 09:00:00", column="modified", updated_at="2026-11-09"),
+            _lead("R3", None, column="modified", updated_at="2026-11-09", status="lost")]
+    monkeypatch.setenv(ENV, _database(tmp_path, "all_leads", rows))
+    spec, _ = _spec(tmp_path, {"connection": "warehouse",
+                               "query": "SELECT * FROM all_leads WHERE lead_id <> 'R2'"},
+                    cursor_column="modified")
+    source = sync_source(spec.sync(SYNC), SourceResource())
+    assert source.all_keys("lead_id") == {"R1", "R3"}
+    keys = source.read_keys("lead_id", ["R1", "R2", "R3"])
+    assert dict(zip(keys["lead_id"], keys["_no_partition"])) == {"R1": False, "R3": True}
+    assert list(keys.loc[keys["lead_id"] == "R1", "updated_at"]) == ["2026-11-02 09:00:00"]
+    assert set(source.day_fingerprints()) == {"2026-11-02"}
