@@ -60,7 +60,8 @@ class SpecError(FatalError, ValueError):
 
 class SourceError(FatalError, RuntimeError):
     """A source table cannot be read (missing file, no `updated_at`, no readable line, SQL
-    error); the message names the table and what to do. The run's upsert fails before anything
+    error: the driver's own message, the URL and its password redacted, an unset connection
+    variable); the message names the table and what to do. The run's upsert fails before anything
     is sent: fix the table or the source resource's settings and launch the run again."""
 
 

@@ -86,12 +86,68 @@ class FieldMapping(BaseModel):
     sensitive: bool = False
 
 
+# A value in the `connections:` block: text (`${VAR}` is replaced by the environment variable
+# when the source is opened) or `{env: VAR}`. Kept as written: the secret itself is read only
+# when the source is opened (crm_sync/extract/connections.py), never stored in the spec.
+class EnvValue(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Connection(BaseModel):
+    """A named source connection: exactly one of a DuckDB file, a folder of CSV/Parquet files
+    (one file per table) or a SQLAlchemy URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duckdb: str | EnvValue | None = Field(default=None, description="DuckDB database file")
+    folder: str | EnvValue | None = Field(default=None,
+                                          description="folder of <table>.csv / .parquet files")
+    url: str | EnvValue | None = Field(default=None, description="SQLAlchemy URL", repr=False)
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in ("duckdb", "folder", "url") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a connection takes exactly one of duckdb, folder, url "
+                             f"(got {given or 'none'})")
+        return self
+
+
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class SourceRef(BaseModel):
+    """`source: {connection: NAME, table: T}` or `{connection: NAME, query: "SELECT ..."}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connection: str | None = None
+    table: str | None = Field(default=None, pattern=_IDENT)
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self):
+        if (self.table is None) == (self.query is None):
+            raise ValueError("a source takes exactly one of table, query")
+        if self.query is not None and self.connection is None:
+            raise ValueError("a query source needs a connection (the connections: block)")
+        return self
+
+
 class SyncSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     description: str = ""
-    source: str = Field(description="source table name")
+    source: str = Field(description="source table name (a query source: the sync's name)")
+    source_connection: str | None = Field(
+        default=None, description="the connection (spec `connections:`) the source is read "
+        "from; none: the `source` resource (today's default)")
+    source_query: str | None = Field(default=None, description="a SQL query read as the source")
+    cursor_column: str = Field(default="updated_at", pattern=_IDENT,
+                               description="the column whose day puts a row in a partition")
     source_key: str = Field(description="column that identifies a source row")
     crm: str = Field(description="the CRM (a name in crm_sync.connectors.PROFILES)")
     object: str = Field(description="CRM object type / slug / sObject")
@@ -134,6 +190,34 @@ class SyncSpec(BaseModel):
     # The CRM object's pulled field schema (crm_sync/schema_files.py PulledSchema), set by
     # load_spec when crm_schemas/<crm>/<object>.json exists; validation reads it.
     _crm_schema: object = PrivateAttr(default=None)
+    # The Connection of `source_connection` (set by Spec: the connections are the spec's).
+    _connection: object = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_mapping(cls, data):
+        # `source: {connection, table | query}` is kept as flat fields; `source` stays a name.
+        if isinstance(data, dict) and isinstance(data.get("source"), dict):
+            ref = SourceRef.model_validate(data["source"])
+            data = {**data, "source": ref.table or data.get("name"),
+                    "source_connection": ref.connection, "source_query": ref.query}
+        return data
+
+    @property
+    def source_asset(self) -> str:
+        """The source asset's name: `source_<table>` (the default connection),
+        `source_<connection>_<table>` (a named one), plus `_by_<cursor_column>` when that is
+        not `updated_at`; `source_<sync>` for a query."""
+        if self.source_query is not None:
+            return f"source_{self.name}"
+        name = f"source_{self.source_connection}_{self.source}" if self.source_connection \
+            else f"source_{self.source}"
+        return name if self.cursor_column == "updated_at" else f"{name}_by_{self.cursor_column}"
+
+    @property
+    def connection(self):
+        """The spec's Connection this sync reads (None: the `source` resource)."""
+        return self._connection
 
     @property
     def crm_schema(self):
@@ -213,7 +297,7 @@ class SyncSpec(BaseModel):
 
     @property
     def source_columns(self) -> list[str]:
-        cols = [self.source_key, "updated_at", *(m.column for m in self.fields.values())]
+        cols = [self.source_key, "updated_at", self.cursor_column, *(m.column for m in self.fields.values())]
         for extra in (self.matching_column, self.attributes_json_column):
             if extra:
                 cols.append(extra)
@@ -228,6 +312,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     start_date: str = "2026-11-01"
+    connections: dict[str, Connection] = Field(default_factory=dict)
     syncs: list[SyncSpec]
 
     @model_validator(mode="after")
@@ -237,6 +322,33 @@ class Spec(BaseModel):
         if dupes:
             raise ValueError(f"sync names must be unique; repeated: {dupes}")
         return self
+
+    @model_validator(mode="after")
+    def _known_connections(self):
+        for sync in self.syncs:
+            if sync.source_connection and sync.source_connection not in self.connections:
+                raise ValueError(
+                    f"sync {sync.name!r}: unknown connection {sync.source_connection!r}; "
+                    f"the connections: block names {sorted(self.connections) or 'none'}")
+            sync._connection = self.connections.get(sync.source_connection or "")
+            if sync.source_query is not None and sync._connection.folder is not None:
+                raise ValueError(f"sync {sync.name!r}: a query source needs a duckdb or url "
+                                 f"connection, not a folder")
+        # One source asset reads one thing: syncs sharing an asset name must read it alike.
+        seen: dict[str, SyncSpec] = {}
+        for sync in self.syncs:
+            other = seen.setdefault(sync.source_asset, sync)
+            read = (sync.source_connection, sync.source, sync.source_query, sync.cursor_column)
+            if (other.source_connection, other.source, other.source_query,
+                    other.cursor_column) != read:
+                raise ValueError(
+                    f"syncs {other.name!r} and {sync.name!r} both name the source asset "
+                    f"{sync.source_asset!r} but read it differently (connection, table, query "
+                    f"or cursor_column); rename a sync or read the same source alike")
+        return self
+
+    def connection(self, name: str | None) -> Connection | None:
+        return self.connections[name] if name else None
 
     def sync(self, name: str) -> SyncSpec:
         for s in self.syncs:

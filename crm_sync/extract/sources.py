@@ -27,6 +27,13 @@ _NO_PARTITION = f"({_TS} IS NULL OR isinf({_TS}))"
 # (The GLOB keeps out what SQLite would read as a Julian day number or 'now'.)
 _SQLITE_TS = ("(CASE WHEN CAST(updated_at AS TEXT) GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9]"
               "[0-9]*' THEN strftime('%Y-%m-%d %H:%M:%f', updated_at) END)")
+
+
+def _on(fragment: str, cursor: str) -> str:
+    """A fragment above on the cursor column `cursor` (a name matched by _TABLE_NAME)."""
+    return fragment.replace("updated_at", cursor)
+
+
 # Statements that make a SQL session read and write naive timestamps as UTC.
 _UTC_SESSION = {"postgresql": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '+00:00'"}
 
@@ -51,39 +58,43 @@ class SourceResource(dg.ConfigurableResource):
 
     def read_partition(self, table: str, start: datetime, end: datetime,
                        include_unpartitioned: bool = False,
-                       bounds: tuple[datetime, datetime] | None = None) -> pd.DataFrame:
+                       bounds: tuple[datetime, datetime] | None = None,
+                       cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
         """The rows whose `updated_at` falls in [start, end), compared as timestamps (naive ones
         are UTC). With `include_unpartitioned`, also the rows of the whole table that fall in
         no daily partition, flagged by a boolean column `_no_partition`, so that they are
         reported instead of silently never synced: those whose `updated_at` is missing or not a
         timestamp; with `bounds` (the first partition's start, the last one's end) those
         outside them too, `_out_of_range` saying why; and for a CSV file the lines that cannot
-        be read (`_malformed_key`, `_malformed`: their identity and what is wrong)."""
-        if not _TABLE_NAME.match(table):
-            raise SourceError(f"invalid table name {table!r}")
+        be read (`_malformed_key`, `_malformed`: their identity and what is wrong).
+        `cursor`: the column read instead of `updated_at` (the frame's `updated_at` is then a
+        copy of it); `query`: a SQL query read instead of the table (`table` names it)."""
+        _check_names(table, cursor)
         if self.url:
-            return self._read_sql(table, start, end, include_unpartitioned, bounds)
-        relation = self._relation(table)
+            return _as_cursor(self._read_sql(table, start, end, include_unpartitioned, bounds,
+                                             cursor, query), cursor)
+        ts, no_partition = _on(_TS, cursor), _on(_NO_PARTITION, cursor)
+        relation = self._relation(table, query)
         # Every column as text: the schemas check formats, the connectors convert types.
         flag = orphans = ""
         params = {"start": start.isoformat(), "end": end.isoformat()}
         if include_unpartitioned:
             out = "NULL"
             if bounds:
-                out = (f"(CASE WHEN isinf({_TS}) THEN NULL WHEN {_TS} < CAST($lo AS TIMESTAMPTZ) "
-                       f"THEN $before WHEN {_TS} >= CAST($hi AS TIMESTAMPTZ) THEN $after END)")
+                out = (f"(CASE WHEN isinf({ts}) THEN NULL WHEN {ts} < CAST($lo AS TIMESTAMPTZ) "
+                       f"THEN $before WHEN {ts} >= CAST($hi AS TIMESTAMPTZ) THEN $after END)")
                 params.update(lo=bounds[0].isoformat(), hi=bounds[1].isoformat(),
                               **dict(zip(("before", "after"), range_notes(bounds))))
-            flag = (f", ({_NO_PARTITION} OR {out} IS NOT NULL) AS _no_partition, "
+            flag = (f", ({no_partition} OR {out} IS NOT NULL) AS _no_partition, "
                     f"CAST({out} AS VARCHAR) AS _out_of_range")
-            orphans = f" OR {_NO_PARTITION} OR {out} IS NOT NULL"
-        query = (f"SELECT *{flag} FROM {relation} "  # nosec B608  # relation is validated above
-                 f"WHERE ({_TS} >= CAST($start AS TIMESTAMPTZ) "
-                 f"AND {_TS} < CAST($end AS TIMESTAMPTZ)){orphans} ORDER BY updated_at")
+            orphans = f" OR {no_partition} OR {out} IS NOT NULL"
+        sql = (f"SELECT *{flag} FROM {relation} "  # nosec B608  # relation is validated above
+               f"WHERE ({ts} >= CAST($start AS TIMESTAMPTZ) "
+               f"AND {ts} < CAST($end AS TIMESTAMPTZ)){orphans} ORDER BY {cursor}")
         with self._connect() as conn:
             try:
-                frame = conn.execute(query, params).df()
-                csv_path = self._csv_path(table)
+                frame = conn.execute(sql, params).df()
+                csv_path = None if query is not None else self._csv_path(table)
                 malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
                 # B608 (nosec below): the relation is built from a validated table name
                 count = f"SELECT count(*) FROM {relation}"  # nosec B608
@@ -93,49 +104,56 @@ class SourceResource(dg.ConfigurableResource):
                         f"source table {table!r}: none of its {len(malformed)} line(s) can be "
                         f"read with the header's columns ({malformed[0]['description']}); check "
                         f"the header and the delimiter (a comma)")
+                frame = _as_cursor(frame, cursor)
                 return _with_malformed(frame, malformed) if include_unpartitioned else frame
             except CsvFileError as exc:
                 raise SourceError(f"source table {table!r}: {exc}") from None
             except duckdb.BinderException as exc:
-                if '"updated_at" not found' in str(exc):
-                    raise SourceError(f"source table {table!r} has no column updated_at, which "
+                if f'"{cursor}" not found' in str(exc):
+                    raise SourceError(f"source table {table!r} has no column {cursor}, which "
                                       f"every source table needs (rows are synced by the day "
-                                      f"of their updated_at)") from None
+                                      f"of their {cursor})") from None
                 raise SourceError(f"cannot read source table {table!r}: {_short(exc)}") from None
             except duckdb.Error as exc:
                 raise SourceError(f"cannot read source table {table!r}: {_short(exc)}") from None
 
-    def read_keys(self, table: str, key_column: str, keys: list[str]) -> pd.DataFrame:
+    def read_keys(self, table: str, key_column: str, keys: list[str],
+                  cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
         """The current rows of `table` whose `key_column` is one of `keys` (quarantine replay)."""
         if not (_TABLE_NAME.match(table) and _TABLE_NAME.match(key_column)):
             raise SourceError(f"invalid table or column name: {table}.{key_column}")
+        _check_names(table, cursor)
         if self.url:
             import sqlalchemy as sa
 
-            engine = sa.create_engine(self.url)
-            ts = _SQLITE_TS if engine.dialect.name == "sqlite" else "updated_at"
-            # B608 (nosec below): names matched _TABLE_NAME above; values are bound
-            query = sa.text(f"SELECT *, CASE WHEN {ts} IS NULL THEN 1 ELSE 0 END "  # nosec B608
-                            f"AS _no_partition FROM {table} WHERE {key_column} IN :keys"
-                            ).bindparams(sa.bindparam("keys", expanding=True))
             try:
+                engine = sa.create_engine(self.url)
+                ts = _on(_SQLITE_TS, cursor) if engine.dialect.name == "sqlite" else cursor
+                # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+                sql = sa.text(f"SELECT *, CASE WHEN {ts} IS NULL THEN 1 ELSE 0 END "  # nosec B608
+                              f"AS _no_partition FROM {_sql_from(table, query)} "
+                              f"WHERE {key_column} IN :keys"
+                              ).bindparams(sa.bindparam("keys", expanding=True))
                 with engine.connect() as conn:
-                    frame = pd.read_sql(query, conn, params={"keys": list(keys)})
-            finally:
+                    frame = pd.read_sql(sql, conn, params={"keys": list(keys)})
                 engine.dispose()
+            except sa.exc.SQLAlchemyError as exc:
+                raise SourceError(f"cannot read source table {table!r}: "
+                                  f"{sql_error_text(exc, self.url)}") from None
             flag = frame.pop("_no_partition").astype(int).astype(bool)
             frame = frame.map(lambda v: None if pd.isna(v) else str(v))
             frame["_no_partition"] = flag
-            return frame
-        relation = self._relation(table)
+            return _as_cursor(frame, cursor)
+        relation = self._relation(table, query)
         with self._connect() as conn:
             # B608 (nosec below): names matched _TABLE_NAME above; values are bound
-            return conn.execute(f"SELECT *, {_NO_PARTITION} AS _no_partition "  # nosec B608
-                                f"FROM {relation} "  # names validated above
-                                f"WHERE CAST({key_column} AS VARCHAR) IN (SELECT unnest(?))",
-                                [list(keys)]).df()
+            return _as_cursor(conn.execute(
+                f"SELECT *, {_on(_NO_PARTITION, cursor)} AS _no_partition "  # nosec B608
+                f"FROM {relation} "  # names validated above
+                f"WHERE CAST({key_column} AS VARCHAR) IN (SELECT unnest(?))",
+                [list(keys)]).df(), cursor)
 
-    def all_keys(self, table: str, key_column: str) -> set[str]:
+    def all_keys(self, table: str, key_column: str, query: str | None = None) -> set[str]:
         """Every value of `key_column` in the whole table, as text (mirror: which synced rows
         are still in the source). Rows without a key are left out."""
         if not (_TABLE_NAME.match(table) and _TABLE_NAME.match(key_column)):
@@ -143,24 +161,25 @@ class SourceResource(dg.ConfigurableResource):
         if self.url:
             import sqlalchemy as sa
 
-            engine = sa.create_engine(self.url)
-            query = sa.text(f"SELECT DISTINCT {key_column} FROM {table} "  # nosec B608  # names
-                            f"WHERE {key_column} IS NOT NULL")  # validated above
             try:
+                engine = sa.create_engine(self.url)
+                sql = sa.text(f"SELECT DISTINCT {key_column} "  # nosec B608  # names
+                              f"FROM {_sql_from(table, query)} "  # validated above
+                              f"WHERE {key_column} IS NOT NULL")
                 with engine.connect() as conn:
-                    return {str(row[0]) for row in conn.execute(query)}
+                    found = {str(row[0]) for row in conn.execute(sql)}
+                engine.dispose()
+                return found
             except sa.exc.SQLAlchemyError as exc:
                 raise SourceError(f"cannot read the keys of source table {table!r}: "
-                                  f"{type(exc).__name__}") from None
-            finally:
-                engine.dispose()
-        relation = self._relation(table)
+                                  f"{sql_error_text(exc, self.url)}") from None
+        relation = self._relation(table, query)
         with self._connect() as conn:
             try:
                 # B608 (nosec below): names matched _TABLE_NAME above; values are bound
                 rows = conn.execute(f"SELECT DISTINCT CAST({key_column} AS VARCHAR) "  # nosec B608
                                     f"FROM {relation} WHERE {key_column} IS NOT NULL").fetchall()
-                csv_path = self._csv_path(table)
+                csv_path = None if query is not None else self._csv_path(table)
                 malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
             except CsvFileError as exc:
                 raise SourceError(f"source table {table!r}: {exc}") from None
@@ -173,32 +192,37 @@ class SourceResource(dg.ConfigurableResource):
                               f"({malformed[0]['description']}); fix them first")
         return {row[0] for row in rows}
 
-    def day_fingerprints(self, table: str) -> dict[str, str]:
-        """Per day of `updated_at`: a fingerprint of that day's rows. A sensor compares them
-        with the last ones it saw to start the syncs of the days that changed."""
-        if not _TABLE_NAME.match(table):
-            raise SourceError(f"invalid table name {table!r}")
+    def day_fingerprints(self, table: str, cursor: str = "updated_at",
+                         query: str | None = None) -> dict[str, str]:
+        """Per day of `updated_at` (`cursor`): a fingerprint of that day's rows. A sensor
+        compares them with the last ones it saw to start the syncs of the days that changed."""
+        _check_names(table, cursor)
         if self.url:
             import sqlalchemy as sa
 
-            engine = sa.create_engine(self.url)
-            # The UTC day of updated_at (SQLite: of its text read as a timestamp).
-            day = (f"substr({_SQLITE_TS}, 1, 10)" if engine.dialect.name == "sqlite"
-                   else "substr(CAST(updated_at AS VARCHAR(40)), 1, 10)")
-            # B608 (nosec below): names matched _TABLE_NAME above; values are bound
-            query = sa.text(f"SELECT {day} AS day, "  # nosec B608
-                            f"COUNT(*), MAX(updated_at) FROM {table} GROUP BY 1")
             try:
+                engine = sa.create_engine(self.url)
+                # The UTC day of the cursor (SQLite: of its text read as a timestamp).
+                day = (f"substr({_on(_SQLITE_TS, cursor)}, 1, 10)"
+                       if engine.dialect.name == "sqlite"
+                       else f"substr(CAST({cursor} AS VARCHAR(40)), 1, 10)")
+                # B608 (nosec below): names matched _TABLE_NAME above; values are bound
+                sql = sa.text(f"SELECT {day} AS day, "  # nosec B608
+                              f"COUNT(*), MAX({cursor}) FROM {_sql_from(table, query)} "
+                              f"GROUP BY 1")
                 with engine.connect() as conn:
                     _utc_session(conn)
-                    return {str(d): f"{n}:{m}" for d, n, m in conn.execute(query) if d}
-            finally:
+                    found = {str(d): f"{n}:{m}" for d, n, m in conn.execute(sql) if d}
                 engine.dispose()
-        relation = self._relation(table)
+                return found
+            except sa.exc.SQLAlchemyError as exc:
+                raise SourceError(f"cannot read source table {table!r}: "
+                                  f"{sql_error_text(exc, self.url)}") from None
+        relation = self._relation(table, query)
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT strftime(TRY_CAST(updated_at AS TIMESTAMPTZ) AT TIME ZONE 'UTC', "
-                "'%Y-%m-%d') AS day, COUNT(*), MAX(updated_at), "
+                f"SELECT strftime(TRY_CAST({cursor} AS TIMESTAMPTZ) AT TIME ZONE 'UTC', "
+                f"'%Y-%m-%d') AS day, COUNT(*), MAX({cursor}), "
                 # B608 (nosec below): names matched _TABLE_NAME above; values are bound
                 f"SUM(hash(CAST(t AS VARCHAR))) FROM {relation} t GROUP BY 1"  # nosec B608
             ).fetchall()
@@ -220,7 +244,12 @@ class SourceResource(dg.ConfigurableResource):
         path = folder / f"{table}.csv"
         return path if path.exists() else None
 
-    def _relation(self, table: str) -> str:
+    def _relation(self, table: str, query: str | None = None) -> str:
+        if query is not None:  # the user's own SQL (their spec), every column as text
+            if not self.duckdb_path:
+                raise SourceError(f"source {table!r}: a query source needs a DuckDB file or a "
+                                  f"SQL database, not a folder of files")
+            return f"(SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({query}))"  # nosec B608
         if self.duckdb_path:  # typed columns read as text, like the CSV files
             # B608 (nosec below): every caller matched `table` against _TABLE_NAME
             return f"(SELECT CAST(COLUMNS(*) AS VARCHAR) FROM {table})"  # nosec B608
@@ -245,14 +274,19 @@ class SourceResource(dg.ConfigurableResource):
 
     def _read_sql(self, table: str, start: datetime, end: datetime,
                   include_unpartitioned: bool = False,
-                  bounds: tuple[datetime, datetime] | None = None) -> pd.DataFrame:
+                  bounds: tuple[datetime, datetime] | None = None,
+                  cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
         import sqlalchemy as sa
 
-        engine = sa.create_engine(self.url)
+        try:
+            engine = sa.create_engine(self.url)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(f"cannot read source table {table!r}: "
+                              f"{sql_error_text(exc, self.url)}") from None
         sqlite = engine.dialect.name == "sqlite"
         # Compared as timestamps: SQLite's text normalised to UTC (`_SQLITE_TS`), elsewhere the
         # typed column in a UTC session.
-        ts = _SQLITE_TS if sqlite else "updated_at"
+        ts = _on(_SQLITE_TS, cursor) if sqlite else cursor
         params = {"start": start, "end": end}
         flags = orphans = ""
         if include_unpartitioned:
@@ -266,17 +300,18 @@ class SourceResource(dg.ConfigurableResource):
                      f"AS _no_partition, {out} AS _out_of_range")
             orphans = f" OR {invalid} OR {out} IS NOT NULL"
         # B608 (nosec below): names matched _TABLE_NAME above; values are bound
-        query = sa.text(f"SELECT *{flags} FROM {table} WHERE ({ts} >= :start "  # nosec B608
-                        f"AND {ts} < :end){orphans} ORDER BY updated_at")  # name validated
+        sql = sa.text(f"SELECT *{flags} FROM {_sql_from(table, query)} "  # nosec B608
+                      f"WHERE ({ts} >= :start "
+                      f"AND {ts} < :end){orphans} ORDER BY {cursor}")  # names validated
         if sqlite:
             params = {k: _sqlite_time(v) for k, v in params.items()}
         try:
             with engine.connect() as conn:
                 _utc_session(conn)
-                frame = pd.read_sql(query, conn, params=params)
+                frame = pd.read_sql(sql, conn, params=params)
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"cannot read source table {table!r}: "
-                              f"{type(exc).__name__}") from None
+                              f"{sql_error_text(exc, self.url)}") from None
         finally:
             engine.dispose()
         flagged = {c: frame.pop(c) for c in ("_no_partition", "_out_of_range") if c in frame}
@@ -286,6 +321,48 @@ class SourceResource(dg.ConfigurableResource):
             frame["_out_of_range"] = flagged["_out_of_range"].astype(object).where(
                 flagged["_out_of_range"].notna(), None)
         return frame
+
+
+def _check_names(table: str, cursor: str) -> None:
+    if not _TABLE_NAME.match(table):
+        raise SourceError(f"invalid table name {table!r}")
+    if not _TABLE_NAME.match(cursor):
+        raise SourceError(f"invalid cursor column name {cursor!r}")
+
+
+def _sql_from(table: str, query: str | None) -> str:
+    """What a SQL source reads: the table (a validated name) or the spec's query."""
+    return table if query is None else f"({query}) AS source_query"
+
+
+def _as_cursor(frame: pd.DataFrame, cursor: str) -> pd.DataFrame:
+    """The frame with `updated_at` holding the cursor column (what validation and the runner
+    read as the row's day and version)."""
+    if cursor != "updated_at" and cursor in frame.columns:
+        frame["updated_at"] = frame[cursor]
+    return frame
+
+
+def sql_error_text(exc: Exception, url: str | None) -> str:
+    """A SQLAlchemy error as the driver said it (its first lines, not the statement SQLAlchemy
+    appends), without the URL or its password."""
+    from crm_sync.state.masking import MASK, redact_text
+
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).split("\n[SQL:")[0].strip()
+    text = f"{type(orig or exc).__name__}: {text}"[:2000]
+    secrets = [url] if url else []
+    if url:
+        import sqlalchemy as sa
+
+        try:
+            password = sa.engine.make_url(url).password
+        except Exception:  # nosec B110  # an unparsable URL: the whole URL is hidden anyway
+            password = None
+        if password:
+            secrets.append(str(password))
+    text = redact_text(text, secrets)
+    return text.replace(MASK + MASK, MASK)
 
 
 def _sqlite_time(value):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from crm_sync.connectors.base import CrmResource
 from crm_sync.connectors.model import Outcome
 from crm_sync.state.quarantine import MIRROR, QuarantineEntry, day_of
+from crm_sync.extract.connections import sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.errors import MassDeleteRefused, SpecError  # MassDeleteRefused re-exported
 from crm_sync.connectors import PROFILES
@@ -69,7 +70,7 @@ def mirror_deletes(spec: SyncSpec, source: SourceResource, resource: CrmResource
     state = store.state_frame(spec.name)  # before the source: see the module docstring
     if state.empty:
         return report
-    present = source.all_keys(spec.source, spec.source_key)
+    present = sync_source(spec, source).all_keys(spec.source_key)
     gone = state[~state["source_key"].isin(present)]
     report.candidates = len(gone)
     if gone.empty:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
 from crm_sync.state.quarantine import REPLAY
+from crm_sync.extract.connections import sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import SyncSpec
 from crm_sync.state.store import SyncStore
@@ -51,7 +52,7 @@ def replay_sync(spec: SyncSpec, source: SourceResource, resource: CrmResource, s
     report = ReplayReport(spec.name, candidates=len(quarantine))
     if quarantine.empty:
         return report
-    rows = source.read_keys(spec.source, spec.source_key, list(quarantine["source_key"]))
+    rows = sync_source(spec, source).read_keys(spec.source_key, list(quarantine["source_key"]))
     report.gone = len(set(quarantine["source_key"]) - set(rows[spec.source_key].astype(str)))
     if rows.empty:
         return report

@@ -16,6 +16,7 @@ from crm_sync.state.lease import one_run_per_partition
 from crm_sync.state.masking import MASK, sensitive_names
 from crm_sync.pipeline.reporting import markdown_table
 from crm_sync.pipeline.resources import StoreResource
+from crm_sync.extract.connections import SyncSource, sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.load.runner import run_upsert
@@ -36,13 +37,23 @@ def partitions_for(spec: Spec) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=spec.start_date, end_offset=1)
 
 
-def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def source_asset(table, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The source asset of a table of the `source` resource (`table`: its name), or of the
+    source a sync reads (`table`: the SyncSpec; its name is `sync.source_asset`)."""
+    sync = table if isinstance(table, SyncSpec) else None
+    table = sync.source if sync else table
+    cursor = sync.cursor_column if sync else "updated_at"
+    what = (f"the `{sync.name}` sync's query" if sync and sync.source_query is not None
+            else f"the `{table}` source table"
+            + (f" (connection `{sync.source_connection}`)" if sync and sync.source_connection
+               else ""))
+
     @dg.asset(
-        name=f"source_{table}",
+        name=sync.source_asset if sync else f"source_{table}",
         partitions_def=partitions,
         group_name="sources",
-        kinds={"duckdb", "pandas"},
-        description=f"One day of the `{table}` source table (rows by `updated_at`).",
+        kinds={"duckdb", "pandas"} if not (sync and sync.source_connection) else {"sql", "pandas"},
+        description=f"One day of {what} (rows by `{cursor}`).",
     )
     def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
         window = context.partition_time_window
@@ -51,7 +62,8 @@ def source_asset(table: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         # `_no_partition`) so the syncs quarantine them.
         first = partitions.get_first_partition_window()
         last = partitions.get_last_partition_window()  # today's (end_offset=1)
-        frame = source.read_partition(table, window.start, window.end, include_unpartitioned=True,
+        reader = sync_source(sync, source) if sync else SyncSource(source, table)
+        frame = reader.read_partition(window.start, window.end, include_unpartitioned=True,
                                       bounds=(first.start, last.end) if first and last else None)
         context.add_output_metadata(_orphan_report(context, table, frame))
         return frame
@@ -99,7 +111,7 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
 
     @dg.asset(
         name=f"validated_{sync.name}",
-        ins={"rows": dg.AssetIn(f"source_{sync.source}")},
+        ins={"rows": dg.AssetIn(sync.source_asset)},
         partitions_def=partitions,
         group_name=sync.crm,
         kinds={"pandera", "pandas"},
@@ -292,9 +304,11 @@ def quarantine_asset(upstream: list[dg.AssetKey],
 
 def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     partitions = partitions_for(spec)
-    tables = list(dict.fromkeys(s.source for s in spec.syncs))
+    # one source asset per name (Spec checks that the syncs sharing one read it alike)
+    readers = {s.source_asset: s for s in reversed(spec.syncs)}
     syncs = [s for s in spec.syncs if s.crm in RESOURCE_CLASSES]
-    assets = [source_asset(t, partitions) for t in tables]
+    assets = [source_asset(readers[name], partitions)
+              for name in dict.fromkeys(s.source_asset for s in spec.syncs)]
     assets += [validated_asset(s, partitions) for s in syncs]
     assets += [upsert_asset(s, partitions) for s in syncs]
     assets += [step for s in syncs for step in step_assets(s, partitions)]

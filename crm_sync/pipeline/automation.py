@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from crm_sync.extract.connections import sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.pipeline.sync_steps import sync_asset_names
@@ -55,7 +56,7 @@ def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition) -> d
     )
     def _sensor(context: dg.SensorEvaluationContext, source: SourceResource):
         seen = json.loads(context.cursor) if context.cursor else {}
-        current = source.day_fingerprints(sync.source)
+        current = sync_source(sync, source).day_fingerprints()
         valid_keys = set(partitions.get_partition_keys())
         changed = sorted(day for day, fp in current.items()
                          if seen.get(day) != fp and day in valid_keys)

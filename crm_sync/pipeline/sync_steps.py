@@ -48,7 +48,7 @@ def mirror_name(sync: SyncSpec) -> str:
 
 def sync_asset_names(sync: SyncSpec) -> list[str]:
     """The assets that make up one sync, in the order they run (jobs, backfills, the demo)."""
-    names = [f"source_{sync.source}", f"validated_{sync.name}", sync.name, replay_name(sync)]
+    names = [sync.source_asset, f"validated_{sync.name}", sync.name, replay_name(sync)]
     return names + [mirror_name(sync)] if sync.mode == "mirror" else names
 
 
@@ -84,7 +84,7 @@ def _step(sync: SyncSpec, name: str, upstream: str, partitions, description: str
         kinds={PROFILES[sync.crm].kind},
         # The step reads the table through the `source` resource; this dependency shows it
         # (and keeps a day's steps in one backfill run with its source).
-        deps=[dg.AssetKey(upstream), dg.AssetKey(f"source_{sync.source}")],
+        deps=[dg.AssetKey(upstream), dg.AssetKey(sync.source_asset)],
         pool=f"crm_{sync.crm}", required_resource_keys={sync.crm, "store", "source"},
         description=description)
     return lambda fn: asset(readable_crm_errors(sync)(one_run_per_partition(sync.name)(fn)))
