@@ -199,3 +199,36 @@ def test_the_http_core_redacts_oauth_secrets_and_the_access_token(sandbox_url):
     core._learn_secret("00Dabc!issued-access-token")
     assert "issued-access-token" not in core.redact("token 00Dabc!issued-access-token")
     asyncio.run(core.__aexit__(None, None, None))
+
+
+def test_salesforce_jwt_bearer_flow_signs_with_the_private_key(sandbox, sandbox_url):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    oauth(sandbox, salesforce_jwt_public_key=public.decode())
+    try:
+        resource = SalesforceResource(base_url=sandbox_url, client_id=SF["client_id"],
+                                      private_key=private, username="sync@example.com")
+        assert resource.oauth_settings().grant == "jwt_bearer"
+        outcomes, _ = resource.run(salesforce_tests.SPEC, salesforce_tests.rows(3))
+        assert [o.status for o in outcomes] == ["created"] * 3
+        assert oauth(sandbox)["issued"]["salesforce"] == 1
+
+        # Signed by another key: the sandbox refuses the assertion, the run fails readably.
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode()
+        wrong = SalesforceResource(base_url=sandbox_url, client_id=SF["client_id"],
+                                   private_key=other, username="sync@example.com")
+        with pytest.raises(TokenRefreshFailed) as caught:
+            wrong.run(salesforce_tests.SPEC, salesforce_tests.rows(3, start=10))
+        message = str(caught.value)
+        assert "invalid_grant" in message and "SALESFORCE_PRIVATE_KEY" in message
+        assert "PRIVATE KEY" not in message
+    finally:
+        oauth(sandbox, salesforce_jwt_public_key=None)

@@ -38,7 +38,7 @@ from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.hubspot_results import BatchAnswer, named_values, normalize
 from crm_sync.connectors.hubspot_schema import schema_from_properties
 from crm_sync.connectors.model import Item, Outcome, failed_all
-from crm_sync.connectors.oauth import OAuthSettings
+from crm_sync.connectors.oauth import OAuthSettings, variables_named
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
@@ -330,10 +330,8 @@ class HubSpotResource(CrmResource):
                                    description="inputs per batch/upsert request (max 100)")
     connector_class: ClassVar[type[Connector]] = HubSpotConnector
     token_variable: ClassVar[str] = "HUBSPOT_TOKEN"
-    oauth_variables: ClassVar[dict[str, str]] = {
-        "client_id": "HUBSPOT_CLIENT_ID", "client_secret": "HUBSPOT_CLIENT_SECRET",
-        "refresh_token": "HUBSPOT_REFRESH_TOKEN", "token_url": "HUBSPOT_TOKEN_URL",
-    }
+    oauth_variables: ClassVar[dict[str, str]] = variables_named(  # HUBSPOT_CLIENT_ID, ...
+        "HUBSPOT", "client_id", "client_secret", "refresh_token", "token_url")
 
     def oauth_settings(self) -> OAuthSettings | None:
         """A public app's refresh token (with its client id and secret) instead of the

@@ -177,6 +177,11 @@ class TokenProvider:
         raise TokenRefreshFailed(message, s.label, s.check) from None
 
 
+def variables_named(prefix: str, *fields: str) -> dict[str, str]:
+    """Resource field -> its environment variable: client_secret -> <PREFIX>_CLIENT_SECRET."""
+    return {name: f"{prefix}_{name.upper()}" for name in fields}
+
+
 def _number(value) -> float | None:
     try:
         return float(value) if value is not None else None

@@ -30,7 +30,7 @@ from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.salesforce_schema import parse_describe
 from crm_sync.connectors.model import Item, Outcome, failed_all
-from crm_sync.connectors.oauth import OAuthSettings
+from crm_sync.connectors.oauth import OAuthSettings, variables_named
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import (AllowanceReserveReached, FatalCrmError, SchemaUnavailable,
@@ -352,11 +352,9 @@ class SalesforceResource(CrmResource):
 
     connector_class: ClassVar[type[Connector]] = SalesforceConnector
     token_variable: ClassVar[str] = "SALESFORCE_TOKEN"
-    oauth_variables: ClassVar[dict[str, str]] = {
-        "client_id": "SALESFORCE_CLIENT_ID", "client_secret": "SALESFORCE_CLIENT_SECRET",
-        "refresh_token": "SALESFORCE_REFRESH_TOKEN", "token_url": "SALESFORCE_TOKEN_URL",
-        "private_key": "SALESFORCE_PRIVATE_KEY", "username": "SALESFORCE_USERNAME",
-    }
+    oauth_variables: ClassVar[dict[str, str]] = variables_named(  # SALESFORCE_CLIENT_ID, ...
+        "SALESFORCE", "client_id", "client_secret", "refresh_token", "token_url", "private_key",
+        "username")
 
     def oauth_settings(self) -> OAuthSettings | None:
         """JWT bearer with a private key, refresh token with a refresh token, else client

@@ -30,6 +30,7 @@ ago.", "category": "EXPIRED_AUTHENTICATION"}`. The fixed tokens (state.tokens) k
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import time
 import uuid
@@ -45,6 +46,7 @@ CRMS = ("salesforce", "hubspot")
 # expires_in (30 minutes).
 DEFAULT_LIFETIMES = {"salesforce": 7200.0, "hubspot": 1800.0}
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+SALESFORCE_TYPE, HUBSPOT_TYPE = "Bearer", "bearer"  # token_type as each CRM spells it
 
 
 def default_clients() -> dict[str, dict[str, str]]:
@@ -138,7 +140,10 @@ class TokenHandlers:
 
     async def admin(self, request: Request):
         if request.method == "POST":
-            body = await request.json()
+            try:
+                body = json.loads(await request.body())
+            except (ValueError, UnicodeDecodeError):
+                body = None
             if not isinstance(body, dict):
                 return JSONResponse({"message": "expected a JSON object"}, 400)
             self.oauth.configure(body)
@@ -180,7 +185,7 @@ class TokenHandlers:
             "signature": base64.b64encode(secrets.token_bytes(32)).decode(),
             "instance_url": base,
             "id": f"{base}/id/00D{org}AAA/005{org}AAA",
-            "token_type": "Bearer",
+            "token_type": SALESFORCE_TYPE,
             "issued_at": str(int(time.time() * 1000)),
         })
 
@@ -224,7 +229,7 @@ class TokenHandlers:
         if refresh != client["refresh_token"] or refresh in self.oauth.revoked:
             return refuse("BAD_REFRESH_TOKEN", "missing or invalid refresh token")
         token, lifetime = self.oauth.issue("hubspot", "CN")
-        return JSONResponse({"token_type": "bearer", "refresh_token": refresh,
+        return JSONResponse({"token_type": HUBSPOT_TYPE, "refresh_token": refresh,
                              "access_token": token, "expires_in": int(lifetime)
                              if float(lifetime).is_integer() else lifetime})
 
