@@ -75,6 +75,9 @@ def _add_sandbox_parser(sub) -> None:
                          help="Superleap requests per second (0 = off)")
     sandbox.add_argument("--salesforce-daily-limit", type=int, default=100_000,
                          help="Salesforce API requests allowed per day")
+    sandbox.add_argument("--token-lifetime", type=float, default=None, metavar="SECONDS",
+                         help="seconds the OAuth access tokens it issues stay valid (default: "
+                              "Salesforce 7200, HubSpot 1800)")
 
 
 def _add_schema_parser(sub) -> None:
@@ -154,7 +157,8 @@ def _sandbox(parser, args, extra) -> int:
           hubspot_window_seconds=args.hubspot_window_seconds,
           brevo_rate_limit=args.brevo_rate_limit or None,
           superleap_rate_limit=args.superleap_rate_limit or None,
-          salesforce_daily_limit=args.salesforce_daily_limit)
+          salesforce_daily_limit=args.salesforce_daily_limit,
+          token_lifetime=args.token_lifetime)
     return 0
 
 

@@ -115,6 +115,17 @@ class MissingToken(FatalCrmError):
         self.env_var = env_var
 
 
+class TokenRefreshFailed(FatalCrmError):
+    """The CRM's OAuth token endpoint refused to issue an access token (a wrong client secret, a
+    revoked refresh token, an unusable private key) or could not be reached: the run fails
+    with one message naming the CRM and the environment variables to check, never their
+    values (crm_sync/connectors/oauth.py)."""
+
+    def __init__(self, message: str, crm: str, check: str):
+        super().__init__(message)
+        self.crm, self.check = crm, check
+
+
 class SchemaUnavailable(FatalCrmError):
     """The CRM documents no schema endpoint for its objects (Brevo custom objects): its fields
     are the ones the sync spec lists (`known_attributes`)."""

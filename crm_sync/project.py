@@ -45,6 +45,7 @@ def crm_resources(base_url: str | None = None,
             base_url=base_url or os.environ.get(f"{crm.upper()}_BASE_URL", SANDBOX_URL),
             token=tokens[crm] if tokens else _token_from_env(crm),
             token_env=TOKEN_ENV[crm],
+            **({} if tokens else cls.oauth_from_env()),  # OAuth instead of a fixed token
         )
         for crm, cls in RESOURCE_CLASSES.items()
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import httpx
 from pydantic import Field
 
 from crm_sync.connectors.core import HttpCore, HttpSettings
+from crm_sync.connectors.oauth import OAuthSettings
 from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.model import Item, Outcome, Stats, failed_all
 from crm_sync.connectors.wire import make_batches, serialize
@@ -142,10 +144,18 @@ class CrmResource(dg.ConfigurableResource):
         default=60.0, ge=0, description="longest wait a 429's Retry-After may impose; a longer "
         "one stops the run's sending (its rows stay transient, RATE_LIMITED, for the next run)")
     batch_size: int | None = Field(default=None, ge=1, description="records per request")
+    # OAuth 2.0 instead of a fixed token (connectors/oauth.py): set with dg.EnvVar, never logged.
+    client_id: str = Field(default="", description="OAuth client id (consumer key)", repr=False)
+    client_secret: str = Field(default="", description="OAuth client secret", repr=False)
+    refresh_token: str = Field(default="", description="OAuth refresh token", repr=False)
+    token_url: str = Field(default="", description="OAuth token endpoint (default: the CRM's "
+                           "endpoint under base_url)")
 
     connector_class: ClassVar[type[Connector]]
     # The environment variable the CRM's token is read from (crm_sync.connectors.TOKEN_ENV).
     token_variable: ClassVar[str]
+    # The OAuth fields of this CRM -> the environment variables they are read from.
+    oauth_variables: ClassVar[dict[str, str]] = {}
 
     def __repr__(self) -> str:  # never show the token
         return f"{type(self).__name__}(base_url={self.base_url!r}, token='***')"
@@ -153,7 +163,22 @@ class CrmResource(dg.ConfigurableResource):
     __str__ = __repr__
 
     def auth_headers(self) -> dict[str, str]:
+        if self.oauth_settings() is not None:
+            return {}  # the core sends the current access token (HttpSettings.oauth)
         return {"Authorization": f"Bearer {self.token}"}
+
+    def oauth_settings(self) -> OAuthSettings | None:
+        """How this resource gets expiring access tokens, or None for the fixed `token`."""
+        return None
+
+    @classmethod
+    def oauth_from_env(cls) -> dict:
+        """dg.EnvVar for each of this CRM's OAuth variables set in the environment."""
+        return {name: dg.EnvVar(var) for name, var in cls.oauth_variables.items()
+                if os.environ.get(var)}
+
+    def _variables(self, *names: str) -> str:
+        return " and ".join(self.oauth_variables.get(n, n) for n in names)
 
     def http_settings(self) -> HttpSettings:
         return HttpSettings(
@@ -166,8 +191,9 @@ class CrmResource(dg.ConfigurableResource):
             max_attempts=self.max_attempts,
             max_backoff_seconds=self.max_backoff_seconds,
             max_retry_after_seconds=self.max_retry_after_seconds,
-            secrets=(self.token,),
+            secrets=(self.token, *(oauth.secrets if (oauth := self.oauth_settings()) else ())),
             label=self.label,
+            oauth=self.oauth_settings(),
         )
 
     @property
@@ -186,7 +212,7 @@ class CrmResource(dg.ConfigurableResource):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise BadBaseUrl(f"{self.label}'s base URL {self.base_url!r} is not an http:// or "
                              f"https:// URL", self.base_url)
-        if not self.token:
+        if not self.token and self.oauth_settings() is None:
             where = f"the environment variable {self.token_env} is not set" if self.token_env \
                 else "the resource has no token"
             raise MissingToken(f"no {self.connector_class.crm} API token: {where}",

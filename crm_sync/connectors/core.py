@@ -44,6 +44,7 @@ from crm_sync.errors import (  # re-exported (__all__): their old home
     TransientFailure,
 )
 from crm_sync.connectors.model import RateLimitStop, Stats
+from crm_sync.connectors.oauth import OAuthSettings, TokenProvider
 from crm_sync.connectors.wire import parse_json
 from crm_sync.state.masking import redact_forms, secret_forms
 
@@ -114,6 +115,10 @@ class HttpSettings:
     label: str = "the CRM"  # the CRM's name in messages ("HubSpot")
     # Where a 429 without Retry-After names its wait, in seconds (Brevo: x-sib-ratelimit-reset).
     rate_limit_reset_header: str | None = None
+    # Access tokens from an OAuth token endpoint (connectors/oauth.py) instead of a fixed token
+    # in `headers`: sent as `Authorization: Bearer`, fetched again before they expire and once
+    # on a 401, after which the refused request is sent again.
+    oauth: OAuthSettings | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -149,6 +154,15 @@ class HttpCore:
         self._limiter = AsyncLimiter(1, spacing)
         self._resume_at = 0.0  # monotonic time before which nothing is sent (server said wait)
         self._secrets = secret_forms(settings.secrets, MIN_SECRET_LENGTH)
+        self.tokens = None if settings.oauth is None else TokenProvider(
+            settings.oauth, timeout=settings.timeout_seconds,
+            verify=_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
+            on_token=self._learn_secret, redact=self.redact)
+
+    def _learn_secret(self, secret: str) -> None:
+        """Redact `secret` (a newly issued access token) like the credentials given."""
+        forms = secret_forms((secret,), MIN_SECRET_LENGTH)
+        self._secrets = [*self._secrets, *(f for f in forms if f not in self._secrets)]
 
     async def __aenter__(self):
         return self
@@ -264,23 +278,46 @@ class HttpCore:
                 await asyncio.sleep(delay)
             await self._limiter.acquire()
             self._refuse_if_stopped()  # another slot may have been told to stop meanwhile
-            self.stats.requests += 1
-            try:
-                response = await self._client.request(
-                    method, path, content=content, params=params,
-                    headers={"content-type": "application/json"} if content is not None else None,
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # Never reached the server: always safe to resend.
-                raise _Retryable(f"could not connect: {type(exc).__name__}", None,
-                                 "CONNECTION_ERROR") from None
-            except httpx.TimeoutException as exc:
-                raise _transport_failure(f"request timed out ({type(exc).__name__})", "TIMEOUT",
-                                         retry_transport_errors) from None
-            except httpx.TransportError as exc:
-                raise _transport_failure(f"connection dropped ({type(exc).__name__})",
-                                         "CONNECTION_DROPPED", retry_transport_errors) from None
+            headers = {"content-type": "application/json"} if content is not None else {}
+            if self.tokens is None:
+                response = await self._request(method, path, content, params, headers,
+                                               retry_transport_errors)
+            else:
+                token = await self.tokens.token()
+                response = await self._request(method, path, content, params,
+                                               {**headers, "authorization": f"Bearer {token}"},
+                                               retry_transport_errors)
+                if response.status_code == 401:
+                    # Expired or revoked (Salesforce INVALID_SESSION_ID, HubSpot
+                    # EXPIRED_AUTHENTICATION): a 401 is answered before anything is applied,
+                    # so the request is sent once more with a new token. A second 401 goes to
+                    # the connector, which fails the run.
+                    token = await self.tokens.refresh(token)
+                    response = await self._request(method, path, content, params,
+                                                   {**headers, "authorization": f"Bearer {token}"},
+                                                   retry_transport_errors)
+        return await self._answer(method, path, response, retry_transport_errors)
+
+    async def _request(self, method, path, content, params, headers, retry_transport_errors):
+        self.stats.requests += 1
+        try:
+            response = await self._client.request(
+                method, path, content=content, params=params, headers=headers or None,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Never reached the server: always safe to resend.
+            raise _Retryable(f"could not connect: {type(exc).__name__}", None,
+                             "CONNECTION_ERROR") from None
+        except httpx.TimeoutException as exc:
+            raise _transport_failure(f"request timed out ({type(exc).__name__})", "TIMEOUT",
+                                     retry_transport_errors) from None
+        except httpx.TransportError as exc:
+            raise _transport_failure(f"connection dropped ({type(exc).__name__})",
+                                     "CONNECTION_DROPPED", retry_transport_errors) from None
         self.reached = True
+        return response
+
+    async def _answer(self, method, path, response, retry_transport_errors):
         original = response.content
         response, echoed = self._redacted(response)
         if self._on_response is not None:

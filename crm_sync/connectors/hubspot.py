@@ -38,6 +38,7 @@ from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.hubspot_results import BatchAnswer, named_values, normalize
 from crm_sync.connectors.hubspot_schema import schema_from_properties
 from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.oauth import OAuthSettings, variables_named
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile
 from crm_sync.errors import AllowanceReserveReached, FatalCrmError, TransientFailure
@@ -329,6 +330,19 @@ class HubSpotResource(CrmResource):
                                    description="inputs per batch/upsert request (max 100)")
     connector_class: ClassVar[type[Connector]] = HubSpotConnector
     token_variable: ClassVar[str] = "HUBSPOT_TOKEN"
+    oauth_variables: ClassVar[dict[str, str]] = variables_named(  # HUBSPOT_CLIENT_ID, ...
+        "HUBSPOT", "client_id", "client_secret", "refresh_token", "token_url")
+
+    def oauth_settings(self) -> OAuthSettings | None:
+        """A public app's refresh token (with its client id and secret) instead of the
+        private-app `token`: access tokens expire after `expires_in` (30 minutes)."""
+        if not self.refresh_token:
+            return None
+        return OAuthSettings(
+            label="HubSpot", grant="refresh_token", client_id=self.client_id,
+            token_url=self.token_url or f"{self.base_url.rstrip('/')}/oauth/v1/token",
+            client_secret=self.client_secret, refresh_token=self.refresh_token,
+            check=self._variables("client_id", "client_secret", "refresh_token"))
 
 
 RESOURCE = HubSpotResource

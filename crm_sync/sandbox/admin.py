@@ -40,6 +40,7 @@ class AdminHandlers:
     async def reset(self, request: Request):
         self.state.db.reset()
         self.state.faults.configure()
+        self.state.oauth.reset()
         for window in self.state.rate_limits.values():
             if window is not None:
                 window.stamps.clear()

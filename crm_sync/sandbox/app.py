@@ -10,7 +10,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from crm_sync.sandbox import admin, brevo, hubspot, salesforce, superleap, superleap_objects
+from crm_sync.sandbox import (admin, brevo, hubspot, oauth, salesforce, superleap,
+                              superleap_objects)
 from crm_sync.sandbox.db import SandboxDB
 from crm_sync.sandbox.state import (
     DEFAULT_TOKENS, TOKEN_ENV, RollingWindow, SandboxState, tokens_from_env,
@@ -30,8 +31,11 @@ def create_app(
     superleap_rate_limit: int | None = None,
     salesforce_daily_limit: int = 100_000,
     brevo_process_steps: int = 2,
+    token_lifetime: float | None = None,
 ) -> Starlette:
-    """Build the sandbox app. Rate limits of None switch a CRM's limit off (benchmarks)."""
+    """Build the sandbox app. Rate limits of None switch a CRM's limit off (benchmarks).
+    `token_lifetime`: seconds the OAuth access tokens it issues stay valid (sandbox/oauth.py;
+    default: Salesforce 2 hours, HubSpot 30 minutes)."""
     state = SandboxState(
         db=SandboxDB(db_path),
         tokens={**tokens_from_env(), **(tokens or {})},
@@ -44,8 +48,11 @@ def create_app(
         salesforce_daily_limit=salesforce_daily_limit,
         brevo_process_steps=brevo_process_steps,
     )
+    if token_lifetime is not None:
+        state.oauth.configure({"token_lifetime": token_lifetime})
     routes = [
         *admin.routes(state),
+        *oauth.routes(state),
         *superleap.routes(state),
         *superleap_objects.routes(state),
         *brevo.routes(state),

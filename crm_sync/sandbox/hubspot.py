@@ -66,7 +66,12 @@ class HubSpotAPI:
         authenticates counts, whatever its answer; its answer carries the limit headers."""
         state = self.state
         if not bearer_ok(request, state.tokens[CRM]):
-            return error(401, _AUTH_MESSAGE, "INVALID_AUTHENTICATION"), {}
+            issued, late = state.oauth.check(request, CRM)  # OAuth tokens: sandbox/oauth.py
+            if issued == "expired":
+                return error(401, f"The OAuth token used to make this call expired "
+                                  f"{int(late)} second(s) ago.", "EXPIRED_AUTHENTICATION"), {}
+            if issued != "valid":
+                return error(401, _AUTH_MESSAGE, "INVALID_AUTHENTICATION"), {}
         window = state.rate_limits.get(CRM)
         if window is None:  # limits switched off (benchmarks)
             return None, {}

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from crm_sync.sandbox.db import SandboxDB
 from crm_sync.sandbox.faults import FaultInjector
+from crm_sync.sandbox.oauth import SandboxOAuth
 
 # Env var -> the token each emulated CRM accepts. The connectors read variables of the same
 # names (each side keeps its own list), so a shell that exports them configures both sides.
@@ -63,6 +64,7 @@ class SandboxState:
     superleap_max_records: int = 1000  # GUESS: Superleap documents no maximum (superleap.py)
     brevo_process_steps: int = 2  # polls a process spends queued / in_process before completing
     faults: FaultInjector = field(default_factory=FaultInjector)
+    oauth: SandboxOAuth = field(default_factory=SandboxOAuth)  # issued tokens that expire
 
     def count(self, name: str, by: int = 1) -> None:
         self.db.bump(name, by)

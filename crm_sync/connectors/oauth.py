@@ -1,0 +1,189 @@
+"""Access tokens that expire: fetched from the CRM's OAuth 2.0 token endpoint when first needed,
+cached, fetched again shortly before they expire and once when the CRM answers 401 (the HTTP
+core, connectors/core.py, resends that request once with the new token).
+
+The grants are Authlib's (`authlib.integrations.httpx_client.AsyncOAuth2Client`), not written
+by hand:
+- Salesforce client credentials: `grant_type=client_credentials` with the connected app's
+  consumer key and secret; refresh token: `grant_type=refresh_token`; JWT bearer:
+  `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an RS256 assertion signed by the
+  connected app's private key (iss = consumer key, sub = username, aud = login URL, exp within
+  3 minutes). Salesforce's answer has `access_token`, `instance_url`, `id`, `token_type`,
+  `issued_at` (ms) and `signature`, but no `expires_in`: the session lasts the org's session
+  timeout (2 hours by default), so `session_lifetime_seconds` says how long a token is used
+  before it is fetched again, and a 401 INVALID_SESSION_ID fetches one at once.
+  (help.salesforce.com "OAuth 2.0 Client Credentials Flow for Server-to-Server Integration",
+  "OAuth 2.0 JWT Bearer Flow", "OAuth 2.0 Refresh Token Flow"; jsforce's TokenResponse type.)
+- HubSpot: `POST /oauth/v1/token` with `grant_type=refresh_token`, client_id, client_secret
+  and refresh_token in a form body; the answer has `access_token`, `refresh_token`,
+  `expires_in` (seconds; 30 minutes) and `token_type` (developers.hubspot.com "Refresh an
+  access token", api-reference auth-oauth-v1 tokens post-oauth-v1-token).
+
+A token endpoint that refuses (invalid_client, invalid_grant, BAD_REFRESH_TOKEN) or cannot be
+reached makes the run fail with one TokenRefreshFailed naming the CRM and the variables to
+check, never their values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from crm_sync.errors import TokenRefreshFailed
+
+from authlib.deprecate import AuthlibDeprecationWarning  # noqa: E402  (installs its filter)
+
+with warnings.catch_warnings():  # recent Authlib prefers httpx2 and warns when it finds httpx
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+JWT_LIFETIME_SECONDS = 180  # Salesforce: "exp ... within 3 minutes"
+# Fetch a new token this long before the one in use expires (a tenth of its life when shorter).
+LEEWAY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """How one CRM resource gets its access tokens."""
+
+    label: str  # "Salesforce"
+    token_url: str
+    grant: str  # "client_credentials" | "refresh_token" | "jwt_bearer"
+    client_id: str
+    client_secret: str = ""
+    refresh_token: str = ""
+    private_key: str = ""  # PEM, for the JWT bearer grant
+    username: str = ""  # the JWT's sub
+    audience: str = ""  # the JWT's aud
+    lifetime_seconds: float | None = None  # when the answer names no expires_in
+    check: str = ""  # the environment variables named when the token endpoint refuses
+
+    def __repr__(self) -> str:  # never show the secrets
+        return f"OAuthSettings({self.label}, {self.grant}, {self.token_url})"
+
+    __str__ = __repr__
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.client_secret, self.refresh_token, self.private_key) if s)
+
+
+class TokenProvider:
+    """The current access token of one sync run, fetched again before it expires."""
+
+    def __init__(self, settings: OAuthSettings, *, timeout: float, verify,
+                 on_token: Callable[[str], None] = lambda token: None,
+                 redact: Callable[[str], str] = lambda text: text,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.issued = 0  # tokens fetched in this run
+        self._timeout, self._verify = timeout, verify
+        self._on_token, self._redact = on_token, redact
+        self._token: str | None = None
+        self._expires_at: float | None = None  # monotonic
+        self._refresh_token = settings.refresh_token
+        self._lock = asyncio.Lock()
+        self._clock = clock
+
+    def _fresh(self) -> bool:
+        if self._token is None:
+            return False
+        return self._expires_at is None or self._clock() < self._expires_at
+
+    async def token(self) -> str:
+        """The access token to send now (fetched if there is none or it is about to expire)."""
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():  # another request may have fetched it meanwhile
+                    await self._fetch()
+        return self._token
+
+    async def refresh(self, stale: str) -> str:
+        """A new token after the CRM refused `stale` (once: requests that were refused with
+        the same token together share the new one)."""
+        async with self._lock:
+            if self._token == stale:
+                await self._fetch()
+        return self._token
+
+    async def _fetch(self) -> None:
+        s = self.settings
+        client = AsyncOAuth2Client(client_id=s.client_id, client_secret=s.client_secret or None,
+                                   token_endpoint_auth_method="client_secret_post"
+                                   if s.client_secret else "none",
+                                   timeout=self._timeout, verify=self._verify)
+        try:
+            async with client:
+                if s.grant == "refresh_token":
+                    answer = await client.refresh_token(s.token_url,
+                                                        refresh_token=self._refresh_token)
+                elif s.grant == "jwt_bearer":
+                    answer = await client.fetch_token(s.token_url, grant_type=JWT_BEARER,
+                                                      assertion=self._assertion())
+                else:
+                    answer = await client.fetch_token(s.token_url,
+                                                      grant_type="client_credentials")
+        except OAuthError as exc:
+            reason = exc.error + (f" ({exc.description})" if exc.description else "")
+            self._fail(f"refused: {reason}")
+        except httpx.HTTPStatusError as exc:
+            self._fail(f"answered HTTP {exc.response.status_code}")
+        except (httpx.HTTPError, ValueError) as exc:
+            self._fail(f"could not be used: {type(exc).__name__}")
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        if not token:
+            # HubSpot refuses with {"status": "BAD_REFRESH_TOKEN", "message": ...}, not OAuth's
+            # {"error": ...}: only those two fields are repeated (the answer also holds ours).
+            status = answer.get("status") if isinstance(answer, dict) else None
+            detail = answer.get("message") if isinstance(answer, dict) else None
+            if status:
+                self._fail(f"refused: {status}" + (f" ({detail})" if detail else ""))
+            self._fail("answered without an access_token")
+        self._token = str(token)
+        self._refresh_token = answer.get("refresh_token") or self._refresh_token
+        self._on_token(self._token)  # the core redacts it from now on
+        self.issued += 1
+        lifetime = _number(answer.get("expires_in"))
+        if lifetime is None:
+            lifetime = s.lifetime_seconds
+        if lifetime is None:
+            self._expires_at = None  # used until the CRM refuses it (401)
+        else:
+            self._expires_at = self._clock() + lifetime - min(LEEWAY_SECONDS, lifetime / 10)
+
+    def _assertion(self) -> str:
+        import jwt  # PyJWT (with cryptography for RS256)
+
+        s = self.settings
+        claims = {"iss": s.client_id, "sub": s.username, "aud": s.audience,
+                  "exp": int(time.time()) + JWT_LIFETIME_SECONDS}
+        try:
+            return jwt.encode(claims, s.private_key, algorithm="RS256")
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            self._fail(f"could not be asked: the private key is not a usable RSA key "
+                       f"({type(exc).__name__})", where="the token request")
+
+    def _fail(self, what: str, where: str | None = None):
+        s = self.settings
+        where = where or f"the token endpoint {s.token_url}"
+        message = self._redact(f"{s.label} OAuth ({s.grant.replace('_', ' ')}): {where} {what}; "
+                               f"check {s.check}")
+        raise TokenRefreshFailed(message, s.label, s.check) from None
+
+
+def variables_named(prefix: str, *fields: str) -> dict[str, str]:
+    """Resource field -> its environment variable: client_secret -> <PREFIX>_CLIENT_SECRET."""
+    return {name: f"{prefix}_{name.upper()}" for name in fields}
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
