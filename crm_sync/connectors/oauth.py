@@ -149,7 +149,7 @@ class TokenProvider:
         self._refresh_token = answer.get("refresh_token") or self._refresh_token
         self._on_token(self._token)  # the core redacts it from now on
         self.issued += 1
-        lifetime = _number(answer.get("expires_in"))
+        lifetime = _seconds(answer.get("expires_in"))
         if lifetime is None:
             lifetime = s.lifetime_seconds
         if lifetime is None:
@@ -182,7 +182,7 @@ def variables_named(prefix: str, *fields: str) -> dict[str, str]:
     return {name: f"{prefix}_{name.upper()}" for name in fields}
 
 
-def _number(value) -> float | None:
+def _seconds(value) -> float | None:
     try:
         return float(value) if value is not None else None
     except (TypeError, ValueError):

@@ -30,7 +30,7 @@ from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.salesforce_schema import parse_describe
 from crm_sync.connectors.model import Item, Outcome, failed_all
-from crm_sync.connectors.oauth import OAuthSettings, variables_named
+from crm_sync.connectors.salesforce_oauth import SalesforceOAuth
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import (AllowanceReserveReached, FatalCrmError, SchemaUnavailable,
@@ -320,7 +320,7 @@ def _first_error(payload, text: str) -> tuple[str | None, str]:
     return None, text[:300]
 
 
-class SalesforceResource(CrmResource):
+class SalesforceResource(SalesforceOAuth):
     """Salesforce connection: instance URL (`SALESFORCE_BASE_URL`) and a session token
     (`SALESFORCE_TOKEN`, an OAuth access token)."""
 
@@ -336,45 +336,8 @@ class SalesforceResource(CrmResource):
     batch_size: int | None = Field(default=200, ge=1, le=200,
                                    description="records per collections request (max 200)")
 
-    # OAuth 2.0 (connectors/oauth.py), besides client_id, client_secret, refresh_token and
-    # token_url: the JWT bearer flow signs with `private_key` for `username`.
-    private_key: str = Field(default="", description="PEM private key of the connected app's "
-                             "certificate (JWT bearer flow)", repr=False)
-    username: str = Field(default="", description="the Salesforce user the JWT bearer flow "
-                          "acts as (the JWT's sub)")
-    jwt_audience: str = Field(default="https://login.salesforce.com",
-                              description="the JWT's aud: https://login.salesforce.com, "
-                              "https://test.salesforce.com for sandboxes, or the site URL")
-    session_lifetime_seconds: float = Field(
-        default=7200, gt=0, description="how long an OAuth access token is used before a new "
-        "one is fetched: the org's session timeout (Salesforce's token answer names none). A "
-        "token refused earlier (401 INVALID_SESSION_ID) is replaced at once")
-
     connector_class: ClassVar[type[Connector]] = SalesforceConnector
     token_variable: ClassVar[str] = "SALESFORCE_TOKEN"
-    oauth_variables: ClassVar[dict[str, str]] = variables_named(  # SALESFORCE_CLIENT_ID, ...
-        "SALESFORCE", "client_id", "client_secret", "refresh_token", "token_url", "private_key",
-        "username")
-
-    def oauth_settings(self) -> OAuthSettings | None:
-        """JWT bearer with a private key, refresh token with a refresh token, else client
-        credentials with a client id and secret; none of them: the fixed token."""
-        if not self.client_id:
-            return None
-        if self.private_key:
-            grant, check = "jwt_bearer", self._variables("client_id", "private_key", "username")
-        elif self.refresh_token:
-            grant, check = "refresh_token", self._variables("client_id", "client_secret",
-                                                            "refresh_token")
-        else:
-            grant, check = "client_credentials", self._variables("client_id", "client_secret")
-        return OAuthSettings(
-            label="Salesforce", grant=grant, client_id=self.client_id,
-            token_url=self.token_url or f"{self.base_url.rstrip('/')}/services/oauth2/token",
-            client_secret=self.client_secret, refresh_token=self.refresh_token,
-            private_key=self.private_key, username=self.username, audience=self.jwt_audience,
-            lifetime_seconds=self.session_lifetime_seconds, check=check)
-
     @field_validator("api_version")
     @classmethod
     def _version(cls, value: str) -> str:

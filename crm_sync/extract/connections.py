@@ -5,7 +5,7 @@ A sync without a connection reads through the `source` resource (crm_sync/extrac
 the default). The values of a connection are resolved here, when the source is opened: `{env:
 VAR}` and `${VAR}` are read from the environment then, so a secret is never part of the spec
 object, an asset's metadata or a message (a SQL error's text has the URL and its password
-redacted: `sources.sql_error_text`).
+redacted: `sql_errors.sql_error_text`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pydantic import Field
 from crm_sync import paths
 from crm_sync.extract import csvsource
 from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
+from crm_sync.extract.sql_errors import duckdb_error_text, sql_error_text
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # updated_at as a timestamp. Naive values are UTC: every DuckDB connection runs in UTC
@@ -113,9 +114,9 @@ class SourceResource(dg.ConfigurableResource):
                     raise SourceError(f"source table {table!r} has no column {cursor}, which "
                                       f"every source table needs (rows are synced by the day "
                                       f"of their {cursor})") from None
-                raise SourceError(f"cannot read source table {table!r}: {_short(exc)}") from None
+                raise SourceError(f"cannot read source table {table!r}: {duckdb_error_text(exc)}") from None
             except duckdb.Error as exc:
-                raise SourceError(f"cannot read source table {table!r}: {_short(exc)}") from None
+                raise SourceError(f"cannot read source table {table!r}: {duckdb_error_text(exc)}") from None
 
     def read_keys(self, table: str, key_column: str, keys: list[str],
                   cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
@@ -185,7 +186,7 @@ class SourceResource(dg.ConfigurableResource):
                 raise SourceError(f"source table {table!r}: {exc}") from None
             except duckdb.Error as exc:
                 raise SourceError(f"cannot read the keys of source table {table!r}: "
-                                  f"{_short(exc)}") from None
+                                  f"{duckdb_error_text(exc)}") from None
         if malformed:  # a key on a line that cannot be read is unknown, not absent
             raise SourceError(f"cannot list the keys of source table {table!r}: "
                               f"{len(malformed)} line(s) cannot be read "
@@ -343,28 +344,6 @@ def _as_cursor(frame: pd.DataFrame, cursor: str) -> pd.DataFrame:
     return frame
 
 
-def sql_error_text(exc: Exception, url: str | None) -> str:
-    """A SQLAlchemy error as the driver said it (its first lines, not the statement SQLAlchemy
-    appends), without the URL or its password."""
-    from crm_sync.state.masking import MASK, redact_text
-
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).split("\n[SQL:")[0].strip()
-    text = f"{type(orig or exc).__name__}: {text}"[:2000]
-    secrets = [url] if url else []
-    if url:
-        import sqlalchemy as sa
-
-        try:
-            password = sa.engine.make_url(url).password
-        except Exception:  # nosec B110  # an unparsable URL: the whole URL is hidden anyway
-            password = None
-        if password:
-            secrets.append(str(password))
-    text = redact_text(text, secrets)
-    return text.replace(MASK + MASK, MASK)
-
-
 def _sqlite_time(value):
     """A bound timestamp as `_SQLITE_TS` writes them (UTC text); other values unchanged."""
     if isinstance(value, datetime):
@@ -380,13 +359,6 @@ def _utc_session(conn) -> None:
         import sqlalchemy as sa
 
         conn.execute(sa.text(statement))
-
-
-def _short(exc: Exception) -> str:
-    """DuckDB's error text without the offending line it quotes (it may be megabytes long and
-    hold the row's values)."""
-    lines = [line for line in str(exc).splitlines() if not line.startswith("Original Line:")]
-    return "\n".join(lines)[:2000]
 
 
 def _with_malformed(frame: pd.DataFrame, lines: list[dict]) -> pd.DataFrame:
