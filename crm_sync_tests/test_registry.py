@@ -59,14 +59,19 @@ def _lists_of_crms(tree: ast.AST):
                 yield const.lineno, const.value
 
 
-def test_the_list_of_crms_is_written_only_in_the_registry():
+def _outside_the_registry(walk) -> list[str]:
+    """`path:line: name` of each CRM name `walk(tree)` finds outside the registry's modules."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if _allowed(path):
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
-        found += [f"{path.relative_to(PACKAGE)}:{line}: {name!r}"
-                  for line, name in _lists_of_crms(tree)]
+        found += [f"{path.relative_to(PACKAGE)}:{line}: {name!r}" for line, name in walk(tree)]
+    return found
+
+
+def test_the_list_of_crms_is_written_only_in_the_registry():
+    found = _outside_the_registry(_lists_of_crms)
     assert not found, "CRM names written as dict keys / Literal members outside the " \
                       "registry:\n" + "\n".join(found)
 
@@ -82,13 +87,7 @@ def _branches_on_crms(tree: ast.AST):
 
 
 def test_no_client_module_branches_on_a_crm_name():
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if _allowed(path):
-            continue
-        tree = ast.parse(path.read_text(), filename=str(path))
-        found += [f"{path.relative_to(PACKAGE)}:{line}: {name!r}"
-                  for line, name in _branches_on_crms(tree)]
+    found = _outside_the_registry(_branches_on_crms)
     assert not found, "CRM-specific branches outside the CRM's module:\n" + "\n".join(found)
 
 

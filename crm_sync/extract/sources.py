@@ -3,6 +3,8 @@ a DuckDB database file, or any SQL database through a SQLAlchemy URL."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,20 +129,14 @@ class SourceResource(dg.ConfigurableResource):
         if self.url:
             import sqlalchemy as sa
 
-            try:
-                engine = sa.create_engine(self.url)
-                ts = _on(_SQLITE_TS, cursor) if engine.dialect.name == "sqlite" else cursor
+            with self._sql(f"source table {table!r}") as (conn, sqlite):
+                ts = _on(_SQLITE_TS, cursor) if sqlite else cursor
                 # B608 (nosec below): names matched _TABLE_NAME above; values are bound
                 sql = sa.text(f"SELECT *, CASE WHEN {ts} IS NULL THEN 1 ELSE 0 END "  # nosec B608
                               f"AS _no_partition FROM {_sql_from(table, query)} "
                               f"WHERE {key_column} IN :keys"
                               ).bindparams(sa.bindparam("keys", expanding=True))
-                with engine.connect() as conn:
-                    frame = pd.read_sql(sql, conn, params={"keys": list(keys)})
-                engine.dispose()
-            except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(f"cannot read source table {table!r}: "
-                                  f"{sql_error_text(exc, self.url)}") from None
+                frame = pd.read_sql(sql, conn, params={"keys": list(keys)})
             flag = frame.pop("_no_partition").astype(int).astype(bool)
             frame = frame.map(lambda v: None if pd.isna(v) else str(v))
             frame["_no_partition"] = flag
@@ -162,18 +158,11 @@ class SourceResource(dg.ConfigurableResource):
         if self.url:
             import sqlalchemy as sa
 
-            try:
-                engine = sa.create_engine(self.url)
+            with self._sql(f"the keys of source table {table!r}") as (conn, _):
                 sql = sa.text(f"SELECT DISTINCT {key_column} "  # nosec B608  # names
                               f"FROM {_sql_from(table, query)} "  # validated above
                               f"WHERE {key_column} IS NOT NULL")
-                with engine.connect() as conn:
-                    found = {str(row[0]) for row in conn.execute(sql)}
-                engine.dispose()
-                return found
-            except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(f"cannot read the keys of source table {table!r}: "
-                                  f"{sql_error_text(exc, self.url)}") from None
+                return {str(row[0]) for row in conn.execute(sql)}
         relation = self._relation(table, query)
         with self._connect() as conn:
             try:
@@ -201,24 +190,15 @@ class SourceResource(dg.ConfigurableResource):
         if self.url:
             import sqlalchemy as sa
 
-            try:
-                engine = sa.create_engine(self.url)
+            with self._sql(f"source table {table!r}") as (conn, sqlite):
                 # The UTC day of the cursor (SQLite: of its text read as a timestamp).
-                day = (f"substr({_on(_SQLITE_TS, cursor)}, 1, 10)"
-                       if engine.dialect.name == "sqlite"
+                day = (f"substr({_on(_SQLITE_TS, cursor)}, 1, 10)" if sqlite
                        else f"substr(CAST({cursor} AS VARCHAR(40)), 1, 10)")
                 # B608 (nosec below): names matched _TABLE_NAME above; values are bound
                 sql = sa.text(f"SELECT {day} AS day, "  # nosec B608
                               f"COUNT(*), MAX({cursor}) FROM {_sql_from(table, query)} "
                               f"GROUP BY 1")
-                with engine.connect() as conn:
-                    _utc_session(conn)
-                    found = {str(d): f"{n}:{m}" for d, n, m in conn.execute(sql) if d}
-                engine.dispose()
-                return found
-            except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(f"cannot read source table {table!r}: "
-                                  f"{sql_error_text(exc, self.url)}") from None
+                return {str(d): f"{n}:{m}" for d, n, m in conn.execute(sql) if d}
         relation = self._relation(table, query)
         with self._connect() as conn:
             rows = conn.execute(
@@ -273,18 +253,46 @@ class SourceResource(dg.ConfigurableResource):
         raise SourceError(f"source table {table!r} not found: no {table}.csv or {table}.parquet "
                           f"in {folder}")
 
+    @contextmanager
+    def _sql(self, what: str):
+        """A connection to the SQL source (and whether it is SQLite), in a UTC session. Its
+        errors become one SourceError naming `what`, with the driver's message and no
+        credentials; the engine is disposed of whatever happens."""
+        import sqlalchemy as sa
+
+        engine = None
+        try:
+            engine = sa.create_engine(self.url)
+            with engine.connect() as conn:
+                _utc_session(conn)
+                yield conn, engine.dialect.name == "sqlite"
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(f"cannot read {what}: {sql_error_text(exc, self.url)}") from None
+        finally:
+            if engine is not None:
+                engine.dispose()
+
     def _read_sql(self, table: str, start: datetime, end: datetime,
                   include_unpartitioned: bool = False,
                   bounds: tuple[datetime, datetime] | None = None,
                   cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
         import sqlalchemy as sa
 
-        try:
-            engine = sa.create_engine(self.url)
-        except sa.exc.SQLAlchemyError as exc:
-            raise SourceError(f"cannot read source table {table!r}: "
-                              f"{sql_error_text(exc, self.url)}") from None
-        sqlite = engine.dialect.name == "sqlite"
+        with self._sql(f"source table {table!r}") as (conn, sqlite):
+            frame = self._read_partition_sql(sa, conn, sqlite, table, start, end,
+                                             include_unpartitioned, bounds, cursor, query)
+        flagged = {c: frame.pop(c) for c in ("_no_partition", "_out_of_range") if c in frame}
+        frame = frame.map(lambda v: None if pd.isna(v) else str(v))
+        if include_unpartitioned:
+            frame["_no_partition"] = flagged["_no_partition"].astype(int).astype(bool)
+            frame["_out_of_range"] = flagged["_out_of_range"].astype(object).where(
+                flagged["_out_of_range"].notna(), None)
+        return frame
+
+    @staticmethod
+    def _read_partition_sql(sa, conn, sqlite: bool, table, start, end, include_unpartitioned,
+                            bounds, cursor, query) -> pd.DataFrame:
+        """One partition of a SQL source, as read (before its flags are typed)."""
         # Compared as timestamps: SQLite's text normalised to UTC (`_SQLITE_TS`), elsewhere the
         # typed column in a UTC session.
         ts = _on(_SQLITE_TS, cursor) if sqlite else cursor
@@ -306,22 +314,7 @@ class SourceResource(dg.ConfigurableResource):
                       f"AND {ts} < :end){orphans} ORDER BY {cursor}")  # names validated
         if sqlite:
             params = {k: _sqlite_time(v) for k, v in params.items()}
-        try:
-            with engine.connect() as conn:
-                _utc_session(conn)
-                frame = pd.read_sql(sql, conn, params=params)
-        except sa.exc.SQLAlchemyError as exc:
-            raise SourceError(f"cannot read source table {table!r}: "
-                              f"{sql_error_text(exc, self.url)}") from None
-        finally:
-            engine.dispose()
-        flagged = {c: frame.pop(c) for c in ("_no_partition", "_out_of_range") if c in frame}
-        frame = frame.map(lambda v: None if pd.isna(v) else str(v))
-        if include_unpartitioned:
-            frame["_no_partition"] = flagged["_no_partition"].astype(int).astype(bool)
-            frame["_out_of_range"] = flagged["_out_of_range"].astype(object).where(
-                flagged["_out_of_range"].notna(), None)
-        return frame
+        return pd.read_sql(sql, conn, params=params)
 
 
 def _check_names(table: str, cursor: str) -> None:
