@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess  # nosec B404
 
 import httpx
 import pytest
@@ -48,6 +49,29 @@ def stored(sandbox: httpx.Client, crm: str, obj: str) -> list[dict]:
     response = sandbox.get(f"/_sandbox/records/{crm}/{obj}")
     response.raise_for_status()
     return response.json()["records"]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (crm_sync_tests/pg_server.py). Without
+    the server programs: skipped, except under CI=true, where that is a failure."""
+    from crm_sync_tests.pg_server import postgres_server
+
+    try:
+        with postgres_server() as server:
+            yield server
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        reason = f"no PostgreSQL server: {exc} {detail.decode(errors='replace')}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A SQLAlchemy URL of a new, empty database on the session's server."""
+    return postgres.url(postgres.create_database())
 
 
 @pytest.fixture
