@@ -232,3 +232,38 @@ def test_salesforce_jwt_bearer_flow_signs_with_the_private_key(sandbox, sandbox_
         assert "PRIVATE KEY" not in message
     finally:
         oauth(sandbox, salesforce_jwt_public_key=None)
+
+
+def test_a_token_endpoint_down_for_a_moment_is_asked_again(sandbox, sandbox_url, lifetimes):
+    # Regression: a 503 from the token endpoint used to fail the run at once, on the first try.
+    lifetimes(1.0)
+    oauth(sandbox, unavailable={"salesforce": 2, "hubspot": 3})
+    salesforce = SalesforceResource(base_url=sandbox_url, client_id=SF["client_id"],
+                                    client_secret=SF["client_secret"], batch_size=10,
+                                    max_concurrency=2, requests_per_window=20)
+    hubspot = HubSpotResource(base_url=sandbox_url, token="", client_id=HS["client_id"],
+                              client_secret=HS["client_secret"],
+                              refresh_token=HS["refresh_token"], batch_size=10,
+                              max_concurrency=2, requests_per_window=20, window_seconds=1.0)
+    sf_outcomes, _ = salesforce.run(salesforce_tests.SPEC, salesforce_tests.rows(60))
+    hs_outcomes, _ = hubspot.run(hubspot_tests.SPEC, hubspot_tests.rows(60))
+
+    assert [o for o in [*sf_outcomes, *hs_outcomes] if o.status != "created"] == []
+    assert len(salesforce_tests.accounts(sandbox)) == 60
+    assert len(stored(sandbox, "hubspot", "contacts")) == 60
+    seen = oauth(sandbox)
+    assert seen["unavailable_served"] == {"salesforce": 2, "hubspot": 3}
+    assert seen["issued"]["salesforce"] >= 1 and seen["issued"]["hubspot"] >= 1
+
+
+def test_a_token_endpoint_that_stays_down_fails_the_run_after_a_few_tries(sandbox, sandbox_url):
+    oauth(sandbox, unavailable={"salesforce": 100})
+    resource = SalesforceResource(base_url=sandbox_url, client_id=SF["client_id"],
+                                  client_secret=SF["client_secret"])
+    with pytest.raises(TokenRefreshFailed) as caught:
+        resource.run(salesforce_tests.SPEC, salesforce_tests.rows(3))
+    message = str(caught.value)
+    assert "HTTP 503" in message and "4 attempts" in message
+    assert "SALESFORCE_CLIENT_SECRET" in message and SF["client_secret"] not in message
+    assert oauth(sandbox)["unavailable_served"]["salesforce"] == 4
+    assert len(salesforce_tests.accounts(sandbox)) == 0

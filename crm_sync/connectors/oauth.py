@@ -19,9 +19,10 @@ by hand:
   `expires_in` (seconds; 30 minutes) and `token_type` (developers.hubspot.com "Refresh an
   access token", api-reference auth-oauth-v1 tokens post-oauth-v1-token).
 
-A token endpoint that refuses (invalid_client, invalid_grant, BAD_REFRESH_TOKEN) or cannot be
-reached makes the run fail with one TokenRefreshFailed naming the CRM and the variables to
-check, never their values.
+A token endpoint that refuses (invalid_client, invalid_grant, BAD_REFRESH_TOKEN) makes the run
+fail at once with one TokenRefreshFailed naming the CRM and the variables to check, never their
+values; one that is down or unreachable (5xx, 429, a dropped connection) is asked again with
+backoff (tenacity), TOKEN_ATTEMPTS times in all, before the run fails the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity import wait_exponential_jitter
 
 from crm_sync.errors import TokenRefreshFailed
 
@@ -46,6 +49,10 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 JWT_LIFETIME_SECONDS = 180  # Salesforce: "exp ... within 3 minutes"
 # Fetch a new token this long before the one in use expires (a tenth of its life when shorter).
 LEEWAY_SECONDS = 60.0
+# A token endpoint that is down for a moment is asked this many times in all, waiting up to
+# TOKEN_MAX_WAIT_SECONDS between tries (about 10 s in all), before the run fails.
+TOKEN_ATTEMPTS = 4
+TOKEN_MAX_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -113,29 +120,45 @@ class TokenProvider:
         return self._token
 
     async def _fetch(self) -> None:
+        """One token from the endpoint. A refusal is fatal at once; an endpoint that is down or
+        unreachable for a moment (5xx, 429, a dropped connection, a body that is not JSON) is
+        asked again, TOKEN_ATTEMPTS times in all, before the run fails."""
+        try:
+            async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(TOKEN_ATTEMPTS), reraise=True,
+                    wait=wait_exponential_jitter(initial=0.5, max=TOKEN_MAX_WAIT_SECONDS),
+                    retry=retry_if_exception(_transient)):
+                with attempt:
+                    answer = await self._grant()
+        except OAuthError as exc:
+            reason = exc.error + (f" ({exc.description})" if exc.description else "")
+            self._fail(f"refused: {reason}")
+        except httpx.HTTPStatusError as exc:
+            self._fail(f"answered HTTP {exc.response.status_code}{self._tries()}")
+        except (httpx.HTTPError, ValueError) as exc:
+            self._fail(f"could not be used: {type(exc).__name__}{self._tries()}")
+        self._accept(answer)
+
+    async def _grant(self):
         s = self.settings
         client = AsyncOAuth2Client(client_id=s.client_id, client_secret=s.client_secret or None,
                                    token_endpoint_auth_method="client_secret_post"
                                    if s.client_secret else "none",
                                    timeout=self._timeout, verify=self._verify)
-        try:
-            async with client:
-                if s.grant == "refresh_token":
-                    answer = await client.refresh_token(s.token_url,
-                                                        refresh_token=self._refresh_token)
-                elif s.grant == "jwt_bearer":
-                    answer = await client.fetch_token(s.token_url, grant_type=JWT_BEARER,
-                                                      assertion=self._assertion())
-                else:
-                    answer = await client.fetch_token(s.token_url,
-                                                      grant_type="client_credentials")
-        except OAuthError as exc:
-            reason = exc.error + (f" ({exc.description})" if exc.description else "")
-            self._fail(f"refused: {reason}")
-        except httpx.HTTPStatusError as exc:
-            self._fail(f"answered HTTP {exc.response.status_code}")
-        except (httpx.HTTPError, ValueError) as exc:
-            self._fail(f"could not be used: {type(exc).__name__}")
+        async with client:
+            if s.grant == "refresh_token":
+                return await client.refresh_token(s.token_url, refresh_token=self._refresh_token)
+            if s.grant == "jwt_bearer":
+                return await client.fetch_token(s.token_url, grant_type=JWT_BEARER,
+                                                assertion=self._assertion())
+            return await client.fetch_token(s.token_url, grant_type="client_credentials")
+
+    @staticmethod
+    def _tries() -> str:
+        return f" ({TOKEN_ATTEMPTS} attempts)"
+
+    def _accept(self, answer) -> None:
+        s = self.settings
         token = answer.get("access_token") if isinstance(answer, dict) else None
         if not token:
             # HubSpot refuses with {"status": "BAD_REFRESH_TOKEN", "message": ...}, not OAuth's
@@ -175,6 +198,15 @@ class TokenProvider:
         message = self._redact(f"{s.label} OAuth ({s.grant.replace('_', ' ')}): {where} {what}; "
                                f"check {s.check}")
         raise TokenRefreshFailed(message, s.label, s.check) from None
+
+
+def _transient(exc: BaseException) -> bool:
+    """A token request worth sending again: the endpoint is down, overloaded or unreachable,
+    or its answer was cut off. A refusal (OAuthError: 4xx with an OAuth error) never is."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return isinstance(exc, (httpx.TransportError, ValueError)) and \
+        not isinstance(exc, OAuthError)
 
 
 def variables_named(prefix: str, *fields: str) -> dict[str, str]:

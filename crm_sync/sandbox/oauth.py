@@ -25,6 +25,9 @@ Issued tokens are accepted until `token_lifetime` seconds after issue (per CRM; 
 `[{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]`, HubSpot
 `{"status": "error", "message": "The OAuth token used to make this call expired N second(s)
 ago.", "category": "EXPIRED_AUTHENTICATION"}`. The fixed tokens (state.tokens) keep working.
+
+`POST /_sandbox/oauth {"unavailable": {"salesforce": 2}}` makes the next 2 token requests of
+that CRM answer 503 (plain text, Retry-After: 1): a token endpoint briefly down.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 CRMS = ("salesforce", "hubspot")
@@ -47,6 +50,10 @@ CRMS = ("salesforce", "hubspot")
 DEFAULT_LIFETIMES = {"salesforce": 7200.0, "hubspot": 1800.0}
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SALESFORCE_TYPE, HUBSPOT_TYPE = "Bearer", "bearer"  # token_type as each CRM spells it
+
+
+def UNAVAILABLE() -> PlainTextResponse:  # noqa: N802 - a canned answer
+    return PlainTextResponse("Service Unavailable", 503, headers={"Retry-After": "1"})
 
 
 def default_clients() -> dict[str, dict[str, str]]:
@@ -64,6 +71,18 @@ class SandboxOAuth:
     jwt_public_key: str | None = None  # Salesforce: the connected app's certificate key
     issued: dict[str, tuple[str, float]] = field(default_factory=dict)  # token: (crm, expiry)
     counts: dict[str, int] = field(default_factory=lambda: {crm: 0 for crm in CRMS})
+    # The next N token requests of a CRM answer 503 (a token endpoint that is briefly down;
+    # GUESS: neither vendor documents that answer's body, so it is a plain-text page).
+    unavailable: dict[str, int] = field(default_factory=lambda: {crm: 0 for crm in CRMS})
+    unavailable_served: dict[str, int] = field(default_factory=lambda: {crm: 0 for crm in CRMS})
+
+    def down(self, crm: str) -> bool:
+        """Whether this token request is one of the configured 503s (and count it)."""
+        if self.unavailable[crm] <= 0:
+            return False
+        self.unavailable[crm] -= 1
+        self.unavailable_served[crm] += 1
+        return True
 
     def issue(self, crm: str, prefix: str) -> tuple[str, float]:
         token = prefix + secrets.token_urlsafe(24)
@@ -87,10 +106,13 @@ class SandboxOAuth:
         self.issued.clear()
         self.revoked.clear()
         self.counts = {crm: 0 for crm in CRMS}
+        self.unavailable = {crm: 0 for crm in CRMS}
+        self.unavailable_served = {crm: 0 for crm in CRMS}
 
     def describe(self) -> dict:
         return {"token_lifetime": self.lifetimes, "issued": self.counts,
-                "revoked_refresh_tokens": len(self.revoked)}
+                "revoked_refresh_tokens": len(self.revoked),
+                "unavailable": self.unavailable, "unavailable_served": self.unavailable_served}
 
     def configure(self, body: dict) -> None:
         lifetime = body.get("token_lifetime")
@@ -105,6 +127,9 @@ class SandboxOAuth:
             self.revoked.add(str(token))
         if "salesforce_jwt_public_key" in body:
             self.jwt_public_key = body["salesforce_jwt_public_key"]
+        for crm, count in (body.get("unavailable") or {}).items():
+            if crm in CRMS:
+                self.unavailable[crm] = int(count)
         if body.get("expire_all"):
             self.issued = {t: (crm, 0.0) for t, (crm, _) in self.issued.items()}
 
@@ -151,6 +176,8 @@ class TokenHandlers:
 
     # -- Salesforce ----------------------------------------------------------------------------
     async def salesforce(self, request: Request):
+        if self.oauth.down("salesforce"):
+            return UNAVAILABLE()
         form = await _form(request)
         client = self.oauth.clients["salesforce"]
         user, password = _basic(request)
@@ -211,6 +238,8 @@ class TokenHandlers:
 
     # -- HubSpot -------------------------------------------------------------------------------
     async def hubspot(self, request: Request):
+        if self.oauth.down("hubspot"):
+            return UNAVAILABLE()
         form = await _form(request)
         client = self.oauth.clients["hubspot"]
 
