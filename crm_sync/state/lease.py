@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -94,7 +93,7 @@ def _keep(stop: threading.Event, store: SyncStore, sync: str, partition: str, ow
                     log(f"the lease of partition {partition} of sync {sync} expired "
                         f"and was taken by another run")
                 return
-        except sqlite3.Error as exc:  # a busy store: try again at the next tick
+        except store.errors as exc:  # a busy store: try again at the next tick
             if log is not None:
                 log(f"could not renew the lease of partition {partition} of sync "
                     f"{sync}: {exc}")
