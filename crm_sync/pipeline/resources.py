@@ -17,4 +17,6 @@ class StoreResource(dg.ConfigurableResource):
                                   "sqlite:///path), or postgresql+psycopg://user@host:5432/db")
 
     def get(self) -> SyncStore:
-        return SyncStore(self.path)
+        # (an EnvVar is resolved by Dagster in a run; used outside one, it is read here)
+        path = self.path.get_value() if isinstance(self.path, dg.EnvVar) else self.path
+        return SyncStore(path)
