@@ -250,3 +250,35 @@ def test_a_store_newer_than_this_code_is_refused_with_a_message(store):
         conn.execute("UPDATE store_meta SET value = '999' WHERE name = 'schema_version'")
     with pytest.raises(StoreError, match="schema version 999, newer than this crm_sync"):
         SyncStore(store.path)
+
+
+def test_a_dagster_run_on_a_store_url_with_a_password_writes_it_nowhere(postgres_url, tmp_path,
+                                                                        monkeypatch, caplog):
+    """As test_security.py checks tokens: every event of the runs and every file of the
+    instance, a run that works and one whose store is unreachable."""
+    import dagster as dg
+    from dagster._serdes import serialize_value
+
+    from crm_sync.pipeline.assets import build_assets
+    from crm_sync.project import build_resources
+    from crm_sync.spec import load_spec
+
+    [asset] = [a for a in build_assets(load_spec()) if a.key.path[-1] == "quarantine"]
+    (tmp_path / "dagster_home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home"))
+    texts = []
+    for url in (postgres_url.replace("crm_sync_test@", f"crm_sync_test:{SECRET}@"),
+                f"postgresql+psycopg://crm_sync:{SECRET}@127.0.0.1:1/crm"):
+        monkeypatch.setenv("CRM_SYNC_STORE", url)
+        result = dg.materialize([asset], resources=build_resources(), instance=instance,
+                                raise_on_error=False)
+        texts += [serialize_value(event) for event in result.all_events]
+    assert result.success is False and "127.0.0.1:1" in " ".join(texts)  # (the failure named)
+    texts += [str(record) for record in instance.get_event_records(
+        dg.EventRecordsFilter(dg.DagsterEventType.RUN_FAILURE))]
+    texts += [path.read_text(errors="replace") for path in (tmp_path / "dagster_home").rglob("*")
+              if path.is_file() and path.suffix != ".db"]
+    texts += [path.read_bytes().decode(errors="replace")
+              for path in (tmp_path / "dagster_home").rglob("*.db")]
+    texts.append(caplog.text)
+    assert not [text for text in texts if SECRET in text]
