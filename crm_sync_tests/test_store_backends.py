@@ -282,3 +282,13 @@ def test_a_dagster_run_on_a_store_url_with_a_password_writes_it_nowhere(postgres
               for path in (tmp_path / "dagster_home").rglob("*.db")]
     texts.append(caplog.text)
     assert not [text for text in texts if SECRET in text]
+
+
+def test_a_schema_named_in_the_url_holds_the_tables(postgres, postgres_url):
+    with psycopg.connect(postgres.dsn(postgres_url.rsplit("/", 1)[1]), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA crm_sync")
+    store = SyncStore(f"{postgres_url}?options=-csearch_path%3Dcrm_sync")
+    store.take_lease(SYNC, "2026-11-01", "me", seconds=60)
+    tables = store.query("SELECT table_schema, table_name FROM information_schema.tables "
+                         "WHERE table_name = 'partition_lease'")
+    assert tables.values.tolist() == [["crm_sync", "partition_lease"]]
