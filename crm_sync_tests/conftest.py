@@ -70,8 +70,11 @@ def postgres():
 
 @pytest.fixture
 def postgres_url(postgres) -> str:
-    """A SQLAlchemy URL of a new, empty database on the session's server."""
-    return postgres.url(postgres.create_database())
+    """A SQLAlchemy URL of a new, empty database on the session's server (dropped after the
+    test)."""
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
 
 
 # The sync store's backends. A test module runs its store tests on both by setting

@@ -70,7 +70,9 @@ def _new_store(backend: str, request, path) -> str:
     if backend == "sqlite":
         return str(path)
     server = request.getfixturevalue("postgres")
-    return server.url(server.create_database())
+    name = server.create_database()
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.url(name)
 
 
 # -- item 9: one run per sync partition ----------------------------------------------------------
