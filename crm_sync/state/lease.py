@@ -6,8 +6,9 @@ Superleap creates have no idempotency key, so every new row would be created twi
 owns the partition while it upserts it:
 
 - each step of the sync that writes to the CRM (the upsert, `<sync>_replay`, `<sync>_mirror`:
-  crm_sync/pipeline/sync_steps.py) takes the lease (`SyncStore.take_lease`: read and write in one BEGIN
-  IMMEDIATE transaction, so two runs never both take it) before its work, so no two of these
+  crm_sync/pipeline/sync_steps.py) takes the lease (`SyncStore.take_lease`: read and write in one
+  write transaction, SQLite's BEGIN IMMEDIATE or PostgreSQL's advisory lock of the sync, so
+  two runs never both take it) before its work, so no two of these
   steps of one sync partition ever run at once, whichever runs they belong to;
 - a thread renews it every `LEASE_SECONDS / 4` while the run works;
 - it is released at the end, whether the run succeeded or failed;

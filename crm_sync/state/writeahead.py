@@ -112,7 +112,8 @@ class WriteAheadLog:
         read (and settled: looked up, not found) to that entry's batch id. A create is refused
         when the row now has an open entry the caller did not see (another run logged it since)
         or a recorded CRM id (another run created it and recorded its outcome since the caller
-        read the state). Check and write hold the store's write lock (BEGIN IMMEDIATE)."""
+        read the state). Check and write hold the store's write lock of the sync (SQLite's
+        BEGIN IMMEDIATE, PostgreSQL's advisory lock: crm_sync/state/backends.py)."""
         batch_id, now, seen = uuid.uuid4().hex, time.time(), seen or {}
         # Synced to disk before the request leaves: not even a power loss can forget it.
         with self.store.transaction(durable=True, sync=self.sync) as conn:
