@@ -97,7 +97,8 @@ def upsert(table: str, columns, key: int, reset=()) -> str:
     of the row with the same primary key (its first `key` columns); the `reset` columns, not
     given, go back to NULL as a replaced row's would."""
     update = [f"{c} = excluded.{c}" for c in columns[key:]] + [f"{c} = NULL" for c in reset]
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    # (table and columns are this package's constants, never input; values are parameters)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # nosec B608
             f"({', '.join('?' for _ in columns)}) ON CONFLICT ({', '.join(columns[:key])}) "
             f"DO UPDATE SET {', '.join(update)}")
 

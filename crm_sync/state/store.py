@@ -215,8 +215,8 @@ class SyncStore:
         now = time.time()
         before = now if before is None else before
         with self.transaction(sync=sync) as conn:
-            rows = conn.execute(
-                "UPDATE quarantine SET claimed_by = ?, claimed_at = ? WHERE sync = ? AND "
+            rows = conn.execute(  # (skip_locked: the backend's constant clause)
+                "UPDATE quarantine SET claimed_by = ?, claimed_at = ? WHERE sync = ? AND "  # nosec B608
                 "source_key IN (SELECT source_key FROM quarantine WHERE sync = ? AND "
                 "transient = 1 AND quarantined_at < ? AND (claimed_by IS NULL OR claimed_at < ?)"
                 f" LIMIT ?{self.backend.skip_locked}) RETURNING source_key",
