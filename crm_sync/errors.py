@@ -135,6 +135,18 @@ class SchemaUnavailable(FatalCrmError):
         self.crm = crm
 
 
+# -- fatal: the sync store ------------------------------------------------------------------
+class StoreError(FatalError, RuntimeError):
+    """The sync store cannot be used as configured: its location (the store resource's
+    `path`, $CRM_SYNC_STORE) is no SQLite path or supported URL, or its schema is newer than
+    this crm_sync. The message names the store (a URL without its password)."""
+
+
+class StoreUnreachable(StoreError):
+    """The sync store's PostgreSQL server refused or did not answer the connection; the
+    message names host, port, database and user (never the password) and the driver's reason."""
+
+
 # -- fatal: the run's own safety checks --------------------------------------------------------
 class MassDeleteRefused(FatalError, RuntimeError):
     """The mirror step would delete more than the sync's mirror_max_delete_share of its

@@ -58,6 +58,15 @@ def store_path(value: str | os.PathLike | None = None) -> Path:
     return _resolve(value, "CRM_SYNC_STORE", ".crm_sync/crm_sync.sqlite")
 
 
+def store_location(value: str | os.PathLike | None = None) -> str:
+    """The sync store as SyncStore takes it: a URL (`sqlite:///...`, `postgresql+psycopg://...`,
+    from `value` or $CRM_SYNC_STORE) as it is, else the resolved path (store_path)."""
+    chosen = value or os.environ.get("CRM_SYNC_STORE")
+    if chosen and "://" in os.fspath(chosen):
+        return os.fspath(chosen)
+    return str(store_path(value))
+
+
 def schemas_dir(spec: str | os.PathLike | None = None) -> Path:
     """The pulled CRM field schemas, `crm_schemas/<crm>/<object>.json`: next to the sync spec
     (`spec`, else $CRM_SYNC_SPEC, else the project's syncs.yaml), in the project, committed

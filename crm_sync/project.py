@@ -57,7 +57,15 @@ def _token_from_env(crm: str) -> dg.EnvVar | str:
 
 def _local_resources(store: PathArg, data_dir: PathArg) -> dict[str, dg.ConfigurableResource]:
     return {"source": SourceResource(data_dir=str(paths.data_dir(data_dir))),
-            "store": StoreResource(path=str(paths.store_path(store)))}
+            "store": _store_resource(store)}
+
+
+def _store_resource(store: PathArg) -> StoreResource:
+    """A store URL from $CRM_SYNC_STORE stays an `EnvVar`: a password in it is never part of
+    the run config Dagster shows and stores."""
+    if store is None and "://" in os.environ.get("CRM_SYNC_STORE", ""):
+        return StoreResource(path=dg.EnvVar("CRM_SYNC_STORE"))
+    return StoreResource(path=paths.store_location(store))
 
 
 def build_resources(store: PathArg = None,

@@ -70,15 +70,48 @@ def postgres():
 
 @pytest.fixture
 def postgres_url(postgres) -> str:
-    """A SQLAlchemy URL of a new, empty database on the session's server."""
-    return postgres.url(postgres.create_database())
+    """A SQLAlchemy URL of a new, empty database on the session's server (dropped after the
+    test)."""
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+# The sync store's backends. A test module runs its store tests on both by setting
+# `STORE_BACKENDS = BACKENDS`; one test (or some of its parameters) by parametrizing
+# `store_backend` itself, `indirect=True`. Otherwise the store is the SQLite default.
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    named = any("store_backend" in str(mark.args[0])
+                for mark in metafunc.definition.iter_markers("parametrize"))
+    if backends and "store_backend" in metafunc.fixturenames and not named:
+        metafunc.parametrize("store_backend", backends, indirect=True)
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh sync store for one test."""
+def store_backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store_url(store_backend, request, tmp_path, monkeypatch) -> str:
+    """Where a new, empty sync store of the test's backend is (a SQLite path, or a database
+    of the session's PostgreSQL server), also in $CRM_SYNC_STORE (the pipeline's and child
+    processes' store)."""
+    if store_backend == "postgresql":
+        location = request.getfixturevalue("postgres_url")
+    else:
+        location = str(tmp_path / "crm_sync.sqlite")
+    monkeypatch.setenv("CRM_SYNC_STORE", location)
+    return location
+
+
+@pytest.fixture
+def store(store_url):
+    """A fresh sync store for one test (on the test's backend: `store_backend`)."""
     from crm_sync.state.store import SyncStore
 
-    path = tmp_path / "crm_sync.sqlite"
-    monkeypatch.setenv("CRM_SYNC_STORE", str(path))
-    return SyncStore(path)
+    return SyncStore(store_url)

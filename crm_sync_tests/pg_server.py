@@ -48,6 +48,13 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database, ending the connections still open to it (a test's pool)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 def server_bin_dir() -> Path | None:
     """The directory of `initdb`/`pg_ctl`: on PATH, else Debian's newest version."""

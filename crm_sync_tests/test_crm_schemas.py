@@ -285,8 +285,6 @@ def test_the_bundled_spec_fits_the_sandboxs_lead_and_its_data_passes_alike(
 
 def test_a_backfill_quarantines_what_the_pulled_schema_refuses(tmp_path, sandbox, store,
                                                                monkeypatch):
-    import sqlite3
-
     from crm_sync.paths import PACKAGE_PARENT
     from crm_sync_tests.conftest import stored
 
@@ -307,8 +305,7 @@ def test_a_backfill_quarantines_what_the_pulled_schema_refuses(tmp_path, sandbox
     monkeypatch.chdir(tmp_path)
     assert main(["schema", "pull", "leads_to_superleap"]) == 0
     assert main(["backfill", "leads_to_superleap", "--start", day, "--end", day]) == 0
-    with sqlite3.connect(store.path) as conn:
-        codes = dict(conn.execute("SELECT source_key, error_code FROM quarantine"))
+    codes = dict(store.query("SELECT source_key, error_code FROM quarantine").values.tolist())
     assert codes[long_key] == "STRING_TOO_LONG" and codes[option_key] == "INVALID_OPTION"
     sent = {r["external_id"] for r in stored(sandbox, "superleap", "lead")}
     assert sent and long_key not in sent and option_key not in sent

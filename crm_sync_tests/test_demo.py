@@ -39,19 +39,41 @@ def test_demo_twice_gives_the_same_end_state(tmp_path, capsys):
         assert row["unchanged"] == row["rows_read"] - row["quarantined"]
 
 
-def test_the_demo_passes_its_resources_and_leaves_the_environment_unchanged(tmp_path,
-                                                                           monkeypatch):
-    # a few rows of each bundled table keep this run short
+def _few_rows(tmp_path, monkeypatch, lines: int = 4) -> None:
+    """A few rows of each bundled table (keeps a run short), as $CRM_SYNC_DATA_DIR."""
     from crm_sync.spec import PROJECT_ROOT
 
     data = tmp_path / "data"
     data.mkdir()
     for csv in (PROJECT_ROOT / "data").glob("*.csv"):
-        lines = csv.read_text().splitlines(keepends=True)
-        (data / csv.name).write_text("".join(lines[:4]))
+        (data / csv.name).write_text("".join(csv.read_text().splitlines(keepends=True)[:lines]))
     monkeypatch.setenv("CRM_SYNC_DATA_DIR", str(data))
+
+
+def test_the_demo_passes_its_resources_and_leaves_the_environment_unchanged(tmp_path,
+                                                                           monkeypatch):
+    _few_rows(tmp_path, monkeypatch)
     before = dict(os.environ)
     summary = run_demo(tmp_path / "demo")
     assert dict(os.environ) == before  # no token, store, data or base URL variable written
     assert sum(row["rows_read"] for row in summary) > 0
     assert (tmp_path / "demo" / "crm_sync.sqlite").exists()  # the store it was given
+
+
+def test_the_demo_twice_on_postgresql_sends_nothing_the_second_time(tmp_path, monkeypatch,
+                                                                    postgres, postgres_url):
+    """CRM_SYNC_STORE=postgresql+psycopg://...: the demo's store is that database, and its
+    quarantine a table a plain PostgreSQL client reads."""
+    import psycopg
+
+    _few_rows(tmp_path, monkeypatch, lines=40)
+    monkeypatch.setenv("CRM_SYNC_STORE", postgres_url)
+    first = run_demo(tmp_path / "demo")
+    second = run_demo(tmp_path / "demo")
+    assert not (tmp_path / "demo" / "crm_sync.sqlite").exists()
+    assert sum(row["created"] for row in first) > 0
+    assert all(row["created"] == row["updated"] == 0 for row in second), second
+    assert [row["quarantined"] for row in second] == [row["quarantined"] for row in first]
+    with psycopg.connect(postgres.dsn(postgres_url.rsplit("/", 1)[1])) as conn:
+        held = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+    assert held == sum(row["quarantined"] for row in first)

@@ -161,6 +161,7 @@ def test_a_store_from_before_path_moves_replay_and_mirror_out_of_partition(tmp_p
     SyncStore(path)
     with sqlite3.connect(path) as conn:  # an older store: no `path` column
         conn.execute("ALTER TABLE quarantine DROP COLUMN path")
+        conn.execute("DROP TABLE store_meta")  # (nor a schema version: made before them)
         conn.executemany(
             "INSERT INTO quarantine (sync, source_key, partition, stage, error_code, message, "
             "quarantined_at) VALUES ('s', ?, ?, 'crm', 'X', 'm', 0)",

@@ -26,7 +26,9 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
 from crm_sync.load.runner import run_upsert
 from crm_sync.transform.validate import validate_partition
-from crm_sync_tests.conftest import stored
+from crm_sync_tests.conftest import BACKENDS, stored
+
+STORE_BACKENDS = BACKENDS  # every test here runs on SQLite and on PostgreSQL
 
 HUBSPOT = {
     "name": "contacts_to_hubspot", "source": "contacts", "source_key": "contact_id",

@@ -22,8 +22,10 @@ from crm_sync.load.runner import run_upsert
 from crm_sync.transform.validate import validate_partition
 from crm_sync.state.writeahead import UNKNOWN_OUTCOME, WriteAheadLog
 from crm_sync_tests import invariant as inv
+from crm_sync_tests.conftest import BACKENDS
 
 pytestmark = pytest.mark.reliability
+STORE_BACKENDS = BACKENDS  # the tests with a sync store run on SQLite and PostgreSQL
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['superleap']}"}
 UPSERT = "/api/v1/org/objects/lead/record/bulk_upsert"
@@ -98,7 +100,10 @@ def test_without_the_write_ahead_log_a_lost_answer_creates_records_twice(sandbox
 
 
 # -- with it, under the fault, every CRM ends with one record per row ---------------------------
-@pytest.mark.parametrize("crm", inv.CRMS)
+# Every CRM on SQLite; Superleap (the write-ahead log) and Brevo on PostgreSQL.
+@pytest.mark.parametrize("crm,store_backend", [
+    *((crm, "sqlite") for crm in inv.CRMS), ("superleap", "postgresql"),
+    ("brevo", "postgresql")], indirect=["store_backend"])
 def test_lost_answers_after_commit_never_duplicate_a_record(crm, sandbox, sandbox_url, store,
                                                             tmp_path):
     seed = 31

@@ -19,6 +19,7 @@ from crm_sync.pipeline.reporting import text_table
 from crm_sync.sandbox.server import sandbox_process
 from crm_sync.sandbox.state import tokens_from_env
 from crm_sync.spec import Spec, load_spec
+from crm_sync.state.store import SyncStore
 
 SUMMARY_COLUMNS = ["crm", "object", "sync", "rows_read", "created", "updated", "unchanged",
                    "quarantined"]
@@ -55,7 +56,9 @@ def run_demo(workdir: Path | None = None, port: int | None = None) -> list[dict]
     environment is only read, never written."""
     workdir = Path(workdir or paths.state_dir() / "demo")
     workdir.mkdir(parents=True, exist_ok=True)
-    store = workdir / "crm_sync.sqlite"
+    # $CRM_SYNC_STORE when it is a URL (a PostgreSQL store: None reads it), else a file of
+    # the demo's own
+    store = None if "://" in os.environ.get("CRM_SYNC_STORE", "") else workdir / "crm_sync.sqlite"
     spec_path, data_dir = demo_files()
     spec = load_spec(os.environ.get("CRM_SYNC_SPEC") or spec_path)
     data_dir = Path(os.environ.get("CRM_SYNC_DATA_DIR") or data_dir)
@@ -68,5 +71,5 @@ def run_demo(workdir: Path | None = None, port: int | None = None) -> list[dict]
         summary = sync_partitions(partitions, spec, resources=resources)
     print()
     print(text_table(summary, SUMMARY_COLUMNS))
-    print(f"\nquarantine: table `quarantine` in {store}")
+    print(f"\nquarantine: table `quarantine` in {SyncStore(paths.store_location(store)).display}")
     return summary

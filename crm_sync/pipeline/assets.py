@@ -246,7 +246,7 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
     metadata["duration_seconds"] = dg.MetadataValue.float(round(report.duration_seconds, 3))
     metadata["rows_per_second"] = dg.MetadataValue.float(round(report.rows_per_second, 1))
     metadata["quarantined_by_error_code"] = dg.MetadataValue.md(_by_error_code(quarantined))
-    metadata["quarantine_table"] = dg.MetadataValue.path(str(store.path))
+    metadata["quarantine_table"] = _where(store)
     metadata["quarantine_query"] = dg.MetadataValue.text(
         f"SELECT * FROM quarantine WHERE sync = '{sync.name}' "  # nosec B608  # shown, never run
         f"AND partition = '{partition}'")
@@ -257,6 +257,13 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
         quarantined[["source_key", "stage", "path", "error_code", "message"]].head(20),
         sensitive=_masked_preview_columns(sync)))
     return metadata
+
+
+def _where(store) -> dg.MetadataValue:
+    """The store's file, or its URL without the password (PostgreSQL)."""
+    if store.path is not None:
+        return dg.MetadataValue.path(str(store.path))
+    return dg.MetadataValue.text(store.display)
 
 
 def _masked_preview_columns(sync: SyncSpec) -> set[str]:
@@ -279,7 +286,7 @@ def quarantine_asset(upstream: list[dg.AssetKey],
         kinds={"sqlite"},
         description="Every row a check or a CRM rejected, with its sync, source key, stage "
                     "(`validation` or `crm`), error code, message and payload. Table "
-                    "`quarantine` of the sync store (SQLite).",
+                    "`quarantine` of the sync store (SQLite or PostgreSQL).",
     )
     def _quarantine(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
         sync_store = store.get()
@@ -288,7 +295,7 @@ def quarantine_asset(upstream: list[dg.AssetKey],
         metadata = {
             "rows": dg.MetadataValue.int(len(frame)),
             "rows_transient": dg.MetadataValue.int(int(frame["transient"].sum()) if len(frame) else 0),
-            "store_path": dg.MetadataValue.path(str(sync_store.path)),
+            "store_path": _where(sync_store),
             "by_error_code": dg.MetadataValue.md(markdown_table(counts)),
             "preview": dg.MetadataValue.md(markdown_table(
                 frame[["sync", "source_key", "stage", "error_code", "message"]].head(50).assign(

@@ -6,8 +6,9 @@ Superleap creates have no idempotency key, so every new row would be created twi
 owns the partition while it upserts it:
 
 - each step of the sync that writes to the CRM (the upsert, `<sync>_replay`, `<sync>_mirror`:
-  crm_sync/pipeline/sync_steps.py) takes the lease (`SyncStore.take_lease`: read and write in one BEGIN
-  IMMEDIATE transaction, so two runs never both take it) before its work, so no two of these
+  crm_sync/pipeline/sync_steps.py) takes the lease (`SyncStore.take_lease`: read and write in one
+  write transaction, SQLite's BEGIN IMMEDIATE or PostgreSQL's advisory lock of the sync, so
+  two runs never both take it) before its work, so no two of these
   steps of one sync partition ever run at once, whichever runs they belong to;
 - a thread renews it every `LEASE_SECONDS / 4` while the run works;
 - it is released at the end, whether the run succeeded or failed;
@@ -24,7 +25,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -94,7 +94,7 @@ def _keep(stop: threading.Event, store: SyncStore, sync: str, partition: str, ow
                     log(f"the lease of partition {partition} of sync {sync} expired "
                         f"and was taken by another run")
                 return
-        except sqlite3.Error as exc:  # a busy store: try again at the next tick
+        except store.errors as exc:  # a busy store: try again at the next tick
             if log is not None:
                 log(f"could not renew the lease of partition {partition} of sync "
                     f"{sync}: {exc}")

@@ -25,6 +25,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from crm_sync.state.backends import upsert
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS matching_owners (
     sync TEXT NOT NULL,
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS sending (
 SENDING_TIMEOUT_SECONDS = 300
 
 SEND, SUPERSEDED, BUSY, OWNED = "send", "superseded", "busy", "owned"
+
+_REPLACE_OWNER = upsert("matching_owners", ("sync", "matching_digest", "source_key",
+                                            "claimed_at"), key=2)
+_REPLACE_SENDING = upsert("sending", ("sync", "source_key", "updated_at", "run", "since"), key=2)
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,8 @@ def claim(conn, sync: str, run: str, rows: list[tuple[str, str | None, str | Non
     if take and all(v.kind != BUSY for v in verdicts):
         conn.executemany("DELETE FROM matching_owners WHERE sync = ? AND source_key = ? AND "
                          "matching_digest != ?", [(s, k, v) for s, v, k, _ in taken])
-        conn.executemany("INSERT OR REPLACE INTO matching_owners VALUES (?, ?, ?, ?)", taken)
-        conn.executemany("INSERT OR REPLACE INTO sending VALUES (?, ?, ?, ?, ?)", sent)
+        conn.executemany(_REPLACE_OWNER, taken)
+        conn.executemany(_REPLACE_SENDING, sent)
     return verdicts
 
 

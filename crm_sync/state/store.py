@@ -1,8 +1,10 @@
-"""The sync store: per-sync state (CRM ids, payload hashes) and the quarantine, in one SQLite file.
+"""The sync store: per-sync state (CRM ids, payload hashes) and the quarantine, in one SQLite file
+(the default) or one PostgreSQL database (crm_sync/state/backends.py).
 
 SQLite in WAL mode lets several processes (one per partition in a backfill) read and write the
-same file: every write is one short transaction, so a crashed run never leaves it half-written.
-Users query it with the sqlite3 CLI, pandas, or DuckDB (`ATTACH 'file' (TYPE sqlite)`).
+same file; PostgreSQL lets them run on several machines. Every write is one short transaction,
+so a crashed run never leaves the store half-written. Users query it with the sqlite3 CLI,
+pandas or DuckDB (`ATTACH 'file' (TYPE sqlite)`), or with SQL in their own PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
-
 import pandas as pd
 
 from crm_sync import paths
+from crm_sync.state import backends
 from crm_sync.state import ownership
 from crm_sync.state import store_schema
 from crm_sync.state import writeahead
@@ -43,37 +44,49 @@ CLAIM_TIMEOUT_SECONDS = 3600
 
 def default_store_path() -> str:
     """$CRM_SYNC_STORE, else .crm_sync/crm_sync.sqlite in the project (crm_sync/paths.py)."""
-    return str(paths.store_path())
+    return paths.store_location()
 
 
 class SyncStore:
-    """Thin, transactional access to the state and quarantine tables."""
+    """Thin, transactional access to the state and quarantine tables. `location`: a SQLite
+    path, a sqlite:/// URL or a PostgreSQL URL (crm_sync/state/backends.py)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connection() as conn:
-            store_schema.create_tables(conn)
+    def __init__(self, location: str | os.PathLike):
+        self.location = backends.parse(location)
+        self.path = self.location.path  # the SQLite file (None on PostgreSQL)
+        self.backend = backends.open_backend(self.location)
+        self.errors = self.backend.errors  # what a failing statement raises
+        store_schema.upgrade(self.backend)
+
+    def __repr__(self) -> str:
+        return f"SyncStore({self.location.display!r})"
+
+    def connect_string(self) -> str:
+        """The location whole, its password included: for a child process's SyncStore, never
+        for a log (that is `display`)."""
+        return self.location.connect_string
+
+    @property
+    def display(self) -> str:
+        """Where the store is, as crm_sync shows it (a URL without its password)."""
+        return self.location.display
 
     def connection(self):
         """A connection to the store in autocommit mode: for reads, and writes of one
         statement (several statements that must hold together: `transaction`)."""
-        return store_schema.connect(self.path)
+        return self.backend.connect()
 
-    @contextmanager
-    def transaction(self, durable: bool = False):
-        """One write transaction. `durable`: its COMMIT is synced to disk (synchronous=FULL), so
-        it survives a power loss too (the write-ahead log of creates needs that)."""
+    def transaction(self, durable: bool = False, sync: str | None = None):
+        """One write transaction, serialised with every other one of `sync` (None: of the
+        store), in every process. `durable`: its COMMIT is on disk before it returns, so it
+        survives a power loss too (the write-ahead log of creates needs that)."""
+        return self.backend.transaction(durable=durable, sync=sync)
+
+    def query(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
+        """A read-only query of the store as a frame, on either backend (SQLite's spelling:
+        `?` placeholders). For tests and tools; crm_sync itself uses the methods."""
         with self.connection() as conn:
-            if durable:
-                conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            return _frame(conn, sql, params)
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self, sync: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
@@ -83,14 +96,12 @@ class SyncStore:
         with self.connection() as conn:
             return {key: (crm_id, digest) for key, crm_id, digest in conn.execute(
                 "SELECT source_key, crm_id, payload_hash FROM sync_state WHERE sync = ? AND "
-                "source_key IN (SELECT value FROM json_each(?))", (sync, wanted))}
+                "source_key IN (SELECT value FROM json_each(?))", (sync, wanted)).fetchall()}
 
     def state_frame(self, sync: str | None = None) -> pd.DataFrame:
-        with self.connection() as conn:
-            if sync:
-                return pd.read_sql_query("SELECT * FROM sync_state WHERE sync = ?", conn,
-                                         params=(sync,))
-            return pd.read_sql_query("SELECT * FROM sync_state", conn)
+        if sync:
+            return self.query("SELECT * FROM sync_state WHERE sync = ?", (sync,))
+        return self.query("SELECT * FROM sync_state")
 
     def claim_for_sending(self, sync: str, run: str,
                           rows: list[tuple[str, str | None, str | None]],
@@ -101,23 +112,24 @@ class SyncStore:
         if not take:
             with self.connection() as conn:
                 return ownership.claim(conn, sync, run, rows, take=False)
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             return ownership.claim(conn, sync, run, rows)
 
     def release_sending(self, sync: str, run: str) -> None:
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             ownership.release(conn, sync, run)
 
     def forget(self, sync: str, keys: Iterable[str]) -> int:
         """In one transaction, drop the state (and any quarantine entry) of source keys whose
         CRM record is gone (mirror deletes); return how many state rows were dropped."""
-        rows = [(sync, str(key)) for key in keys]
-        with self.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany("DELETE FROM sync_state WHERE sync = ? AND source_key = ?", rows)
-            dropped = conn.total_changes - before
-            conn.executemany("DELETE FROM quarantine WHERE sync = ? AND source_key = ?", rows)
-            ownership.forget(conn, sync, [key for _, key in rows])
+        keys = [str(key) for key in keys]
+        wanted = json.dumps(keys, ensure_ascii=False)
+        with self.transaction(sync=sync) as conn:
+            dropped = conn.execute("DELETE FROM sync_state WHERE sync = ? AND source_key IN "
+                                   "(SELECT value FROM json_each(?))", (sync, wanted)).rowcount
+            conn.execute("DELETE FROM quarantine WHERE sync = ? AND source_key IN "
+                         "(SELECT value FROM json_each(?))", (sync, wanted))
+            ownership.forget(conn, sync, keys)
         return dropped
 
     # -- quarantine --------------------------------------------------------------------------
@@ -140,7 +152,7 @@ class SyncStore:
         sensitive values never reach the file."""
         now = time.time()
         quarantined = masked_all(quarantined)
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             quarantined = _count_runs(conn, sync, quarantined)
             writeahead.settle(conn, sync, succeeded, quarantined)
             if succeeded and conn.execute("SELECT 1 FROM quarantine WHERE sync = ? LIMIT 1",
@@ -151,11 +163,8 @@ class SyncStore:
                     "(SELECT value FROM json_each(?))",
                     (sync, json.dumps([str(k) for k in succeeded], ensure_ascii=False)),
                 )
-            conn.executemany(
-                f"INSERT OR REPLACE INTO quarantine ({', '.join(QUARANTINE_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in QUARANTINE_COLUMNS)})",
-                [_quarantine_row(sync, row, now) for row in quarantined],
-            )
+            conn.executemany(_REPLACE_QUARANTINE,
+                             [_quarantine_row(sync, row, now) for row in quarantined])
             versions = versions or {}
             conn.executemany(
                 "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at, "
@@ -180,19 +189,19 @@ class SyncStore:
         entry becomes permanent, saying so, and no later run resends them unless the row
         changes at the source (or its partition is run again). Returns how many."""
         codes = json.dumps(list(UNCONFIRMED_CODES))
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             return conn.execute(
                 "UPDATE quarantine SET transient = 0, message = 'never confirmed after ' || runs "
                 "|| ' runs, so it is no longer resent automatically (fix the row at the source: "
                 "a changed row is sent again; or run its partition again): ' || message "
                 "WHERE sync = ? AND stage = 'crm' AND transient = 1 AND runs >= ? AND "
-                "path IS NOT ? AND error_code IN (SELECT value FROM json_each(?))",
+                "COALESCE(path, '') != ? AND error_code IN (SELECT value FROM json_each(?))",
                 (sync, max_runs, MIRROR, codes)).rowcount
 
     def drop_quarantined(self, sync: str, error_code: str, keep: Iterable[str]) -> int:
         """Drop the sync's quarantine entries with `error_code` except those of `keep` (the
         entries a full look at the source found again); return how many were dropped."""
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             return conn.execute(
                 "DELETE FROM quarantine WHERE sync = ? AND error_code = ? AND source_key NOT IN "
                 "(SELECT value FROM json_each(?))",
@@ -205,68 +214,63 @@ class SyncStore:
         run to retry, so that two runs started at once (a backfill) never resend the same row."""
         now = time.time()
         before = now if before is None else before
-        with self.transaction() as conn:
-            rows = conn.execute(
-                "UPDATE quarantine SET claimed_by = ?, claimed_at = ? WHERE rowid IN ("
-                " SELECT rowid FROM quarantine WHERE sync = ? AND transient = 1 AND"
-                " quarantined_at < ? AND (claimed_by IS NULL OR claimed_at < ?) LIMIT ?)"
-                " RETURNING source_key",
-                (claimant, now, sync, before, now - CLAIM_TIMEOUT_SECONDS, limit),
+        with self.transaction(sync=sync) as conn:
+            rows = conn.execute(  # (skip_locked: the backend's constant clause)
+                "UPDATE quarantine SET claimed_by = ?, claimed_at = ? WHERE sync = ? AND "  # nosec B608
+                "source_key IN (SELECT source_key FROM quarantine WHERE sync = ? AND "
+                "transient = 1 AND quarantined_at < ? AND (claimed_by IS NULL OR claimed_at < ?)"
+                f" LIMIT ?{self.backend.skip_locked}) RETURNING source_key",
+                (claimant, now, sync, sync, before, now - CLAIM_TIMEOUT_SECONDS, limit),
             ).fetchall()
         return [r[0] for r in rows]
 
     def release_claims(self, sync: str, claimant: str) -> None:
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             conn.execute("UPDATE quarantine SET claimed_by = NULL, claimed_at = NULL "
                          "WHERE sync = ? AND claimed_by = ?", (sync, claimant))
 
     def quarantine_frame(self, sync: str | None = None,
                          partition: str | None = None) -> pd.DataFrame:
-        with self.connection() as conn:
-            if sync and partition is not None:  # one partition's entries (a run's metadata)
-                return pd.read_sql_query(
-                    "SELECT * FROM quarantine WHERE sync = ? AND partition = ? "
-                    "ORDER BY sync, source_key", conn, params=(sync, partition))
-            if sync:
-                return pd.read_sql_query("SELECT * FROM quarantine WHERE sync = ? "
-                                         "ORDER BY sync, source_key", conn, params=(sync,))
-            return pd.read_sql_query("SELECT * FROM quarantine ORDER BY sync, source_key", conn)
+        if sync and partition is not None:  # one partition's entries (a run's metadata)
+            return self.query("SELECT * FROM quarantine WHERE sync = ? AND partition = ? "
+                              "ORDER BY sync, source_key", (sync, partition))
+        if sync:
+            return self.query("SELECT * FROM quarantine WHERE sync = ? "
+                              "ORDER BY sync, source_key", (sync,))
+        return self.query("SELECT * FROM quarantine ORDER BY sync, source_key")
 
     def quarantine_counts(self) -> pd.DataFrame:
-        with self.connection() as conn:
-            return pd.read_sql_query(
-                "SELECT sync, stage, error_code, COUNT(*) AS rows FROM quarantine "
-                "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code",
-                conn,
-            )
+        return self.query("SELECT sync, stage, error_code, COUNT(*) AS rows FROM quarantine "
+                          "GROUP BY sync, stage, error_code ORDER BY sync, stage, error_code")
 
     # -- partition leases (crm_sync/state/lease.py) --------------------------------------------------
     def take_lease(self, sync: str, partition: str, owner: str, seconds: float) -> dict | None:
         """Take the lease of a sync partition for `seconds` (free, expired, or already this
         owner's); None when taken, else the live lease of another run (owner, acquired_at,
-        expires_at). Read and write in one BEGIN IMMEDIATE transaction: two runs never both
-        take it."""
+        expires_at). Read and write in one write transaction (SQLite's BEGIN IMMEDIATE,
+        PostgreSQL's advisory lock of the sync): two runs never both take it."""
         now = time.time()
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             row = conn.execute("SELECT owner, acquired_at, expires_at FROM partition_lease "
                                "WHERE sync = ? AND partition = ?", (sync, partition)).fetchone()
             if row is not None and row[0] != owner and row[2] > now:
                 return {"owner": row[0], "acquired_at": row[1], "expires_at": row[2]}
             acquired = row[1] if row is not None and row[0] == owner else now
-            conn.execute("INSERT OR REPLACE INTO partition_lease (sync, partition, owner, "
-                         "acquired_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            conn.execute(backends.upsert("partition_lease",
+                                         ("sync", "partition", "owner", "acquired_at",
+                                          "expires_at"), key=2),
                          (sync, partition, owner, acquired, now + seconds))
         return None
 
     def renew_lease(self, sync: str, partition: str, owner: str, seconds: float) -> bool:
         """Extend `owner`'s lease; False when it is no longer theirs (expired and taken)."""
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             return conn.execute("UPDATE partition_lease SET expires_at = ? WHERE sync = ? AND "
                                 "partition = ? AND owner = ?",
                                 (time.time() + seconds, sync, partition, owner)).rowcount == 1
 
     def release_lease(self, sync: str, partition: str, owner: str) -> None:
-        with self.transaction() as conn:
+        with self.transaction(sync=sync) as conn:
             conn.execute("DELETE FROM partition_lease WHERE sync = ? AND partition = ? AND "
                          "owner = ?", (sync, partition, owner))
 
@@ -277,6 +281,19 @@ class SyncStore:
                                "WHERE sync = ? AND partition = ? AND expires_at > ?",
                                (sync, partition, time.time())).fetchone()
         return None if row is None else dict(zip(("owner", "acquired_at", "expires_at"), row))
+
+
+# One entry per source row: a new one replaces the row's earlier entry whole (its claim too).
+_REPLACE_QUARANTINE = backends.upsert("quarantine", QUARANTINE_COLUMNS, key=2,
+                                      reset=("claimed_by", "claimed_at"))
+
+
+def _frame(conn, sql: str, params: Sequence = ()) -> pd.DataFrame:
+    """What pandas.read_sql_query builds (DataFrame.from_records, coerce_float), from either
+    backend's cursor."""
+    cursor = conn.execute(sql, tuple(params))
+    columns = [d[0] for d in cursor.description]
+    return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)
 
 
 def _count_runs(conn, sync: str,

@@ -1,15 +1,22 @@
-"""The sync store's SQLite file: its tables, the columns added to them since the first
-release, and how a connection to it is opened (WAL mode, so that several processes, one per
-partition in a backfill, read and write the same file). Used by crm_sync/state/store.py only; the
-write-ahead log (crm_sync/state/writeahead.py) and the ownership rules (crm_sync/state/ownership.py)
-declare their own tables, created here with the rest.
+"""The sync store's tables, and its schema version: ordered migrations from an empty store (or
+one made before versions were kept) to the current schema, run when a store is opened. Used
+by crm_sync/state/store.py only; the write-ahead log (crm_sync/state/writeahead.py) and the
+ownership rules (crm_sync/state/ownership.py) declare their own tables, created here with the rest.
+
+The version is row `schema_version` of table `store_meta`, on both backends. Opening a store
+at the current version costs one read; an older one is upgraded in place, data kept, inside
+one write transaction holding the migration lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an
+advisory lock, and its DDL is transactional too), so several processes opening a new store
+at once wait for the first instead of racing it. A store made before versions were kept
+(crm_sync up to 3002afe) is version 0: its migrations are written to find their work
+possibly done already (a table or column that exists is kept).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import contextmanager
+import re
 
+from crm_sync.errors import StoreError
 from crm_sync.state import ownership
 from crm_sync.state import writeahead
 
@@ -57,7 +64,7 @@ CREATE TABLE IF NOT EXISTS partition_lease (
 );
 """
 
-# Columns added after the first release: (table, column, type).
+# Columns added after the first release: (table, column, type), migrations 2 to 6.
 _ADDED_COLUMNS = (
     ("quarantine", "raw", "TEXT"),
     # sha256 of the unmasked payload the CRM refused (replay's change check; `payload` is
@@ -74,40 +81,66 @@ _ADDED_COLUMNS = (
 )
 
 
-@contextmanager
-def connect(path):
-    """A connection in autocommit mode (each statement its own transaction unless BEGIN)."""
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        yield conn
-    finally:
-        conn.close()
+_META = "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
-def create_tables(conn: sqlite3.Connection) -> None:
-    """Every table of the store, and the columns older stores lack."""
-    conn.executescript(_SCHEMA + writeahead.SCHEMA + ownership.SCHEMA)
-    _add_missing_columns(conn)
-    conn.executescript(_LEASE_SCHEMA)
+def _statements(script: str) -> list[str]:
+    """The statements of a script (each ends with `;` at the end of a line: comments may
+    hold one mid-line)."""
+    return [s.strip() for s in re.split(r";[ \t]*(?:\n|$)", script) if s.strip()]
 
 
-def _add_missing_columns(conn) -> None:
-    """Stores created before a column existed get it (several processes may race to do so)."""
-    for table, column, kind in _ADDED_COLUMNS:
-        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column in present:
-            continue
-        try:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):
-                raise
-            continue
+def _create_tables(backend, conn) -> None:
+    """Migration 1: every table of the first versioned release (CREATE ... IF NOT EXISTS)."""
+    for statement in _statements(_SCHEMA + writeahead.SCHEMA + ownership.SCHEMA + _LEASE_SCHEMA):
+        conn.execute(backend.ddl(statement))
+
+
+def _add_column(table: str, column: str, kind: str):
+    def migrate(backend, conn) -> None:
+        if column in backend.columns(conn, table):
+            return  # (a store of before versions may have it)
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         if (table, column) == ("quarantine", "path"):
             _move_paths_out_of_partition(conn)
+
+    migrate.__doc__ = f"{table}.{column} {kind}"
+    return migrate
+
+
+# In order: migration N brings a store from version N - 1 to N. Append only; never edit one
+# that has shipped (stores at its version exist).
+MIGRATIONS = (_create_tables, *(_add_column(*added) for added in _ADDED_COLUMNS))
+CURRENT_VERSION = len(MIGRATIONS)
+
+
+def schema_version(backend, conn) -> int:
+    """The store's schema version (0: empty, or made before versions were kept)."""
+    if not backend.has_table(conn, "store_meta"):
+        return 0
+    row = conn.execute("SELECT value FROM store_meta WHERE name = 'schema_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def upgrade(backend, upto: int = CURRENT_VERSION) -> int:
+    """Bring the store to version `upto` (default: current); return the version it had."""
+    with backend.connect() as conn:
+        found = schema_version(backend, conn)
+    if found == upto:
+        return found
+    with backend.transaction(migration=True) as conn:
+        found = schema_version(backend, conn)  # again: another process may have done it
+        if found > CURRENT_VERSION:
+            raise StoreError(
+                f"the sync store {backend.location.display} has schema version {found}, newer "
+                f"than this crm_sync's ({CURRENT_VERSION}): upgrade crm_sync to use it")
+        for migrate in MIGRATIONS[found:upto]:
+            migrate(backend, conn)
+        conn.execute(backend.ddl(_META))
+        conn.execute("INSERT INTO store_meta (name, value) VALUES ('schema_version', ?) "
+                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                     (str(max(found, upto)),))
+    return found
 
 
 def _move_paths_out_of_partition(conn) -> None:

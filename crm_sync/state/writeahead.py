@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
+from crm_sync.state.backends import upsert
+
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
 
@@ -57,11 +59,17 @@ CREATE TABLE IF NOT EXISTS write_ahead (
 """
 
 
+# A new entry replaces the row's earlier one whole (answered_at back to NULL).
+_REPLACE = upsert("write_ahead", ("sync", "source_key", "batch_id", "match_value", "sent_at"),
+                  key=2, reset=("answered_at",))
+
+
 class Store(Protocol):
     """What the log needs of the sync store (crm_sync/state/store.py's SyncStore; not imported: the
     store imports this module)."""
 
-    def transaction(self, durable: bool = False) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self, durable: bool = False,
+                    sync: str | None = None) -> AbstractContextManager[sqlite3.Connection]:
         ...
 
     def connection(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -104,14 +112,14 @@ class WriteAheadLog:
         read (and settled: looked up, not found) to that entry's batch id. A create is refused
         when the row now has an open entry the caller did not see (another run logged it since)
         or a recorded CRM id (another run created it and recorded its outcome since the caller
-        read the state). Check and write hold the store's write lock (BEGIN IMMEDIATE)."""
+        read the state). Check and write hold the store's write lock of the sync (SQLite's
+        BEGIN IMMEDIATE, PostgreSQL's advisory lock: crm_sync/state/backends.py)."""
         batch_id, now, seen = uuid.uuid4().hex, time.time(), seen or {}
         # Synced to disk before the request leaves: not even a power loss can forget it.
-        with self.store.transaction(durable=True) as conn:
+        with self.store.transaction(durable=True, sync=self.sync) as conn:
             refused = _refused(conn, self.sync, [str(key) for key, _ in entries], seen)
             conn.executemany(
-                "INSERT OR REPLACE INTO write_ahead (sync, source_key, batch_id, match_value, "
-                "sent_at) VALUES (?, ?, ?, ?, ?)",
+                _REPLACE,
                 [(self.sync, str(key), batch_id, token(value), now) for key, value in entries
                  if str(key) not in refused])
         return batch_id, refused
@@ -119,7 +127,7 @@ class WriteAheadLog:
     def answered(self, keys: Sequence[str]) -> None:
         """The CRM answered the request of these (still open) creates, with an error or an
         unreadable body: it is not processing them any more."""
-        with self.store.transaction() as conn:
+        with self.store.transaction(sync=self.sync) as conn:
             conn.execute("UPDATE write_ahead SET answered_at = ? WHERE sync = ? AND source_key "
                          "IN (SELECT value FROM json_each(?))", (time.time(), self.sync,
                                                                  _keys(keys)))
