@@ -41,7 +41,6 @@ DAYS = 3  # partitions per sync: today and the two days before (runs: DAYS per s
 START_SECONDS = 180  # webserver and daemon up, the code location loaded, on 2 shared cores
 RUN_SECONDS = 420  # every run of both backfills finished
 
-pytestmark = [pytest.mark.reliability, pytest.mark.timeout(START_SECONDS + RUN_SECONDS + 120)]
 
 
 def sync_store(tmp_path: Path) -> str:
@@ -200,6 +199,33 @@ def _overlapping(spans: list[tuple[float, float]]) -> list:
     return [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
 
 
+def test_frames_go_to_the_io_path_when_it_is_set(sandbox, sandbox_url, tmp_path, monkeypatch):
+    """$CRM_SYNC_IO_PATH: the steps' frames are files there, which a step on another machine
+    loads; unset, the resources name no IO manager (Dagster's default, as before)."""
+    import pickle  # nosec B403: what Dagster's FilesystemIOManager writes, read back
+
+    from crm_sync.project import build_defs, build_resources, sandbox_resources
+    from crm_sync.sandbox.app import DEFAULT_TOKENS
+    from crm_sync.spec import load_spec
+
+    monkeypatch.delenv("CRM_SYNC_IO_PATH", raising=False)
+    assert "io_manager" not in build_resources() and "io_manager" not in \
+        sandbox_resources(sandbox_url, tokens=DEFAULT_TOKENS)
+    io_path = tmp_path / "io"
+    monkeypatch.setenv("CRM_SYNC_IO_PATH", str(io_path))
+    day, sync = "2026-11-02", "leads_to_superleap"
+    defs = build_defs(load_spec(), resources=sandbox_resources(
+        sandbox_url, tmp_path / "crm_sync.sqlite", tokens=DEFAULT_TOKENS))
+    assert defs.resolve_job_def(f"sync_{sync}").execute_in_process(partition_key=day).success
+    frames = {}
+    for asset in ("source_leads", f"validated_{sync}"):
+        with (io_path / asset / day).open("rb") as file:
+            frames[asset] = pickle.load(file)  # nosec B301: our own test's file
+    assert len(frames["source_leads"]) > len(frames[f"validated_{sync}"]) > 0
+    assert {r["external_id"] for r in stored(sandbox, "superleap", "lead")} == \
+        set(frames[f"validated_{sync}"]["_key"])
+
+
 @pytest.fixture
 def dagster_pg(postgres):
     """A fresh PostgreSQL database for Dagster's storage, dropped after the test."""
@@ -211,6 +237,8 @@ def dagster_pg(postgres):
         conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+@pytest.mark.reliability  # ~3 min on 2 cores
+@pytest.mark.timeout(START_SECONDS + RUN_SECONDS + 120)
 def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sandbox_url,
                                                        tmp_path, monkeypatch):
     from dagster import DagsterInstance, DagsterRunStatus
@@ -264,7 +292,8 @@ def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sand
         for sync, records in runs.items():
             spans = [s for r in records for s in _pool_steps(instance, r.dagster_run.run_id, sync)]
             assert len(spans) == 2 * DAYS
-            assert not _overlapping(spans), f"{sync}: steps of one CRM's pool overlapped"
+            overlapping = _overlapping(spans)
+            assert not overlapping, f"{sync}: steps of one CRM's pool overlapped: {overlapping}"
         first, second = ([(r.start_time, r.end_time) for r in records]
                          for records in runs.values())
         assert any(max(a[0], b[0]) < min(a[1], b[1]) for a in first for b in second), \
