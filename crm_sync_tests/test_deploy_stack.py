@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess  # nosec B404
 import sys
 import time
@@ -31,6 +30,7 @@ import yaml
 from crm_sync.sandbox.server import free_port
 from crm_sync.spec import PROJECT_ROOT
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.processes import stop_process_group
 
 DEPLOY = PROJECT_ROOT / "deploy"
 # (sync, source table, its key column, CRM, object, the CRM field holding the source key;
@@ -82,22 +82,6 @@ def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a process and everything it started (its own process group: code servers, run
-    workers, step processes)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def _logs(*logs: Path) -> str:
     return "\n".join(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
                      for log in logs if log.exists())
@@ -126,25 +110,33 @@ def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
     return body["data"]
 
 
+def _poll(check, seconds: float, failure):
+    """check() every second until it returns something; after `seconds`, fail with failure()."""
+    deadline = time.monotonic() + seconds
+    while (value := check()) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(failure())
+        time.sleep(1)
+    return value
+
+
 def _wait_for_location(url: str, procs: list[subprocess.Popen], logs: list[Path]) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while True:
+    def loaded():
         for proc in procs:
             if proc.poll() is not None:
                 pytest.fail(f"{proc.args[2:4]} exited with {proc.returncode}\n{_logs(*logs)}")
         try:
             entries = _graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
-            crm_sync = [e for e in entries if e["name"] == "crm_sync"]
-            if crm_sync and crm_sync[0]["loadStatus"] == "LOADED":
-                loaded = crm_sync[0]["locationOrLoadError"]
-                assert loaded["__typename"] == "RepositoryLocation", loaded
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"the code location did not load within {START_SECONDS} s\n"
-                        f"{_logs(*logs)}")
-        time.sleep(1)
+        except httpx.HTTPError:  # not listening yet
+            return None
+        entry = next((e for e in entries if e["name"] == "crm_sync"), None)
+        if entry is None or entry["loadStatus"] != "LOADED":
+            return None
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+        return entry
+
+    _poll(loaded, START_SECONDS,
+          lambda: f"the code location did not load within {START_SECONDS} s\n{_logs(*logs)}")
 
 
 def _launch_backfill(url: str, sync: str) -> str:
@@ -164,19 +156,23 @@ def _wait_for_runs(instance, backfills: dict[str, str], days: list[str],
     """{sync: its backfill's run records}, once every partition's run has finished."""
     from dagster import RunsFilter
 
-    deadline = time.monotonic() + RUN_SECONDS
-    while True:
-        runs = {sync: instance.get_run_records(RunsFilter.for_backfill(backfill))
+    def runs():
+        return {sync: instance.get_run_records(RunsFilter.for_backfill(backfill))
                 for sync, backfill in backfills.items()}
-        if all(len(records) == len(days) and all(r.dagster_run.is_finished for r in records)
-               for records in runs.values()):
-            return runs
-        if time.monotonic() > deadline:
-            states = {sync: sorted(str(r.dagster_run.status) for r in records)
-                      for sync, records in runs.items()}
-            pytest.fail(f"the backfills' runs did not finish within {RUN_SECONDS} s: "
-                        f"{states}\n{_logs(*logs)}")
-        time.sleep(2)
+
+    def finished():
+        found = runs()
+        done = all(len(records) == len(days) and all(r.dagster_run.is_finished for r in records)
+                   for records in found.values())
+        return found if done else None
+
+    def failure():
+        states = {sync: sorted(str(r.dagster_run.status) for r in records)
+                  for sync, records in runs().items()}
+        return f"the backfills' runs did not finish within {RUN_SECONDS} s: {states}\n" \
+               f"{_logs(*logs)}"
+
+    return _poll(finished, RUN_SECONDS, failure)
 
 
 def _pool_steps(instance, run_id: str, sync: str) -> list[tuple[float, float]]:
@@ -321,6 +317,6 @@ def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sand
         assert not any((local / f"source_{table}").exists() for _, table, *_ in SYNCS)
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process_group(proc)
         if instance is not None:
             instance.dispose()
