@@ -37,7 +37,7 @@ DEPLOY = PROJECT_ROOT / "deploy"
 # HubSpot's under the record's `properties`)
 SYNCS = [("leads_to_superleap", "leads", "lead_id", "superleap", "lead", "external_id"),
          ("contacts_to_hubspot", "contacts", "contact_id", "hubspot", "contacts", "crm_sync_id")]
-DAYS = 3  # partitions per sync: today and the two days before (runs: DAYS per sync)
+DAYS = 2  # partitions per sync: today and yesterday (runs: DAYS per sync)
 START_SECONDS = 180  # webserver and daemon up, the code location loaded, on 2 shared cores
 RUN_SECONDS = 420  # every run of both backfills finished
 
@@ -240,6 +240,10 @@ def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sand
     from dagster import DagsterInstance, DagsterRunStatus
 
     server, database = dagster_pg
+    # Every CRM answer 1 s late (processed, then answered: a slow CRM, well within the
+    # client's timeout), so each upsert lasts seconds: two of one CRM at once would overlap.
+    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_delay_after_commit": 1.0,
+                                           "delay_seconds": 1.0}).raise_for_status()
     days = _days()
     spec_path, data = _project(tmp_path, days)
     home, io_path = tmp_path / "dagster_home", tmp_path / "shared" / "io"
@@ -290,10 +294,16 @@ def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sand
             assert len(spans) == 2 * DAYS
             overlapping = _overlapping(spans)
             assert not overlapping, f"{sync}: steps of one CRM's pool overlapped: {overlapping}"
+        for sync, _, _, crm, *_ in SYNCS:  # the steps took the CRM's one slot
+            pool = instance.event_log_storage.get_concurrency_info(f"crm_{crm}")
+            assert (pool.slot_count, pool.active_slot_count) == (1, 0), pool
         first, second = ([(r.start_time, r.end_time) for r in records]
                          for records in runs.values())
         assert any(max(a[0], b[0]) < min(a[1], b[1]) for a in first for b in second), \
             "no run of one CRM ran while a run of the other did"
+
+        assert sandbox.get("/_sandbox/stats").json()["counters"].get(
+            "faults delay_after_commit", 0) > 0  # the CRMs were slow, as configured
 
         # every source row in the CRM or the quarantine, once
         from crm_sync.pipeline.resources import StoreResource
