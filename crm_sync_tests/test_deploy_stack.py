@@ -43,9 +43,10 @@ RUN_SECONDS = 420  # every run of both backfills finished
 
 
 
-def sync_store(tmp_path: Path) -> str:
+def sync_store(tmp_path: Path, postgres, pg_database) -> str:
     """The crm_sync sync store every run worker shares ($CRM_SYNC_STORE): a SQLite file on a
-    path all of them reach. (On PostgreSQL: `postgres.url(postgres.create_database())`.)"""
+    path all of them reach (one machine here). On PostgreSQL, the one line to change:
+    `return postgres.url(pg_database("store"))`."""
     return str(tmp_path / "shared" / "crm_sync.sqlite")
 
 
@@ -223,23 +224,29 @@ def test_frames_go_to_the_io_path_when_it_is_set(sandbox, sandbox_url, tmp_path,
 
 
 @pytest.fixture
-def dagster_pg(postgres):
-    """A fresh PostgreSQL database for Dagster's storage, dropped after the test."""
+def pg_database(postgres):
+    """new(prefix): a fresh database on the session's server, its name; all dropped after."""
     import psycopg
 
-    database = postgres.create_database("dagster")
-    yield postgres, database
+    made: list[str] = []
+
+    def new(prefix: str) -> str:
+        made.append(postgres.create_database(prefix))
+        return made[-1]
+
+    yield new
     with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.reliability  # ~3 min on 2 cores
 @pytest.mark.timeout(START_SECONDS + RUN_SECONDS + 120)
-def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sandbox_url,
-                                                       tmp_path, monkeypatch):
+def test_backfills_of_two_crms_on_the_production_stack(postgres, pg_database, sandbox,
+                                                       sandbox_url, tmp_path, monkeypatch):
     from dagster import DagsterInstance, DagsterRunStatus
 
-    server, database = dagster_pg
+    server, database = postgres, pg_database("dagster")
     # Every CRM answer 1 s late (processed, then answered: a slow CRM, well within the
     # client's timeout), so each upsert lasts seconds: two of one CRM at once would overlap.
     sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_delay_after_commit": 1.0,
@@ -250,7 +257,7 @@ def test_backfills_of_two_crms_on_the_production_stack(dagster_pg, sandbox, sand
     home.mkdir()
     io_path.mkdir(parents=True)
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
-    store = sync_store(tmp_path)
+    store = sync_store(tmp_path, postgres, pg_database)
     env = {
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": server.host, "DAGSTER_PG_PORT": str(server.port),
