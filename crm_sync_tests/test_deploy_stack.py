@@ -33,6 +33,7 @@ from crm_sync_tests.conftest import stored
 from crm_sync_tests.processes import stop_process_group
 
 DEPLOY = PROJECT_ROOT / "deploy"
+BIN = Path(sys.executable).parent  # the environment's dagster-webserver and dagster-daemon
 # (sync, source table, its key column, CRM, object, the CRM field holding the source key;
 # HubSpot's under the record's `properties`)
 SYNCS = [("leads_to_superleap", "leads", "lead_id", "superleap", "lead", "external_id"),
@@ -125,7 +126,8 @@ def _wait_for_location(url: str, procs: list[subprocess.Popen], logs: list[Path]
     def loaded():
         for proc in procs:
             if proc.poll() is not None:
-                pytest.fail(f"{proc.args[2:4]} exited with {proc.returncode}\n{_logs(*logs)}")
+                pytest.fail(f"{Path(proc.args[0]).name} exited with {proc.returncode}\n"
+                            f"{_logs(*logs)}")
         try:
             entries = _graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
         except httpx.HTTPError:  # not listening yet
@@ -275,10 +277,9 @@ def test_backfills_of_two_crms_on_the_production_stack(postgres, pg_database, sa
     logs = [tmp_path / "webserver.log", tmp_path / "daemon.log"]
     workspace = str(DEPLOY / "workspace.yaml")
     procs = [
-        _start([sys.executable, "-m", "dagster_webserver", "-w", workspace,
-                "-h", "127.0.0.1", "-p", str(port)], proc_env, logs[0]),
-        _start([sys.executable, "-m", "dagster._daemon", "run", "-w", workspace],
-               proc_env, logs[1]),
+        _start([str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
+                "-p", str(port)], proc_env, logs[0]),
+        _start([str(BIN / "dagster-daemon"), "run", "-w", workspace], proc_env, logs[1]),
     ]
     instance = None
     try:
