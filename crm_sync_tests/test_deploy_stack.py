@@ -43,7 +43,6 @@ START_SECONDS = 180  # webserver and daemon up, the code location loaded, on 2 s
 RUN_SECONDS = 420  # every run of both backfills finished
 
 
-
 def sync_store(tmp_path: Path, postgres, pg_database) -> str:
     """The crm_sync sync store every run worker shares ($CRM_SYNC_STORE): a SQLite file on a
     path all of them reach (one machine here). On PostgreSQL, the one line to change:
@@ -242,7 +241,7 @@ def pg_database(postgres):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.mark.reliability  # ~3 min on 2 cores
+@pytest.mark.reliability  # 2-3 min on 2 shared cores
 @pytest.mark.timeout(START_SECONDS + RUN_SECONDS + 120)
 def test_backfills_of_two_crms_on_the_production_stack(postgres, pg_database, sandbox,
                                                        sandbox_url, tmp_path, monkeypatch):
