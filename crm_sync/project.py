@@ -30,6 +30,10 @@ PathArg = str | os.PathLike | None
 # The one place that reads which deployment a code location runs against (`crm-sync ui`
 # starts `dagster dev` with CRM_SYNC_DEPLOYMENT=sandbox and the sandbox's address).
 DEPLOYMENT_ENV, SANDBOX_URL_ENV = "CRM_SYNC_DEPLOYMENT", "CRM_SYNC_SANDBOX_URL"
+# Where the steps' frames (source -> validated -> upsert) go between steps: a path every run
+# worker reaches (a shared volume; s3://, gs://, az:// with fsspec's s3fs/gcsfs/adlfs).
+# Unset: Dagster's default, pickles under DAGSTER_HOME/storage on the machine's own disk.
+IO_PATH_ENV = "CRM_SYNC_IO_PATH"
 
 
 def crm_resources(base_url: str | None = None,
@@ -55,9 +59,20 @@ def _token_from_env(crm: str) -> dg.EnvVar | str:
     return dg.EnvVar(TOKEN_ENV[crm]) if os.environ.get(TOKEN_ENV[crm]) else ""
 
 
+def io_manager_from_env() -> dict[str, dg.ConfigurableIOManagerFactory]:
+    """`io_manager` on $CRM_SYNC_IO_PATH when it is set, else nothing (Dagster's default).
+    Dagster's own FilesystemIOManager: pickles through universal_pathlib, so the same class
+    writes to a local or shared path and to object storage (README "Deploying"); read with
+    dg.EnvVar, so each run worker resolves it in its own environment."""
+    if not os.environ.get(IO_PATH_ENV):
+        return {}
+    return {"io_manager": dg.FilesystemIOManager(base_dir=dg.EnvVar(IO_PATH_ENV))}
+
+
 def _local_resources(store: PathArg, data_dir: PathArg) -> dict[str, dg.ConfigurableResource]:
     return {"source": SourceResource(data_dir=str(paths.data_dir(data_dir))),
-            "store": _store_resource(store)}
+            "store": _store_resource(store),
+            **io_manager_from_env()}
 
 
 def _store_resource(store: PathArg) -> StoreResource:
@@ -70,8 +85,9 @@ def _store_resource(store: PathArg) -> StoreResource:
 
 def build_resources(store: PathArg = None,
                     data_dir: PathArg = None) -> dict[str, dg.ConfigurableResource]:
-    """The live resources: the source, the sync store and the CRMs; `store` and `data_dir`
-    default to $CRM_SYNC_STORE / $CRM_SYNC_DATA_DIR, else the project's own (crm_sync/paths.py)."""
+    """The live resources: the source, the sync store and the CRMs (and the IO manager of
+    $CRM_SYNC_IO_PATH, when set); `store` and `data_dir` default to $CRM_SYNC_STORE /
+    $CRM_SYNC_DATA_DIR, else the project's own (crm_sync/paths.py)."""
     return {**_local_resources(store, data_dir), **crm_resources()}
 
 

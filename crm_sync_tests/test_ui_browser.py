@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
 from crm_sync.sandbox.server import free_port, sandbox_process
 from crm_sync.spec import PROJECT_ROOT
 from crm_sync.devtools.ui import prepare_home
+from crm_sync_tests.processes import stop_process_group as _stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -54,21 +54,6 @@ pytestmark = [
     pytest.mark.timeout(UI_START_SECONDS + RUN_SECONDS + 180),
     pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
 ]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop `dagster dev` and everything it started (its own process group)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: a graceful shutdown
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group (run workers, ...)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 @pytest.fixture(scope="module")
