@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all ui sandbox bench clean
+.PHONY: demo test test-slow ui sandbox bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/pytest -q
+
+test-slow: $(VENV)/.installed  # the `slow` tests `make test` leaves out (CI runs both)
+	$(BIN)/pytest -q -m slow
 
 ui: $(VENV)/.installed
 	$(BIN)/crm-sync ui

@@ -237,7 +237,7 @@ def pg_database(postgres):
         postgres.drop_database(name)
 
 
-@pytest.mark.reliability  # 2-3 min on 2 shared cores
+@pytest.mark.slow  # 2-3 min on 2 shared cores: `make test-slow`, run by CI
 @pytest.mark.timeout(START_SECONDS + RUN_SECONDS + 120)
 def test_backfills_of_two_crms_on_the_production_stack(postgres, pg_database, sandbox,
                                                        sandbox_url, tmp_path, monkeypatch):
