@@ -12,10 +12,10 @@ import pytest
 
 from crm_sync.cli import main
 from crm_sync.pipeline.in_process import sync_partitions
-from crm_sync.spec import PROJECT_ROOT
 from crm_sync.state import store_copy
 from crm_sync.state.store import SyncStore
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.test_demo import _few_rows  # a few rows of each bundled table
 
 SYNC, DAY = "leads_to_superleap", "2026-11-01"
 SECRET = "s3cr3t-Copy-Pa55"
@@ -27,14 +27,6 @@ def _superleap_run(monkeypatch, store: str) -> dict:
     [row] = sync_partitions([DAY], syncs=[SYNC], log=lambda *_: None)
     assert row["partitions_ok"] == 1, row
     return row
-
-
-def _few_rows(tmp_path, monkeypatch, lines: int = 25) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for csv in (PROJECT_ROOT / "data").glob("*.csv"):
-        (data / csv.name).write_text("".join(csv.read_text().splitlines(keepends=True)[:lines]))
-    monkeypatch.setenv("CRM_SYNC_DATA_DIR", str(data))
 
 
 def _counts(store: SyncStore) -> dict[str, int]:
@@ -71,7 +63,7 @@ def _rows(store: SyncStore, table: str) -> list[tuple]:
 # -- (a) the defect the command prevents ---------------------------------------------------------
 def test_a_copied_store_sends_nothing_again_and_an_empty_one_creates_every_lead_twice(
         sandbox, postgres, postgres_url, tmp_path, monkeypatch, capsys):
-    _few_rows(tmp_path, monkeypatch)
+    _few_rows(tmp_path, monkeypatch, lines=25)
     sqlite_store = str(tmp_path / "old.sqlite")
     first = _superleap_run(monkeypatch, sqlite_store)
     leads = len(stored(sandbox, "superleap", "lead"))
@@ -153,6 +145,9 @@ def test_a_missing_source_or_one_store_twice_is_refused(tmp_path, capsys, monkey
     SyncStore(tmp_path / "one.sqlite")
     monkeypatch.setenv("CRM_SYNC_STORE", str(tmp_path / "one.sqlite"))  # the default destination
     assert main(["store", "copy", str(tmp_path / "one.sqlite")]) == 2
+    assert "the same store" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # however it is spelled
+    assert main(["store", "copy", "one.sqlite", f"sqlite:///{tmp_path}/one.sqlite"]) == 2
     assert "the same store" in capsys.readouterr().err
 
 

@@ -46,9 +46,16 @@ def open_stores(source: str, destination: str) -> tuple[SyncStore, SyncStore]:
     where = backends.parse(source)
     if where.kind == backends.SQLITE and not where.path.is_file():
         raise StoreCopyRefused(f"no sync store at {where.display}: nothing to copy")
-    if where.connect_string == backends.parse(destination).connect_string:
+    if _identity(where) == _identity(backends.parse(destination)):
         raise StoreCopyRefused(f"source and destination are the same store ({where.display})")
     return SyncStore(source), SyncStore(destination)
+
+
+def _identity(where: backends.Location) -> str:
+    """One store however it is spelled (a relative path, sqlite:///, the absolute path)."""
+    if where.kind == backends.SQLITE:
+        return str(where.path.resolve())
+    return where.connect_string
 
 
 def copy_store(source: SyncStore, destination: SyncStore,
