@@ -12,6 +12,9 @@
     crm-sync schema pull [SYNC...]     fetch each sync's CRM field schema into crm_schemas/
                                        (exit code 1: some CRM could not be asked)
     crm-sync schema check [SYNC...]    compare the spec with them; exit code 1: problems
+    crm-sync store copy SOURCE [DESTINATION]   copy a sync store's rows into an empty store
+                                       (default destination: $CRM_SYNC_STORE); exit code 2:
+                                       refused (destination not empty), 1: failed, rolled back
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
 
     _add_schema_parser(sub)
+    _add_store_parser(sub)
     bench = sub.add_parser("bench", add_help=False,
                            help="benchmark the pipeline against the sandbox (crm-sync bench -h)")
     bench.add_argument("options", nargs=argparse.REMAINDER)
@@ -88,6 +92,43 @@ def _add_schema_parser(sub) -> None:
     check = actions.add_parser("check", help="compare the spec with the pulled schemas")
     for action in (pull, check):
         action.add_argument("syncs", nargs="*", help="sync names (default: every sync)")
+
+
+def _add_store_parser(sub) -> None:
+    store = sub.add_parser("store", help="the sync store: copy it to another backend")
+    actions = store.add_subparsers(dest="action", required=True)
+    copy = actions.add_parser("copy", help="copy every row that carries state into an empty "
+                                           "store (SQLite to PostgreSQL, for instance)")
+    copy.add_argument("source", help="the store to read: SQLite path, sqlite:/// or "
+                                     "postgresql+psycopg:// URL")
+    copy.add_argument("destination", nargs="?",
+                      help="the empty store to fill (default: $CRM_SYNC_STORE)")
+
+
+STORE_EXIT_FAILED, STORE_EXIT_REFUSED = 1, 2
+
+
+def _store(parser, args, extra) -> int:
+    """`store copy`: crm_sync/state/store_copy.py; one message on stderr when it refuses."""
+    import os
+
+    from crm_sync.errors import StoreCopyRefused, StoreError
+    from crm_sync.state import store_copy
+
+    destination = args.destination or os.environ.get("CRM_SYNC_STORE")
+    if not destination:
+        parser.error("store copy: give a DESTINATION or set CRM_SYNC_STORE")
+    try:
+        source, target = store_copy.open_stores(args.source, destination)
+        store_copy.copy_store(source, target)
+    except StoreCopyRefused as exc:
+        print(f"crm-sync store copy: refused: {exc}", file=sys.stderr)
+        return STORE_EXIT_REFUSED
+    except StoreError as exc:
+        print(f"crm-sync store copy: failed, the destination is unchanged: {exc}",
+              file=sys.stderr)
+        return STORE_EXIT_FAILED
+    return 0
 
 
 def _schema(parser, args, extra) -> int:
@@ -228,7 +269,8 @@ def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 # Each subcommand's handler: (parser, parsed arguments, bench's own options) -> exit code.
 _COMMANDS = {"demo": _demo, "sandbox": _sandbox, "backfill": _backfill,
-             "ui": _ui, "generate": _generate, "bench": _bench, "schema": _schema}
+             "ui": _ui, "generate": _generate, "bench": _bench, "schema": _schema,
+             "store": _store}
 
 if __name__ == "__main__":
     sys.exit(main())

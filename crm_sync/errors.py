@@ -147,6 +147,11 @@ class StoreUnreachable(StoreError):
     message names host, port, database and user (never the password) and the driver's reason."""
 
 
+class StoreCopyRefused(StoreError):
+    """`crm-sync store copy` refused to start: the destination store already holds rows, the
+    source store does not exist, or both are the same store. Nothing was written."""
+
+
 # -- fatal: the run's own safety checks --------------------------------------------------------
 class MassDeleteRefused(FatalError, RuntimeError):
     """The mirror step would delete more than the sync's mirror_max_delete_share of its
