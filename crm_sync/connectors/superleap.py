@@ -10,6 +10,10 @@ A create has no idempotency key. Run by the runner (load/runner.py), the connect
 creates in the sync store (crm_sync/state/writeahead.py) and, before creating a row whose earlier
 create has an unknown outcome, looks the record up by `external_id` (`POST .../filter`): a record
 found is adopted (updated by its id), never created a second time.
+
+A `create_only` sync creates through `POST .../record/bulk_create` instead (a bare array; no ids
+in the answer, so they are looked up by `external_id`; a 400 VALIDATION_FAILED names the bad
+records by `record_index`: those are rejected, the rest sent again). Same write-ahead log.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pydantic import Field
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.fields import CrmObjectSchema
+from crm_sync.connectors.superleap_create import MATCH_FIELD, bulk_create
 from crm_sync.connectors.superleap_schema import parse_object
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment, serialize
@@ -40,7 +45,6 @@ SUPERLEAP_ID_PATTERN = r"^[A-Za-z0-9]{6}_[A-Za-z0-9]{8}$"
 
 log = logging.getLogger(__name__)
 
-MATCH_FIELD = "external_id"  # what a record whose create went unanswered is looked up by
 LOOKUP_VALUES = 100  # external ids per Filter Object Data request
 LOOKUP_PAGE_SIZE = 1000
 
@@ -96,8 +100,19 @@ class SuperleapConnector(Connector):
             await asyncio.to_thread(self.journal.answered, answered)
         return unresolved + outcomes
 
+    @property
+    def create_path(self) -> str:
+        return f"/api/v1/org/objects/{path_segment(self.spec.object)}/record/bulk_create"
+
     async def send_batch(self, batch: list[Item]) -> list[Outcome]:
-        return await self._send(batch)
+        if self.spec.mode != "create_only":
+            return await self._send(batch)
+        # create_only: new rows go through bulk_create. A row that carries an id here was
+        # adopted (an earlier, unanswered create of it made the record) or recorded by another
+        # run: the record exists, and create_only never updates one.
+        made = [Outcome(i.key, "created", crm_id=i.record["id"]) for i in batch if "id" in i.record]
+        new = [i for i in batch if "id" not in i.record]
+        return made + (await bulk_create(self, new) if new else [])
 
     # -- reconciliation of creates whose outcome is unknown -----------------------------------
     async def _reconcile(self, batch: list[Item]) -> tuple[list[Item], list[Outcome], dict]:
@@ -219,12 +234,7 @@ class SuperleapConnector(Connector):
         status = response.status_code
         error = (payload or {}).get("data") if isinstance(payload, dict) else None
         error = error if isinstance(error, dict) else {}
-        if status in (401, 403):
-            raise FatalCrmError(f"Superleap refused the token (HTTP {status}): check "
-                                f"SUPERLEAP_TOKEN for sync {self.spec.name!r}")
-        if status == 404:
-            raise FatalCrmError(f"Superleap has no object {self.spec.object!r} (sync "
-                                f"{self.spec.name!r}): {error.get('message', 'not found')}")
+        self.refuse_fatal(status, error)
         if not 200 <= status < 300:  # a 5xx here answered creates: their outcome is unknown
             return failed_all(batch, error.get("error_code") or f"HTTP_{status}",
                               error.get("message") or response.text[:300], status=status,
@@ -236,6 +246,14 @@ class SuperleapConnector(Connector):
                               status=status, transient=True, attempts=attempts,
                               raw=response.text[:2000])
         return [self._outcome(item, rec, status, attempts) for item, rec in zip(batch, records)]
+
+    def refuse_fatal(self, status: int, error: dict) -> None:
+        if status in (401, 403):
+            raise FatalCrmError(f"Superleap refused the token (HTTP {status}): check "
+                                f"SUPERLEAP_TOKEN for sync {self.spec.name!r}")
+        if status == 404:
+            raise FatalCrmError(f"Superleap has no object {self.spec.object!r} (sync "
+                                f"{self.spec.name!r}): {error.get('message', 'not found')}")
 
     def _outcome(self, item: Item, rec, status: int, attempts: int) -> Outcome:
         action = rec.get("action") if isinstance(rec, dict) else None
