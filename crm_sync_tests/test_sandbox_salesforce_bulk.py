@@ -50,7 +50,7 @@ def run_job(sandbox: httpx.Client, text: str) -> dict:
         if info["state"] in ("JobComplete", "Failed", "Aborted"):
             break
         time.sleep(0.05)
-    assert states[0] == "InProgress", states  # asynchronous: not finished on the first poll
+    info["polled"] = states
     return info
 
 
@@ -166,3 +166,27 @@ def test_same_session_and_content_type_rules_as_the_rest_api(bulk):
     as_json = bulk.put(f"{JOBS}/{job['id']}/batches", headers=AUTH, json={"Name": "A"})
     assert as_json.status_code == 415
     assert "Sforce-Limit-Info" in as_json.headers
+
+
+def test_empty_values_are_left_alone_and_na_sets_null(bulk):
+    run_job(bulk, "External_Id__c,Name,NumberOfEmployees,Website\nv-1,Vee,5,example.com\n")
+    info = run_job(bulk, "External_Id__c,Name,NumberOfEmployees,Website\nv-1,,#N/A,\n")
+    assert info["state"] == "JobComplete" and info["numberRecordsFailed"] == 0
+    [record] = stored(bulk, "salesforce", "Account")
+    assert (record["Name"], record["NumberOfEmployees"], record["Website"]) == \
+        ("Vee", None, "example.com")
+
+
+def test_a_line_ending_other_than_the_jobs_fails_the_job(bulk):
+    info = run_job(bulk, "External_Id__c,Name\r\nl-1,Ell\r\n")  # the job says LF
+    assert info["state"] == "Failed" and "LineEnding" in info["errorMessage"]
+    assert stored(bulk, "salesforce", "Account") == []
+
+
+def test_processing_is_asynchronous_in_progress_then_complete(bulk):
+    bulk.post("/_sandbox/salesforce/bulk", json={"processing_seconds": 2.0}).raise_for_status()
+    started = time.monotonic()
+    info = run_job(bulk, "External_Id__c,Name\na-1,Ay\n")
+    assert info["state"] == "JobComplete"
+    assert info["polled"][0] == "InProgress" and time.monotonic() - started >= 2.0
+    assert [r["External_Id__c"] for r in stored(bulk, "salesforce", "Account")] == ["a-1"]

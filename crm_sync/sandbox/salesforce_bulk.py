@@ -12,9 +12,15 @@
 
 Sources: Bulk API 2.0 and Bulk API Developer Guide (Create a Job, Upload Job Data, Close or
 Abort a Job, Get Job Info, Get Job Successful/Failed/Unprocessed Record Results, Job States,
-Step 5: Bulk Upsert), https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/
-api_asynch/ ; REFERENCE.md §4 (Bulk API 2.0 row). An unknown CSV column fails the job with
-`errorMessage` "InvalidBatch : Field name not found : <column>" (a captured job info,
+Prepare CSV Files, Valid CSV Record Rows, Step 5: Bulk Upsert),
+https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/ (for example
+get_job_failed_results.htm, datafiles_csv_valid_record_rows.htm); REFERENCE.md §4 (Bulk API 2.0
+row). Documented: the resources are there from API 41.0; successfulResults carries sf__Id and
+sf__Created, failedResults sf__Id and sf__Error ("Error code and message"), both followed by the
+row's original fields; unprocessedrecords is for failed or aborted jobs; "Empty field values are
+ignored when you update records. To set a field value to null, use a field value of #N/A"; the
+lineEnding (LF, the default, or CRLF) must match the CSV's. An unknown CSV column fails the job
+with `errorMessage` "InvalidBatch : Field name not found : <column>" (a captured job info,
 https://github.com/amp-labs/connectors/pull/118).
 
 Each row is checked with the collections upsert's own rules and written by the same org code
@@ -33,10 +39,10 @@ GUESS (strict, where the documentation is silent):
   columnDelimiter other than COMMA, unknown object or a field that is not an External ID):
   400 INVALIDJOB (Bulk API 1.0's exception code);
 - an upload whose Content-Type is not text/csv: 415 UNSUPPORTED_MEDIA_TYPE;
-- CSV values: empty = the field is left out, `#N/A` = null (Prepare CSV Files); a value that
-  cannot be read as the field's type fails that row (sf__Error) rather than the job;
+- a CSV value that cannot be read as the field's type fails that row (sf__Error, with the
+  collections upsert's JSON_PARSER_ERROR code) rather than the whole job;
 - sf__Error is "STATUS_CODE:message:field,field" per error, errors joined by "; ";
-- a row's line ending that does not match the job's lineEnding fails the job with
+- data whose line ending does not match the job's lineEnding fails the job with
   "ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is LF";
 - closing a job with no data fails it ("InvalidBatch : No CSV data"); results keep row order.
 """
