@@ -190,3 +190,14 @@ def test_processing_is_asynchronous_in_progress_then_complete(bulk):
     assert info["state"] == "JobComplete"
     assert info["polled"][0] == "InProgress" and time.monotonic() - started >= 2.0
     assert [r["External_Id__c"] for r in stored(bulk, "salesforce", "Account")] == ["a-1"]
+
+
+def test_a_job_is_a_handful_of_counted_requests_whatever_its_size(bulk):
+    rows = "".join(f"c-{i},Company {i}\n" for i in range(1000))
+    info = run_job(bulk, "External_Id__c,Name\n" + rows)
+    assert (info["state"], info["numberRecordsProcessed"]) == ("JobComplete", 1000)
+    counters = bulk.get("/_sandbox/stats").json()["counters"]
+    assert counters["requests POST salesforce jobs"] == 1
+    assert counters["requests PUT salesforce jobs"] == 1
+    assert counters["requests PATCH salesforce jobs"] == 1
+    assert len(stored(bulk, "salesforce", "Account")) == 1000
