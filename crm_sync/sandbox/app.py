@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from crm_sync.sandbox import (admin, brevo, hubspot, oauth, salesforce, superleap,
-                              superleap_objects)
+from crm_sync.sandbox import (admin, brevo, hubspot, oauth, salesforce, salesforce_bulk,
+                              superleap, superleap_objects)
 from crm_sync.sandbox.db import SandboxDB
 from crm_sync.sandbox.state import (
     DEFAULT_TOKENS, TOKEN_ENV, RollingWindow, SandboxState, tokens_from_env,
@@ -58,6 +58,7 @@ def create_app(
         *brevo.routes(state),
         *hubspot.routes(state),
         *salesforce.routes(state),
+        *salesforce_bulk.routes(state),  # Bulk API 2.0 ingest jobs
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.sandbox = state
