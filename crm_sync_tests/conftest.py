@@ -69,12 +69,25 @@ def postgres():
 
 
 @pytest.fixture
-def postgres_url(postgres) -> str:
+def pg_database(postgres):
+    """new(prefix): a new, empty database on the session's server, its name; every database
+    made so is dropped after the test."""
+    made: list[str] = []
+
+    def new(prefix: str = "t") -> str:
+        made.append(postgres.create_database(prefix))
+        return made[-1]
+
+    yield new
+    for name in made:
+        postgres.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(postgres, pg_database) -> str:
     """A SQLAlchemy URL of a new, empty database on the session's server (dropped after the
     test)."""
-    name = postgres.create_database()
-    yield postgres.url(name)
-    postgres.drop_database(name)
+    return postgres.url(pg_database())
 
 
 # The sync store's backends. A test module runs its store tests on both by setting

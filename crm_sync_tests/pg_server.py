@@ -72,14 +72,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _as_server_user(directory: Path) -> tuple[list[str], str]:
+def _as_server_user(directory: Path) -> list[str]:
     """The command prefix that runs a server program (as `postgres` when we are root)."""
     if os.geteuid() != 0:
-        return [], pwd.getpwuid(os.geteuid()).pw_name
+        return []
     account = pwd.getpwnam("postgres")
     for path in (directory, *directory.rglob("*")):
         os.chown(path, account.pw_uid, account.pw_gid)
-    return ["runuser", "-u", "postgres", "--"], "postgres"
+    return ["runuser", "-u", "postgres", "--"]
 
 
 @contextmanager
@@ -102,7 +102,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @contextmanager
 def _running(bin_dir: Path, directory: Path) -> Iterator[PostgresServer]:
-    prefix, _ = _as_server_user(directory)
+    prefix = _as_server_user(directory)
     data, port = directory / "data", _free_port()
     subprocess.run(  # nosec B603
         [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER,

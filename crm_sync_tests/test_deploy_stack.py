@@ -223,20 +223,6 @@ def test_frames_go_to_the_io_path_when_it_is_set(sandbox, sandbox_url, tmp_path,
         set(frames[f"validated_{sync}"]["_key"])
 
 
-@pytest.fixture
-def pg_database(postgres):
-    """new(prefix): a fresh database on the session's server, its name; all dropped after."""
-    made: list[str] = []
-
-    def new(prefix: str) -> str:
-        made.append(postgres.create_database(prefix))
-        return made[-1]
-
-    yield new
-    for name in made:
-        postgres.drop_database(name)
-
-
 @pytest.mark.slow  # 2-3 min on 2 shared cores: `make test-slow`, run by CI
 @pytest.mark.timeout(START_SECONDS + RUN_SECONDS + 120)
 def test_backfills_of_two_crms_on_the_production_stack(postgres, pg_database, sandbox,

@@ -71,9 +71,7 @@ def _new_store(backend: str, request, path) -> str:
     if backend == "sqlite":
         return str(path)
     server = request.getfixturevalue("postgres")
-    name = server.create_database()
-    request.addfinalizer(lambda: server.drop_database(name))
-    return server.url(name)
+    return server.url(request.getfixturevalue("pg_database")())
 
 
 # -- item 9: one run per sync partition ----------------------------------------------------------

@@ -62,7 +62,7 @@ def _rows(store: SyncStore, table: str) -> list[tuple]:
 
 # -- (a) the defect the command prevents ---------------------------------------------------------
 def test_a_copied_store_sends_nothing_again_and_an_empty_one_creates_every_lead_twice(
-        sandbox, postgres, postgres_url, tmp_path, monkeypatch, capsys):
+        sandbox, postgres, pg_database, postgres_url, tmp_path, monkeypatch, capsys):
     _few_rows(tmp_path, monkeypatch, lines=25)
     sqlite_store = str(tmp_path / "old.sqlite")
     first = _superleap_run(monkeypatch, sqlite_store)
@@ -79,11 +79,7 @@ def test_a_copied_store_sends_nothing_again_and_an_empty_one_creates_every_lead_
     assert len(stored(sandbox, "superleap", "lead")) == leads
 
     # The contrast: the same run on an empty PostgreSQL store (no copy) creates them again.
-    empty = postgres.create_database()
-    try:
-        fresh = _superleap_run(monkeypatch, postgres.url(empty))
-    finally:
-        postgres.drop_database(empty)
+    fresh = _superleap_run(monkeypatch, postgres.url(pg_database()))
     assert fresh["created"] == leads
     assert len(stored(sandbox, "superleap", "lead")) == 2 * leads
 

@@ -53,6 +53,7 @@ LEEWAY_SECONDS = 60.0
 # TOKEN_MAX_WAIT_SECONDS between tries (about 10 s in all), before the run fails.
 TOKEN_ATTEMPTS = 4
 TOKEN_MAX_WAIT_SECONDS = 5.0
+_TRIED = f" ({TOKEN_ATTEMPTS} attempts)"  # said of a failure that was retried
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,9 @@ class TokenProvider:
             reason = exc.error + (f" ({exc.description})" if exc.description else "")
             self._fail(f"refused: {reason}")
         except httpx.HTTPStatusError as exc:
-            self._fail(f"answered HTTP {exc.response.status_code}{self._tries()}")
+            self._fail(f"answered HTTP {exc.response.status_code}{_TRIED}")
         except (httpx.HTTPError, ValueError) as exc:
-            self._fail(f"could not be used: {type(exc).__name__}{self._tries()}")
+            self._fail(f"could not be used: {type(exc).__name__}{_TRIED}")
         self._accept(answer)
 
     async def _grant(self):
@@ -152,10 +153,6 @@ class TokenProvider:
                 return await client.fetch_token(s.token_url, grant_type=JWT_BEARER,
                                                 assertion=self._assertion())
             return await client.fetch_token(s.token_url, grant_type="client_credentials")
-
-    @staticmethod
-    def _tries() -> str:
-        return f" ({TOKEN_ATTEMPTS} attempts)"
 
     def _accept(self, answer) -> None:
         s = self.settings
