@@ -120,16 +120,20 @@ def test_sandbox_serves_https_with_a_given_certificate(tmp_path):
         assert response.json()["data"]["records_created"] == 1
 
 
+def _upsert_under_faults(sandbox, **faults):
+    """One bulk_upsert answered under the given faults (switched off again after)."""
+    sandbox.post("/_sandbox/faults", json={"seed": 1, **faults}).raise_for_status()
+    try:
+        return sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+
+
 def test_an_injected_429_is_superleaps_envelope_and_says_it_is_a_guess(sandbox):
     """Superleap documents no rate limit (REFERENCE.md): the sandbox's 429 is a guess, in the
     documented error envelope, and its message says so. On main an injected 429 had HubSpot's
     body (`errorType: RATE_LIMIT`) on Superleap's paths too."""
-    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_429": 1.0,
-                                            "retry_after_seconds": 3}).raise_for_status()
-    try:
-        answer = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
-    finally:
-        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    answer = _upsert_under_faults(sandbox, rate_429=1.0, retry_after_seconds=3)
     assert answer.status_code == 429 and answer.headers["retry-after"] == "3"
     body = answer.json()
     assert body["success"] is False and "errorType" not in body
@@ -173,12 +177,7 @@ def test_the_documented_bulk_create_failure_replays_whole(sandbox):
 
 
 def test_an_injected_daily_429_says_it_is_a_guess(sandbox):
-    sandbox.post("/_sandbox/faults", json={"seed": 1, "rate_429_daily": 1.0,
-                                            "retry_after_seconds": 600}).raise_for_status()
-    try:
-        answer = sandbox.post(UPSERT, headers=AUTH, json={"values": [{"name": "x"}]})
-    finally:
-        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    answer = _upsert_under_faults(sandbox, rate_429_daily=1.0, retry_after_seconds=600)
     assert answer.status_code == 429 and answer.headers["retry-after"] == "600"
     message = answer.json()["data"]["message"]
     assert message.startswith("daily request limit reached") and "guess" in message
