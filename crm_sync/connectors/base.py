@@ -17,7 +17,7 @@ from pydantic import Field
 from crm_sync.connectors.core import HttpCore, HttpSettings
 from crm_sync.connectors.oauth import OAuthSettings
 from crm_sync.connectors.fields import CrmObjectSchema
-from crm_sync.connectors.model import Item, Outcome, Stats, failed_all
+from crm_sync.connectors.model import Item, Outcome, RowLinks, Stats, failed_all
 from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.errors import (AllowanceReserveReached, BadBaseUrl, MissingToken, SchemaUnavailable,
                              TransientFailure)
@@ -62,10 +62,26 @@ class Connector(ABC):
         """The sync store of the run (the runner, load/runner.py, calls this). Connectors whose creates are not
         idempotent keep their write-ahead log in it (crm_sync/state/writeahead.py); others ignore it."""
 
+    def with_links(self, record: dict, links: RowLinks) -> dict:
+        """The record with its associations in the upsert body (Brevo `associations`,
+        Salesforce's parent by external id). CRMs that link in separate calls after the upsert
+        (HubSpot's associations API, `link_records`) keep the record as it is."""
+        return record
+
+    async def link_records(self, items: Sequence[Item],
+                           outcomes: list[Outcome]) -> list[Outcome]:
+        """After the upsert: create and remove the associations of the records that
+        succeeded, in a CRM that links in separate calls; a record whose links fail gets a
+        failed outcome instead. The default (links in the upsert body): outcomes unchanged."""
+        return outcomes
+
     # -- shared ------------------------------------------------------------------------------
-    def item(self, key: str, fields: dict, crm_id: str | None) -> Item:
+    def item(self, key: str, fields: dict, crm_id: str | None,
+             links: RowLinks | None = None) -> Item:
         record = self.build_record(key, fields, crm_id)
-        return Item(key=key, record=record, body=serialize(record))
+        if links:
+            record = self.with_links(record, links)
+        return Item(key=key, record=record, body=serialize(record), links=links)
 
     def body(self, batch: Sequence[Item]) -> bytes:
         return self.prefix + b",".join(i.body for i in batch) + self.suffix
@@ -85,6 +101,8 @@ class Connector(ABC):
         ]
         for result in await asyncio.gather(*(self._guarded(b) for b in batches)):
             outcomes.extend(result)
+        if any(i.links for i in items):
+            outcomes = await self.link_records(items, outcomes)
         self.core.stats.count(outcomes)  # the CRM stage's tally (a failed run names its cause)
         return outcomes
 

@@ -12,13 +12,39 @@ from datetime import datetime
 # Item and Outcome are built once per record on the hot path: plain slotted dataclasses, since
 # a frozen dataclass's __init__ (object.__setattr__ per field) costs ~5x as much. Treat them as
 # values all the same: code that needs a changed one builds a new one (dataclasses.replace).
+@dataclass(frozen=True)
+class TargetRef:
+    """A record of another sync that a record is linked to (spec `associations:`), as the
+    target sync's state knows it: its CRM id, and its matching key and value when known."""
+
+    association: str  # the association's name in the spec (e.g. "companies")
+    object: str  # the target's CRM object (HubSpot companies, Brevo client, Salesforce Account)
+    crm_id: str | None  # the target record's CRM id
+    key_field: str | None = None  # the target's matching key (ext_id, External_Id__c, ...)
+    key_value: str | None = None  # its value for the target record
+
+
+@dataclass(frozen=True)
+class RowLinks:
+    """What one record's associations must become: targets to link now, and targets linked
+    before (a changed or removed source value) to unlink."""
+
+    link: tuple[TargetRef, ...] = ()
+    unlink: tuple[TargetRef, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.link or self.unlink)
+
+
 @dataclass(slots=True)
 class Item:
-    """One record to send: its source key, its CRM payload, and that payload serialized."""
+    """One record to send: its source key, its CRM payload, and that payload serialized;
+    `links`: its associations (spec `associations:`), None when the sync declares none."""
 
     key: str
     record: dict
     body: bytes
+    links: RowLinks | None = None
 
 
 @dataclass(slots=True)
