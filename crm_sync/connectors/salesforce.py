@@ -30,7 +30,7 @@ from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.salesforce_schema import parse_describe
 from crm_sync.connectors.model import Item, Outcome, RowLinks, failed_all
-from crm_sync.connectors.salesforce_links import error_code, with_parents
+from crm_sync.connectors.salesforce_links import TARGET_MISSING, error_code, with_parents
 from crm_sync.connectors.salesforce_oauth import SalesforceOAuth
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
@@ -300,8 +300,10 @@ class SalesforceConnector(Connector):
             error, message = errors[0], str(errors[0].get("message") or "")
             fields = error.get("fields") or []
             code = error_code(str(error.get("statusCode") or "FAILED"), message)
+            # A missing parent is transient, as the runner's ASSOCIATION_TARGET_MISSING: the row
+            # is sent again on later runs and goes through once its parent is in Salesforce.
             return Outcome(item.key, "failed", error_code=code, message=message, http_status=200,
-                           transient=False, attempts=attempts,
+                           transient=code == TARGET_MISSING, attempts=attempts,
                            column=str(fields[0]) if fields else None)
         return Outcome(item.key, "failed", error_code="MALFORMED_RESPONSE",
                        message=f"unexpected result for this record: {str(result)[:200]}",

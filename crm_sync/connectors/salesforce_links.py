@@ -14,7 +14,8 @@ from crm_sync.connectors.model import RowLinks
 # A parent external id that matches no record fails its record with INVALID_FIELD "Foreign key
 # external ID: <value> not found for field <field> in entity <Parent>" (Polytomic's Salesforce
 # guide, https://docs.polytomic.com/docs/saleforceinvalid_reference_error). crm_sync reports it
-# as the association's target missing, the code the runner gives a target it knows is missing.
+# as the association's target missing, the code (and, transient, the treatment) the runner
+# gives a target it knows is missing: the row is sent again once the parent is in Salesforce.
 FOREIGN_KEY_NOT_FOUND = "Foreign key external ID:"
 TARGET_MISSING = "ASSOCIATION_TARGET_MISSING"
 
