@@ -2,7 +2,8 @@
 Account's external id in the upsert body (`"Account": {"External_Id__c": "CO-1"}`), the sandbox
 resolves it or fails the record with Salesforce's error, and its admin API shows which Account
 each Contact is linked to; the connector builds those bodies from RowLinks (with_links) and
-reports a missing parent as ASSOCIATION_TARGET_MISSING."""
+reports a missing parent as ASSOCIATION_TARGET_MISSING; end to end, a spec `associations:` entry
+links each Contact to its Account through create, change and removal of the source value."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import io
 import time
 
 import httpx
+import pandas as pd
 import pytest
+import yaml
 
 from crm_sync.connectors.model import RowLinks, TargetRef
 from crm_sync.connectors.salesforce import SalesforceResource
 from crm_sync.connectors.salesforce_links import reference_field, with_parents
+from crm_sync.load.runner import run_upsert
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
+from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['salesforce']}"}
@@ -275,3 +280,77 @@ def test_a_missing_parent_is_quarantined_as_association_target_missing(sandbox, 
     # Other per-record errors keep Salesforce's own code.
     other = send(sandbox_url, [("C3", None)], Email="not an email")
     assert other["C3"].error_code == "INVALID_EMAIL_ADDRESS" and not other["C3"].transient
+
+
+# -- end to end: spec `associations:` -> run -> the sandbox -----------------------------------
+E2E_COMPANIES = {"name": "companies_to_salesforce", "source": "companies",
+                 "source_key": "company_id", "crm": "salesforce", "object": "Account",
+                 "matching_key": "External_Id__c",
+                 "fields": {"External_Id__c": {"column": "company_id", "required": True},
+                            "Name": {"column": "name", "required": True}}}
+E2E_CONTACTS = {"name": "contacts_to_salesforce", "source": "contacts",
+                "source_key": "contact_id", "crm": "salesforce", "object": "Contact",
+                "matching_key": "External_Id__c",
+                "fields": {"External_Id__c": {"column": "contact_id", "required": True},
+                           "LastName": {"column": "last_name", "required": True}},
+                "associations": {"Account": {"sync": "companies_to_salesforce",
+                                             "column": "company_id"}}}
+DAY = "2026-11-03T10:00:00Z"
+
+
+@pytest.fixture
+def e2e_spec(tmp_path):
+    path = tmp_path / "syncs.yaml"
+    path.write_text(yaml.safe_dump({"syncs": [E2E_COMPANIES, E2E_CONTACTS]}))
+    return load_spec(path, check_schemas=False)
+
+
+def run_sync(spec, name: str, rows: list[dict], store, url: str):
+    sync = spec.sync(name)
+    result = validate_partition(sync, pd.DataFrame([{**r, "updated_at": DAY} for r in rows]))
+    assert result.failures == []
+    resource = SalesforceResource(base_url=url, token=DEFAULT_TOKENS["salesforce"])
+    return run_upsert(sync, result.valid, resource, store, partition=DAY[:10])
+
+
+def e2e_contacts(links: dict[str, str | None]) -> list[dict]:
+    return [{"contact_id": k, "last_name": f"Doe {k}", "company_id": v} for k, v in links.items()]
+
+
+def test_a_spec_association_links_contacts_to_accounts_through_create_change_and_removal(
+        sandbox, sandbox_url, store, e2e_spec):
+    run_sync(e2e_spec, "companies_to_salesforce",
+             [{"company_id": c, "name": f"Company {c}"} for c in ("CO-1", "CO-2")], store,
+             sandbox_url)
+    created = run_sync(e2e_spec, "contacts_to_salesforce",
+                       e2e_contacts({"CT-1": "CO-1", "CT-2": "CO-2", "CT-3": None}), store,
+                       sandbox_url)
+    assert (created.created, created.failed, created.links_created) == (3, 0, 2)
+    assert linked(sandbox) == {"CT-1": "CO-1", "CT-2": "CO-2", "CT-3": None}
+
+    # The source value changes (CT-1 to CO-2) and is removed (CT-2); CT-3 gains one.
+    changed = run_sync(e2e_spec, "contacts_to_salesforce",
+                       e2e_contacts({"CT-1": "CO-2", "CT-2": None, "CT-3": "CO-1"}), store,
+                       sandbox_url)
+    assert (changed.updated, changed.links_created, changed.links_removed) == (3, 2, 2)
+    assert linked(sandbox) == {"CT-1": "CO-2", "CT-2": None, "CT-3": "CO-1"}
+    frame = store.links_frame("contacts_to_salesforce")
+    assert dict(zip(frame["source_key"], frame["target_key"])) == {"CT-1": "CO-2",
+                                                                   "CT-3": "CO-1"}
+
+
+def test_a_parent_gone_from_salesforce_is_quarantined_transient_with_salesforces_message(
+        sandbox, sandbox_url, store, e2e_spec):
+    run_sync(e2e_spec, "companies_to_salesforce", [{"company_id": "CO-1", "name": "One"}],
+             store, sandbox_url)
+    # Someone deletes the Account in Salesforce: the state still knows it, Salesforce does not.
+    [account] = stored(sandbox, "salesforce", "Account")
+    sandbox.delete(f"{BASE}/composite/sobjects", headers=AUTH,
+                   params={"ids": account["Id"]}).raise_for_status()
+    report = run_sync(e2e_spec, "contacts_to_salesforce", e2e_contacts({"CT-1": "CO-1"}), store,
+                      sandbox_url)
+    assert report.failed_by_code == {"ASSOCIATION_TARGET_MISSING": 1}
+    [entry] = store.quarantine_frame("contacts_to_salesforce").to_dict("records")
+    assert entry["error_code"] == "ASSOCIATION_TARGET_MISSING" and entry["transient"] == 1
+    assert entry["message"] == FK_MESSAGE.format("CO-1")
+    assert stored(sandbox, "salesforce", "Contact") == []
