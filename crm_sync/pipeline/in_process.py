@@ -96,6 +96,16 @@ def _add_counts(row: dict, result: dg.ExecuteInProcessResult, sync: str) -> None
     row["quarantined"] += validated.get("rows_quarantined", 0) + upsert.get("failed", 0)
     for name in ("created", "updated", "unchanged", "superseded", "requests"):
         row[name] += upsert.get(name, 0)
+    # Rows an earlier partition's run quarantined as transient (e.g. ASSOCIATION_TARGET_MISSING,
+    # their target synced in a later partition) that this run's replay step got through: no
+    # longer quarantined, counted as what they became.
+    replay = _metadata(result, f"{sync}_replay")
+    recovered = replay.get("recovered_transient", 0)
+    created, updated = replay.get("recovered_created", 0), replay.get("recovered_updated", 0)
+    row["created"] += created
+    row["updated"] += updated
+    row["unchanged"] += recovered - created - updated
+    row["quarantined"] -= recovered
 
 
 @dataclass

@@ -111,6 +111,11 @@ def replay_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         return dg.MaterializeResult(metadata={
             "retried_transient": dg.MetadataValue.int(retried.candidates if retried else 0),
             "recovered_transient": dg.MetadataValue.int(retried.recovered if retried else 0),
+            # of those, how many were created / updated (a backfill's summary counts them)
+            "recovered_created": dg.MetadataValue.int(
+                retried.resent.created if retried and retried.resent else 0),
+            "recovered_updated": dg.MetadataValue.int(
+                retried.resent.updated if retried and retried.resent else 0),
         })
 
     return _replay
