@@ -213,3 +213,10 @@ def test_mode_append_on_superleap_needs_the_field_an_unanswered_create_is_looked
         calls_spec(tmp_path, fields=fields)
     assert calls_spec(tmp_path, mode="create_only", fields=fields)  # only append insists
     assert calls_spec(tmp_path).sync(SYNC).mode == "append"
+
+
+def test_the_readme_shows_the_call_log_sync_these_tests_run():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = readme.split("A call-log sync", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load(block)
+    assert shown == [{k: v for k, v in CALLS_SPEC["syncs"][0].items() if k != "description"}]
