@@ -172,7 +172,7 @@ class SyncSpec(BaseModel):
         description="Brevo: the attributes the object's schema defines. Others would be "
         "silently ignored by Brevo, so they are reported as a warning and not sent",
     )
-    mode: Literal["upsert", "update_only", "create_only", "mirror"] = "upsert"
+    mode: Literal["upsert", "update_only", "create_only", "mirror", "append"] = "upsert"
     all_or_none: bool = False
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int | None = Field(default=None, ge=1)
@@ -282,9 +282,8 @@ class SyncSpec(BaseModel):
 
     @model_validator(mode="after")
     def _mode_fits_crm(self):
-        reason = _profile(self.crm).mirror_unsupported
-        if self.mode == "mirror" and reason:
-            raise ValueError(f"mode 'mirror' is not available for {self.crm}: {reason}")
+        if reason := _profile(self.crm).mode_refusal(self):  # mirror, append
+            raise ValueError(reason)
         return self
 
     @property

@@ -315,4 +315,8 @@ PROFILE = CrmProfile(
     # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
     # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
     allowance=(1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),
+    append_unsupported="Brevo documents only 'Create/Update object records in bulk' for custom "
+                       "objects (batch/upsert: a known ext_id updates its record), no "
+                       "create-only endpoint, so each row could not be promised to create one "
+                       "record. Use mode 'create_only'",
 )

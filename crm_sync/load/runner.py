@@ -31,6 +31,7 @@ from crm_sync.transform.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_p
 from crm_sync.connectors.model import Outcome, Stats
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import SYNC, QuarantineEntry, batch_echoes
+from crm_sync.connectors.profile import CREATE_MODES
 from crm_sync.spec import SyncSpec
 from crm_sync.state.store import SyncStore
 from crm_sync.errors import AccountingError  # re-exported: its old home
@@ -47,7 +48,10 @@ class SyncReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    skipped: int = 0  # not sent because the sync's mode (create_only / update_only) forbids it
+    skipped: int = 0  # not sent: the sync's mode (create_only / update_only / append) forbids it
+    # mode append, of `skipped`: rows created before whose source changed since. Not sent: an
+    # appended record (a call log) is immutable, and the CRM keeps the version first created.
+    append_changed: int = 0
     failed: int = 0
     superseded: int = 0  # not sent: a newer version of the row was sent (crm_sync/state/ownership.py)
     dry_run: bool = False
@@ -322,9 +326,11 @@ def _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
             plan.unchanged.append(key)  # synced before digests existed: upgrade its state
             plan.upgraded.append((key, known_id, digest))
             report.unchanged += 1
-        elif (spec.mode == "create_only" and exists) or (spec.mode == "update_only"
-                                                         and not exists):
+        elif (spec.mode in CREATE_MODES and exists) or (spec.mode == "update_only"
+                                                        and not exists):
             report.skipped += 1  # the sync's mode does not allow this write
+            if spec.mode == "append" and known_hash is not None and known_hash != digest:
+                report.append_changed += 1  # its state keeps the digest of what was created
         else:
             plan.hashes[key] = digest
             plan.to_send.append((key, fields, crm_id))

@@ -215,6 +215,11 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
             f"failed, {report.superseded} superseded, {report.requests} requests")
+        if report.append_changed:
+            context.log.warning(
+                f"{sync.name} [{context.partition_key}]: {report.append_changed} rows changed "
+                f"after their record was created; not sent (mode append never updates a "
+                f"record: {sync.crm} keeps the version first created)")
         # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
         # fails the run, now that its outcomes are recorded (transient rows go again next
         # run); the replay and mirror steps after it do not run.
@@ -239,6 +244,8 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
                      "failed", "failed_transient", "requests", "retries", "rate_limited",
                      "superseded")
     }
+    if sync.mode == "append":  # of `skipped`: changed after they were created, not sent
+        metadata["append_changed"] = dg.MetadataValue.int(report.append_changed)
     if report.dry_run:
         metadata["dry_run"] = dg.MetadataValue.bool(True)
         metadata["would_create"] = dg.MetadataValue.int(report.would_create)
