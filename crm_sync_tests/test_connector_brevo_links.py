@@ -18,23 +18,9 @@ from crm_sync.project import sandbox_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.links_specs import COMPANIES, PROJECTS, brevo  # noqa: F401 (fixture)
 
 DAY, NEXT = "2026-11-03", "2026-11-04"
-COMPANIES = {"name": "companies_to_brevo", "source": "companies", "source_key": "company_id",
-             "crm": "brevo", "object": "client", "matching_key": "ext_id",
-             "fields": {"name": {"column": "name", "required": True}, "domain": "domain"}}
-PROJECTS = {"name": "projects_to_brevo", "source": "projects", "source_key": "project_id",
-            "crm": "brevo", "object": "project", "matching_key": "ext_id",
-            "fields": {"name": {"column": "name", "required": True}, "status": "status"},
-            "associations": {"client": {"sync": "companies_to_brevo", "column": "company_id"}}}
-
-
-@pytest.fixture
-def brevo(sandbox):
-    defaults = {"process_steps": 2, "rate_limit": None}
-    sandbox.post("/_sandbox/brevo/settings", json=defaults).raise_for_status()
-    yield sandbox
-    sandbox.post("/_sandbox/brevo/settings", json=defaults)
 
 
 class Project:

@@ -11,14 +11,7 @@ import yaml
 from crm_sync.project import build_defs, sandbox_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import SpecError, load_spec
-
-COMPANIES = {"name": "companies_to_brevo", "source": "companies", "source_key": "company_id",
-             "crm": "brevo", "object": "client", "matching_key": "ext_id",
-             "fields": {"name": "name"}}
-PROJECTS = {"name": "projects_to_brevo", "source": "projects", "source_key": "project_id",
-            "crm": "brevo", "object": "project", "matching_key": "ext_id",
-            "fields": {"name": "name"},
-            "associations": {"client": {"sync": "companies_to_brevo", "column": "company_id"}}}
+from crm_sync_tests.links_specs import COMPANIES, PROJECTS
 
 
 def _load(tmp_path, *syncs):
