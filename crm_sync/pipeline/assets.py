@@ -203,6 +203,9 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
             "source": f"{sync.source} (key: {sync.source_key})",
             "dagster/column_schema": _field_schema(sync),
+            **({"associations": ", ".join(  # spec `associations:` (crm_sync/spec_links.py)
+                f"{name} -> {link.sync} (by {link.column})"
+                for name, link in sync.associations.items())} if sync.associations else {}),
         },
     )
     @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
