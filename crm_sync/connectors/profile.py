@@ -81,6 +81,8 @@ class CrmProfile:
     # mode append: the field a create whose outcome is unknown is looked up by; the sync must
     # map it (without it, such a row waits for a person, so "once" would not be kept by itself).
     append_match_field: str | None = None
+    # Why a sync cannot declare `associations:` (None: the CRM links records; spec_links.py).
+    associations_unsupported: str | None = None
     # The CRM's rules for its records that do not depend on the mapping (ids, limits).
     record_rules: tuple[RecordRule, ...] = ()
     # Fields the CRM itself requires, by object ("*": every object).

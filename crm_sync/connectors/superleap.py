@@ -359,6 +359,10 @@ PROFILE = CrmProfile(
     # mode append: creates through bulk_create (superleap_create.py), exactly once through the
     # write-ahead log and the lookup by external_id, which the sync must therefore map.
     append_unsupported=None, append_match_field=MATCH_FIELD,
+    # Its bulk_upsert / bulk_create pages (../shared/crm-docs/superleap-*.txt) describe name,
+    # email, phone, external_id and custom fields: no relationship or lookup field.
+    associations_unsupported="Superleap documents no relationship fields (its record APIs "
+                             "take only field values), so crm_sync cannot link its records",
     required_fields={"*": frozenset({"name"})},  # a lead needs its name ("Name or title")
     allowance=(None, "Superleap documents no rate limit"),
 )
