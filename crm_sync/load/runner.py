@@ -242,14 +242,6 @@ class _Plan:
         self.resolved = self.resolved or other.resolved
 
 
-def version_stamps(values: pd.Series) -> list[str | None]:
-    """Source updated_at values as UTC ISO 8601 text of one width (text order = time order);
-    None where a value is no timestamp. Naive timestamps are UTC."""
-    stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return [v if isinstance(v, str) else None for v in text.tolist()]
-
-
 # How often a run looks again at rows another run is sending (it waits for their outcome).
 BUSY_POLL_SECONDS = 0.2
 
@@ -263,7 +255,7 @@ async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, li
     verdicts: list = [None] * len(keys)
     if not wanted:
         return verdicts, [None] * len(keys)
-    stamps = version_stamps(chunk["_updated_at"]) if "_updated_at" in chunk.columns \
+    stamps = ownership.version_stamps(chunk["_updated_at"]) if "_updated_at" in chunk.columns \
         else [None] * len(keys)
     values = matching.matching_values(spec, chunk)
     values = [None if v is None else matching.digest(v) for v in values.tolist()] \
