@@ -167,15 +167,15 @@ class SyncSpec(BaseModel):
         default=None,
         description="optional source column with a JSON object of extra attributes (Brevo)",
     )
-    known_attributes: list[str] | None = Field(
-        default=None,
-        description="Brevo: the attributes the object's schema defines. Others would be "
-        "silently ignored by Brevo, so they are reported as a warning and not sent",
-    )
+    known_attributes: list[str] | None = Field(default=None, description=(
+        "Brevo: the attributes the object's schema defines. Others would be silently ignored "
+        "by Brevo, so they are reported as a warning and not sent"))
     mode: Literal["upsert", "update_only", "create_only", "mirror"] = "upsert"
     all_or_none: bool = False
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int | None = Field(default=None, ge=1)
+    # Salesforce: more rows to send than this go through a Bulk API 2.0 job (README); null: never
+    bulk_threshold: int | None = Field(default=2000, ge=1)
     schedule: str | None = None
     max_unconfirmed_runs: int = Field(
         default=3, ge=1,

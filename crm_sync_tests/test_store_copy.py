@@ -50,6 +50,8 @@ def _fill(store: SyncStore, n: int, since="1.5") -> None:
                          "VALUES (?, ?, 'b1', ?)", (SYNC, key, 2.0))
             conn.execute("INSERT INTO matching_owners (sync, matching_digest, source_key, "
                          "claimed_at) VALUES (?, ?, ?, 3.0)", (SYNC, f"d{i}", key))
+            conn.execute("INSERT INTO bulk_job_rows (sync, source_key, job_id, body_digest, "
+                         "created_at) VALUES (?, ?, '750x', ?, 4.0)", (SYNC, key, f"b{i}"))
             conn.execute("INSERT INTO sending (sync, source_key, updated_at, run, since) "
                          "VALUES (?, ?, 'u', 'r', ?)", (SYNC, key, since))
 
