@@ -21,12 +21,8 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from crm_sync.state.backends import upsert
-
-if TYPE_CHECKING:  # pragma: no cover
-    from crm_sync.state.quarantine import QuarantineEntry
 
 # The outcome of a row whose job was still being processed when the run stopped waiting: its
 # entry stays, and the next run collects the job.
@@ -91,10 +87,10 @@ class BulkJobLog:
                          (self.sync, job_id))
 
 
-def settle(conn, sync: str, succeeded: Sequence[str],
-           quarantined: Sequence[QuarantineEntry]) -> None:
+def settle(conn, sync: str, succeeded: Sequence[str], quarantined: Sequence) -> None:
     """Inside `SyncStore.record_results`' transaction: the rows whose outcome is recorded leave
-    the log; a row whose job is still in progress keeps its entry."""
+    the log (`quarantined`: QuarantineEntry values); a row whose job is still in progress
+    keeps its entry."""
     if conn.execute("SELECT 1 FROM bulk_job_rows WHERE sync = ? LIMIT 1",
                     (sync,)).fetchone() is None:
         return

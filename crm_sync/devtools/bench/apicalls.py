@@ -40,7 +40,7 @@ def measure(rows: int = 100_000, seed: int = 17) -> dict[str, dict]:
         work = Path(tmp)
         data = work / "data"
         data.mkdir()
-        table = list(generate.companies(random.Random(seed), rows))
+        table = list(generate.companies(random.Random(seed), rows))  # nosec B311  # test data
         pd.DataFrame(table).to_csv(data / f"{spec.source}.csv", index=False)
         frame = SourceResource(data_dir=str(data)).read_partition(spec.source, *WINDOW)
         valid = validate_partition(spec, frame, partition="all").valid
