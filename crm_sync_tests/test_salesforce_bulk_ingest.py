@@ -211,6 +211,28 @@ def test_a_job_left_open_by_a_dead_run_is_aborted_and_its_rows_sent_again(
     assert calls(sandbox, "POST", "jobs") == 2 and calls(sandbox, "PUT", "jobs") == 1
 
 
+def test_a_row_changed_while_its_job_runs_is_sent_after_that_job_ended(
+        sandbox, sandbox_url, store, processing):
+    """The old job must not overwrite the newer values after them: the next run waits for it
+    to end, then sends the changed rows in a new job."""
+    processing(2.0)
+    first, _ = asyncio.run(_upsert(sandbox_url, store, lambda c: _items(c, 2100),
+                                   bulk_timeout_seconds=0.3))
+    assert {o.error_code for o in first} == {IN_PROGRESS}
+    [old] = set(job for job, _ in BulkJobLog(store, SPEC.name).pending(
+        [f"CO-{i:05d}" for i in range(2100)]).values())
+    changed, _ = asyncio.run(_upsert(sandbox_url, store, lambda c: [
+        c.item(i.key, {**i.record, "Name": i.record["Name"] + " (new)"}, None)
+        for i in _items(c, 2100)]))
+    assert {o.status for o in changed} == {"updated"} and len(changed) == 2100
+    assert calls(sandbox, "POST", "jobs") == 2
+    job = sandbox.get(f"/services/data/v62.0/jobs/ingest/{old}",
+                      headers={"Authorization": f"Bearer {DEFAULT_TOKENS['salesforce']}"})
+    assert job.json()["state"] == "JobComplete"  # (reading it would process it now)
+    names = {r["Name"] for r in stored(sandbox, "salesforce", "Account")}
+    assert len(names) == 2100 and all(name.endswith(" (new)") for name in names)
+
+
 @pytest.mark.parametrize("value,text", [(None, "#N/A"), ("", "#N/A"), (True, "true"),
                                         (False, "false"), (7, "7"), (1.5, "1.5"),
                                         (1e21, "1000000000000000000000"), (2.5e-7, "0.00000025"),

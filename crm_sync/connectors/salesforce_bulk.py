@@ -124,21 +124,24 @@ class _Jobs:
 
     async def recover(self, items) -> tuple[list[Outcome], list[Item]]:
         """Outcomes of the rows an earlier run's job holds (that job collected), and the rows
-        left to send (not in a job, changed since, or never processed by theirs)."""
+        left to send (not in a job, never processed by theirs, or changed since: sent once
+        their old job has ended, so that it cannot overwrite the newer values after)."""
         pending = await asyncio.to_thread(self.c.bulk_log.pending, [i.key for i in items])
         held: dict[str, list[Item]] = {}
         rest: list[Item] = []
         for item in items:
             entry = pending.get(item.key)
-            if entry and entry[1] == digest(item.body):
+            if entry:
                 held.setdefault(entry[0], []).append(item)
             else:
                 rest.append(item)
         outcomes: list[Outcome] = []
         for job_id, its in held.items():
             for item, outcome in zip(its, await self.collect(job_id, its)):
-                if outcome.error_code == UNPROCESSED:
-                    rest.append(item)  # nothing was done with it: send it now
+                changed = pending[item.key][1] != digest(item.body)
+                if outcome.error_code == UNPROCESSED or \
+                        (changed and outcome.error_code != IN_PROGRESS):
+                    rest.append(item)  # not done, or done with its old values: send it now
                 else:
                     outcomes.append(outcome)
         return outcomes, rest
