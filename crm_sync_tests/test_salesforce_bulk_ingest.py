@@ -233,6 +233,20 @@ def test_a_row_changed_while_its_job_runs_is_sent_after_that_job_ended(
     assert len(names) == 2100 and all(name.endswith(" (new)") for name in names)
 
 
+def test_a_spent_allowance_fails_the_job_rows_transient_and_stops(sandbox, sandbox_url, store):
+    sandbox.post("/_sandbox/limits", json={"salesforce_daily_limit": 1}).raise_for_status()
+    try:
+        sandbox.get("/services/data/v62.0/limits", headers={
+            "Authorization": f"Bearer {DEFAULT_TOKENS['salesforce']}"}).raise_for_status()
+        outcomes, stats = asyncio.run(_upsert(sandbox_url, store, lambda c: _items(c, 2100)))
+    finally:
+        sandbox.post("/_sandbox/limits", json={"salesforce_daily_limit": 100_000})
+    assert {(o.status, o.error_code, o.transient, o.http_status) for o in outcomes} == \
+        {("failed", "REQUEST_LIMIT_EXCEEDED", True, 403)}
+    assert "allowance" in stats.limit_stop and stats.requests == 1  # no upload after the 403
+    assert stored(sandbox, "salesforce", "Account") == []
+
+
 @pytest.mark.parametrize("value,text", [(None, "#N/A"), ("", "#N/A"), (True, "true"),
                                         (False, "false"), (7, "7"), (1.5, "1.5"),
                                         (1e21, "1000000000000000000000"), (2.5e-7, "0.00000025"),

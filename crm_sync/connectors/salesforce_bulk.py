@@ -244,9 +244,11 @@ class _Jobs:
                                 f"sync {self.spec.name!r}: check SALESFORCE_TOKEN")
         if status == 404:
             raise _JobGone(message)
-        if status == 403 and code == LIMIT_CODE:
+        if status == 403 and code == LIMIT_CODE:  # stop sending, as the collections path does
             self.c.stopped = self.c.stopped or f"Salesforce's API request limit is spent: " \
                 f"{message}; the remaining rows are retried on the next run"
+            self.core.stats.limit_stop = self.core.stats.limit_stop or \
+                f"Salesforce refused requests: {message} (403 {LIMIT_CODE})"
         elif status in (400, 403) and method == "POST":
             raise FatalCrmError(f"Salesforce cannot create an upsert job for {self.spec.object} "
                                 f"by {self.spec.matching_key} for sync {self.spec.name!r} "
