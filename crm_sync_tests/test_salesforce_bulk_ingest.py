@@ -247,6 +247,35 @@ def test_a_spent_allowance_fails_the_job_rows_transient_and_stops(sandbox, sandb
     assert stored(sandbox, "salesforce", "Account") == []
 
 
+# Every request of a job meets a fault often (a job is ~9 requests): 5xx, timeouts, dropped
+# connections, bodies cut short or not JSON, answers lost after the sandbox committed. No 429:
+# Salesforce answers its limits with 403 REQUEST_LIMIT_EXCEEDED, which ends the run's sending.
+FAULTS = {"rate_500": 0.05, "rate_503": 0.05, "rate_delay": 0.05, "rate_drop": 0.05,
+          "rate_truncated": 0.05, "rate_non_json": 0.05, "rate_drop_after_commit": 0.05,
+          "rate_truncated_after_commit": 0.05, "rate_delay_after_commit": 0.05,
+          "delay_seconds": 1.5}
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_every_row_ends_once_under_faults_on_the_bulk_path(seed, sandbox, sandbox_url, store,
+                                                           tmp_path, processing):
+    processing(0.2)
+    spec = SPEC.model_copy(update={"bulk_threshold": 50})
+    data, frame = source(tmp_path, 400, seed)
+    sandbox.post("/_sandbox/faults", json={"seed": seed, **FAULTS}).raise_for_status()
+    try:
+        inv.sync_once(spec, data, resource(sandbox_url, timeout_seconds=1.0), store)
+        assert sum(inv.injected(sandbox).values()) > 0
+        during = inv.check(sandbox, store, spec, frame, settled=False)
+        assert during.duplicates == 0 and during.missing == 0
+    finally:
+        sandbox.post("/_sandbox/faults", json={}).raise_for_status()
+    inv.converge(spec, data, resource(sandbox_url), store, sandbox, rounds=5, pause=0.1)
+    after = inv.check(sandbox, store, spec, frame, settled=True)
+    assert after.in_crm == after.valid and after.duplicates == 0
+    assert calls(sandbox, "POST", "jobs") >= 1
+
+
 @pytest.mark.parametrize("value,text", [(None, "#N/A"), ("", "#N/A"), (True, "true"),
                                         (False, "false"), (7, "7"), (1.5, "1.5"),
                                         (1e21, "1000000000000000000000"), (2.5e-7, "0.00000025"),
@@ -266,3 +295,22 @@ def test_csv_cells(value, text):
 ])
 def test_sf_error_is_parsed_into_its_status_code(error, parsed):
     assert bulk.parse_error(error) == parsed
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("sf__Id,sf__Created,External_Id__c\n001A,true,CO-1\n001B,true,CO-1", "successfulResults"),
+    ('sf__Id,sf__Error,External_Id__c,Name\n,X:y:,CO-2,"a\n', "failedResults"),
+    ('{"results": [{"id": "1", "succ', "successfulResults"),
+    ("External_Id__c,sf__Id,sf__Created\nCO-1,001A,true\n", "successfulResults"),
+])
+def test_a_result_csv_cut_short_or_of_another_shape_is_not_read(text, kind):
+    """A cut CSV could end in a prefix of another row's external id: it is refused whole."""
+    with pytest.raises(bulk._Refused):
+        bulk.read_csv(text, kind)
+
+
+def test_results_that_do_not_add_up_to_the_jobs_counts_are_not_used():
+    ok = [{"sf__Id": "001A"}], [{"sf__Error": "X:y:"}], []
+    bulk.check_counts({"numberRecordsProcessed": 2, "numberRecordsFailed": 1}, list(ok))
+    with pytest.raises(bulk._Refused):
+        bulk.check_counts({"numberRecordsProcessed": 3, "numberRecordsFailed": 1}, list(ok))

@@ -190,7 +190,9 @@ class _Jobs:
             info = await self.wait(job_id)
             if info is not None:
                 tables = [read_csv(await self.request(
-                    "GET", f"{self.base}/{job_id}/{kind}/", csv_answer=True)) for kind in RESULTS]
+                    "GET", f"{self.base}/{job_id}/{kind}/", csv_answer=True), kind)
+                    for kind in RESULTS]
+                check_counts(info, tables)
         except _JobGone:
             await asyncio.to_thread(self.c.bulk_log.forget, job_id)
             return failed_all(items, UNPROCESSED, f"Salesforce no longer knows ingest job "
@@ -315,8 +317,31 @@ def csv_parts(items: list[Item], columns: list[str]) -> list[tuple[list[Item], b
     return csv_parts(items[:middle], columns) + csv_parts(items[middle:], columns)
 
 
-def read_csv(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+def read_csv(text: str, kind: str) -> list[dict[str, str]]:
+    """The rows of a result CSV; _Refused when it is not one whole (cut short: it must end
+    with its line ending, every quote closed; its first columns are the documented ones)."""
+    if text and not text.endswith("\n"):
+        raise _Refused("MALFORMED_RESPONSE", f"the {kind} CSV is cut short")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        rows = list(reader)
+    except csv.Error as exc:
+        raise _Refused("MALFORMED_RESPONSE", f"the {kind} CSV is unreadable: {exc}") from None
+    first = {"successfulResults": ["sf__Id", "sf__Created"],
+             "failedResults": ["sf__Id", "sf__Error"]}.get(kind, [])
+    if rows and (reader.fieldnames or [])[:len(first)] != first:
+        raise _Refused("MALFORMED_RESPONSE", f"the {kind} CSV does not start with {first}")
+    return rows
+
+
+def check_counts(info: dict, tables: list[list[dict[str, str]]]) -> None:
+    """The result CSVs hold as many rows as the job info says it processed and failed."""
+    processed, failed = info.get("numberRecordsProcessed"), info.get("numberRecordsFailed")
+    if isinstance(processed, int) and isinstance(failed, int) and \
+            (len(tables[0]) + len(tables[1]), len(tables[1])) != (processed, failed):
+        raise _Refused("MALFORMED_RESPONSE", f"the results list {len(tables[0])} successful "
+                       f"and {len(tables[1])} failed rows, the job {processed} processed and "
+                       f"{failed} failed")
 
 
 # -- the results -----------------------------------------------------------------------------
