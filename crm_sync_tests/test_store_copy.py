@@ -54,6 +54,9 @@ def _fill(store: SyncStore, n: int, since="1.5") -> None:
                          "created_at) VALUES (?, ?, '750x', ?, 4.0)", (SYNC, key, f"b{i}"))
             conn.execute("INSERT INTO sending (sync, source_key, updated_at, run, since) "
                          "VALUES (?, ?, 'u', 'r', ?)", (SYNC, key, since))
+            conn.execute("INSERT INTO sync_links (sync, source_key, association, target_key, "
+                         "target_crm_id, linked_at) VALUES (?, ?, 'company', ?, ?, 4.5)",
+                         (SYNC, key, f"CO-{i}", f"c-{i}"))
 
 
 def _rows(store: SyncStore, table: str) -> list[tuple]:

@@ -388,4 +388,11 @@ PROFILE = CrmProfile(
     # matches by an external id field (crm_sync/schema_files.py).
     option_error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
     matching_key_needs=("external_id", "an external id field"),
+    # Salesforce documents a create-only sObject Collections POST (composite/sobjects,
+    # resources-composite-sobjects-collections-create); crm_sync does not call it.
+    append_unsupported="crm_sync writes Salesforce only through the sObject Collections upsert "
+                       "by external id, which updates a record that already has the id instead "
+                       "of creating one; the create-only sObject Collections POST is not used "
+                       "by crm_sync (no write-ahead log of its creates), so each row could not "
+                       "be promised to create one record once. Use mode 'create_only'",
 )

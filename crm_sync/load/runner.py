@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
+from crm_sync.load import links
 from crm_sync.transform import matching
 from crm_sync.state import ownership
 from crm_sync.transform.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_payload_hash
 from crm_sync.connectors.model import Outcome, Stats
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import SYNC, QuarantineEntry, batch_echoes
+from crm_sync.connectors.profile import CREATE_MODES
 from crm_sync.spec import SyncSpec
 from crm_sync.state.store import SyncStore
 from crm_sync.errors import AccountingError  # re-exported: its old home
@@ -47,7 +49,10 @@ class SyncReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    skipped: int = 0  # not sent because the sync's mode (create_only / update_only) forbids it
+    skipped: int = 0  # not sent: the sync's mode (create_only / update_only / append) forbids it
+    # mode append, of `skipped`: rows created before whose source changed since. Not sent: an
+    # appended record (a call log) is immutable, and the CRM keeps the version first created.
+    append_changed: int = 0
     failed: int = 0
     superseded: int = 0  # not sent: a newer version of the row was sent (crm_sync/state/ownership.py)
     dry_run: bool = False
@@ -59,6 +64,9 @@ class SyncReport:
     rate_limited: int = 0
     duration_seconds: float = 0.0
     failed_by_code: Counter = field(default_factory=Counter)
+    links_created: int = 0  # associations made / removed (crm_sync/load/links.py)
+    links_removed: int = 0
+    targets_missing: int = 0  # rows not sent: ASSOCIATION_TARGET_MISSING
     stats: Stats | None = None  # the connector's counters (the CRM stage's tally)
 
     @property
@@ -129,7 +137,6 @@ async def _run_upsert(spec, valid, resource, store, where, full_resync, dry_run,
     started = time.monotonic()
     report = SyncReport(spec.name, spec.crm, spec.object, where.partition, rows_in=len(valid))
     report.dry_run = dry_run
-    total = len(valid)
     run = ownership.new_run()  # names this run's claims to be sending rows (state/ownership.py)
     try:
         return await _run_chunks(spec, valid, resource, store, where, full_resync,
@@ -145,7 +152,6 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
     async with resource.open(spec) as connector:
         connector.bind_store(store)  # Superleap: write-ahead log of creates (state/writeahead.py)
         chunk_rows = connector.chunk_rows(total, chunk_rows)  # Salesforce Bulk API: one chunk
-
         async def send_and_record(plan: _Plan, previous: asyncio.Task | None, done: int):
             outcomes = await connector.upsert(plan.items) if plan.items else []
             if previous is not None:  # record in order, one transaction at a time
@@ -202,12 +208,14 @@ async def _plan_chunk(spec, chunk, store, run, where, full_resync, report, conne
     same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
             for key, digest in zip(keys, digests)]
     verdicts, stamps = await _claim(spec, store, run, chunk, keys, same, connector is None)
-    plan = _Plan()
+    plan = _Plan(resolved=None if connector is None else await asyncio.to_thread(
+        links.resolve, spec, store, keys, chunk, same))  # associations (load/links.py)
     for start in range(0, len(chunk), PLAN_SLICE_ROWS):
         stop = start + PLAN_SLICE_ROWS
         plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
                              digests[start:stop], same[start:stop], state, where, full_resync,
-                             report, connector, verdicts[start:stop], stamps[start:stop]))
+                             report, connector, verdicts[start:stop], stamps[start:stop],
+                             plan.resolved))
         await asyncio.sleep(0)
     return plan
 
@@ -221,6 +229,7 @@ class _Plan:
     upgraded: list[tuple[str, str | None, str]] = field(default_factory=list)  # legacy hashes
     items: list = field(default_factory=list)  # the connector's records of to_send
     versions: dict[str, str] = field(default_factory=dict)  # key -> updated_at sent
+    resolved: links.Resolved | None = None  # the chunk's associations (load/links.py)
 
     def extend(self, other: _Plan) -> None:
         self.to_send += other.to_send
@@ -230,6 +239,7 @@ class _Plan:
         self.quarantined += other.quarantined
         self.upgraded += other.upgraded
         self.items += other.items
+        self.resolved = self.resolved or other.resolved
 
 
 def version_stamps(values: pd.Series) -> list[str | None]:
@@ -271,12 +281,14 @@ async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, li
 
 
 def _prepare(spec, chunk, keys, digests, same, state, where, full_resync, report,
-             connector, verdicts=None, stamps=None) -> _Plan:
-    """Plan a slice of rows and build the records to send."""
+             connector, verdicts=None, stamps=None, resolved=None) -> _Plan:
+    """Plan a slice of rows and build the records to send (with their associations)."""
     plan = _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
                  verdicts, stamps)
+    links.set_aside_missing(spec, plan, resolved, where, report)
+    found = resolved.links if resolved is not None else {}
     if connector is not None and plan.to_send:
-        plan.items = [connector.item(key, fields, crm_id) for key, fields, crm_id in plan.to_send]
+        plan.items = [connector.item(k, f, i, found.get(k)) for k, f, i in plan.to_send]
     return plan
 
 
@@ -323,9 +335,11 @@ def _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
             plan.unchanged.append(key)  # synced before digests existed: upgrade its state
             plan.upgraded.append((key, known_id, digest))
             report.unchanged += 1
-        elif (spec.mode == "create_only" and exists) or (spec.mode == "update_only"
-                                                         and not exists):
+        elif (spec.mode in CREATE_MODES and exists) or (spec.mode == "update_only"
+                                                        and not exists):
             report.skipped += 1  # the sync's mode does not allow this write
+            if spec.mode == "append" and known_hash is not None and known_hash != digest:
+                report.append_changed += 1  # its state keeps the digest of what was created
         else:
             plan.hashes[key] = digest
             plan.to_send.append((key, fields, crm_id))
@@ -387,5 +401,6 @@ def _record(spec, store, where, plan: _Plan, outcomes: list[Outcome], report,
             where.day(plan.versions.get(outcome.key)), where.path,
             echoes=echoes if outcome.raw else ()))
     versions = {key: plan.versions[key] for key in succeeded if key in plan.versions}
+    made = links.confirmed(plan.resolved, [o.key for o in outcomes if o.ok], report)
     store.record_results(spec.name, succeeded, quarantined, state_rows, versions=versions,
-                         run=run)
+                         run=run, links=made)

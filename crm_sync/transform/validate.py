@@ -18,7 +18,9 @@ from crm_sync.transform.convert import add_payloads
 from crm_sync.connectors import PROFILES
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import QuarantineEntry, row_days
+from crm_sync.connectors.profile import CREATE_MODES
 from crm_sync.spec import SyncSpec
+from crm_sync.spec_links import link_column
 from crm_sync.errors import SourceTableError  # re-exported: its old home
 from crm_sync.transform.schemas import (build_schema, create_requirements, required_fields,
                                         rule_of, rule_texts)
@@ -83,6 +85,8 @@ def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
                                                             dtype=object)
     columns["_extra"] = source[spec.attributes_json_column] if spec.attributes_json_column \
         else pd.Series(None, index=source.index, dtype=object)
+    for name, link in spec.associations.items():  # the target's key (crm_sync/load/links.py)
+        columns[link_column(name)] = source[link.column]
     frame = pd.DataFrame(columns, index=source.index).astype(object)
     for name in frame.columns:
         frame[name] = _without_blanks(frame[name])
@@ -264,11 +268,11 @@ def _duplicates(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> dict[i
 
 def _creates_without(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> None:
     """Rows that would create a record (no known CRM id in the row; every row in mode
-    create_only) without a field the pulled schema requires on create."""
+    create_only / append) without a field the pulled schema requires on create."""
     fields = [f for f in create_requirements(spec) if f not in required_fields(spec)]
     if not fields:
         return
-    creates = checked["_crm_id"].isna() if spec.mode != "create_only" else \
+    creates = checked["_crm_id"].isna() if spec.mode not in CREATE_MODES else \
         pd.Series(True, index=checked.index)
     for name in fields:
         for idx in checked.index[(creates & checked[name].isna()).to_numpy()]:
