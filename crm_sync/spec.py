@@ -171,6 +171,7 @@ class SyncSpec(BaseModel):
     all_or_none: bool = False
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int | None = Field(default=None, ge=1)
+    bulk_threshold: int | None = Field(default=2000, ge=1)  # Salesforce Bulk API 2.0 (README)
     schedule: str | None = None
     max_unconfirmed_runs: int = Field(
         default=3, ge=1,

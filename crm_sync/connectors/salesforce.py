@@ -30,6 +30,7 @@ from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.salesforce_schema import parse_describe
 from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.salesforce_bulk import BulkPath
 from crm_sync.connectors.salesforce_oauth import SalesforceOAuth
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
@@ -51,15 +52,16 @@ ALREADY_DELETED = "ENTITY_IS_DELETED"  # a delete of a record in the recycle bin
 # org does not have, or the sObject type is wrong. Bisecting would only spend the allowance.
 FATAL_400 = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MISSING_ARGUMENT"})
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
-class SalesforceConnector(Connector):
+class SalesforceConnector(BulkPath, Connector):  # BulkPath: partitions above bulk_threshold
     crm = "salesforce"
     max_records = SALESFORCE_MAX_RECORDS  # "The list can contain up to 200 objects."
     suffix = b"]}"
 
     def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None,
-                 api_version: str = "62.0", daily_allowance_share: float = 0.9):
+                 api_version: str = "62.0", daily_allowance_share: float = 0.9,
+                 bulk_timeout_seconds: float = 900.0):
         super().__init__(spec, core, batch_size)
-        self.api_version = api_version
+        self.api_version, self.bulk_timeout = api_version, bulk_timeout_seconds
         self.allowance_share = daily_allowance_share
         flag = b"true" if spec.all_or_none else b"false"
         self.prefix = b'{"allOrNone":' + flag + b',"records":['
@@ -335,6 +337,8 @@ class SalesforceResource(SalesforceOAuth):
     requests_per_window: int = Field(default=20, ge=1, description="client-side rate limit")
     batch_size: int | None = Field(default=200, ge=1, le=200,
                                    description="records per collections request (max 200)")
+    bulk_timeout_seconds: float = Field(default=900.0, gt=0, description="longest wait for a "
+                                        "Bulk API 2.0 job; then the next run collects it")
 
     connector_class: ClassVar[type[Connector]] = SalesforceConnector
     token_variable: ClassVar[str] = "SALESFORCE_TOKEN"
@@ -347,7 +351,7 @@ class SalesforceResource(SalesforceOAuth):
         return value
 
     def connector_options(self) -> dict:
-        return {"api_version": self.api_version,
+        return {"api_version": self.api_version, "bulk_timeout_seconds": self.bulk_timeout_seconds,
                 "daily_allowance_share": self.daily_allowance_share}
 
 

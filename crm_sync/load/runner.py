@@ -151,7 +151,7 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
     total = len(valid)
     async with resource.open(spec) as connector:
         connector.bind_store(store)  # Superleap: write-ahead log of creates (state/writeahead.py)
-
+        chunk_rows = connector.chunk_rows(total, chunk_rows)  # Salesforce Bulk API: one chunk
         async def send_and_record(plan: _Plan, previous: asyncio.Task | None, done: int):
             outcomes = await connector.upsert(plan.items) if plan.items else []
             if previous is not None:  # record in order, one transaction at a time
