@@ -372,4 +372,6 @@ PROFILE = CrmProfile(
                        "one; HubSpot's batch/create is not used by crm_sync (no write-ahead log "
                        "of its creates), so each row could not be promised to create one record "
                        "once. Use mode 'create_only'",
+    # associations v4: the type of each link (associationTypeId, associationCategory)
+    association_options=("type_id", "category"),
 )

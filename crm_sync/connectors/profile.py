@@ -83,6 +83,9 @@ class CrmProfile:
     append_match_field: str | None = None
     # Why a sync cannot declare `associations:` (None: the CRM links records; spec_links.py).
     associations_unsupported: str | None = None
+    # The association options of the spec (spec_links.py) this CRM takes (HubSpot: its
+    # association type); any other CRM refuses them.
+    association_options: tuple[str, ...] = ()
     # The CRM's rules for its records that do not depend on the mapping (ids, limits).
     record_rules: tuple[RecordRule, ...] = ()
     # Fields the CRM itself requires, by object ("*": every object).
