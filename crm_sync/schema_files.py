@@ -25,6 +25,7 @@ from crm_sync import paths
 from crm_sync.connectors import PROFILES
 from crm_sync.connectors.fields import CrmField, CrmObjectSchema
 from crm_sync.errors import FatalCrmError, SchemaUnavailable, SpecError, TransientFailure
+from crm_sync.connectors.profile import CREATE_MODES
 
 # The spec types (crm_sync.spec.FieldType) that can carry each CRM field type.
 HOLDS: dict[str, frozenset[str]] = {
@@ -87,7 +88,7 @@ def problems(sync, schema: CrmObjectSchema, where: str) -> list[str]:
         elif crm_field.read_only:
             found.append(f"{head}: field {name!r} is read-only on {schema.crm} ({where}); it "
                          f"cannot be written")
-        elif sync.mode == "create_only" and not crm_field.createable:
+        elif sync.mode in CREATE_MODES and not crm_field.createable:
             found.append(f"{head}: field {name!r} cannot be set on create on {schema.crm} "
                          f"({where}), and the sync only creates")
         elif sync.mode == "update_only" and not crm_field.updateable:

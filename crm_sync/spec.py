@@ -167,10 +167,11 @@ class SyncSpec(BaseModel):
     known_attributes: list[str] | None = Field(
         default=None, description="Brevo: the attributes the object's schema defines. Others "
         "would be silently ignored by Brevo, so they are reported as a warning and not sent")
-    mode: Literal["upsert", "update_only", "create_only", "mirror"] = "upsert"
+    mode: Literal["upsert", "update_only", "create_only", "mirror", "append"] = "upsert"
     all_or_none: bool = False
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     batch_size: int | None = Field(default=None, ge=1)
+    bulk_threshold: int | None = Field(default=2000, ge=1)  # Salesforce Bulk API 2.0 (README)
     schedule: str | None = None
     max_unconfirmed_runs: int = Field(
         default=3, ge=1,
@@ -278,9 +279,8 @@ class SyncSpec(BaseModel):
 
     @model_validator(mode="after")
     def _mode_fits_crm(self):
-        reason = _profile(self.crm).mirror_unsupported
-        if self.mode == "mirror" and reason:
-            raise ValueError(f"mode 'mirror' is not available for {self.crm}: {reason}")
+        if reason := _profile(self.crm).mode_refusal(self):  # mirror, append
+            raise ValueError(reason)
         return self
 
     @property

@@ -78,8 +78,9 @@ def check_associations(spec) -> None:
             if target.crm != sync.crm:
                 raise ValueError(f"{where}: target sync {target.name!r} writes to "
                                  f"{target.crm}, not {sync.crm}; both must be one CRM")
-            given = [o for o in HUBSPOT_ONLY if getattr(link, o) is not None]
-            if given and sync.crm != "hubspot":
+            taken = PROFILES[sync.crm].association_options
+            given = [o for o in HUBSPOT_ONLY if getattr(link, o) is not None and o not in taken]
+            if given:
                 raise ValueError(f"{where}: {', '.join(given)} are HubSpot's association "
                                  f"options; {sync.crm} takes none")
             link._target = target

@@ -210,9 +210,11 @@ def test_resource_settings():
     resource = SalesforceResource(token=TOKEN)
     assert (resource.api_version, resource.batch_size, resource.daily_allowance_share) == \
         ("62.0", 200, 0.9)
-    assert resource.connector_options() == {"api_version": "62.0", "daily_allowance_share": 0.9}
+    assert resource.connector_options() == {"api_version": "62.0", "daily_allowance_share": 0.9,
+                                            "bulk_timeout_seconds": 900.0}
     for bad in ({"batch_size": 201}, {"api_version": "45.0"}, {"api_version": "v62"},
-                {"daily_allowance_share": 0}, {"max_concurrency": 26}):
+                {"daily_allowance_share": 0}, {"max_concurrency": 26},
+                {"bulk_timeout_seconds": 0}):
         with pytest.raises(ValidationError):
             SalesforceResource(token=TOKEN, **bad)
     assert TOKEN not in repr(resource)

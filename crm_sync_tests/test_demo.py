@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
@@ -77,3 +78,62 @@ def test_the_demo_twice_on_postgresql_sends_nothing_the_second_time(tmp_path, mo
     with psycopg.connect(postgres.dsn(postgres_url.rsplit("/", 1)[1])) as conn:
         held = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
     assert held == sum(row["quarantined"] for row in first)
+
+
+def _linked_spec(tmp_path) -> str:
+    """The bundled spec plus Brevo relationships: companies into the sandbox's `client`
+    object, each project linked to its company (README "Relationships")."""
+    import yaml
+
+    from crm_sync.spec import DEFAULT_SPEC_PATH
+
+    from crm_sync_tests.links_specs import COMPANIES, LINK
+
+    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    for sync in raw["syncs"]:
+        if sync["name"] == "projects_to_brevo":
+            sync["associations"] = LINK
+    raw["syncs"].append(COMPANIES)  # declared after its child: the demo orders them anyway
+    path = tmp_path / "linked.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def test_the_demo_links_projects_to_their_companies_and_counts_the_links(tmp_path, monkeypatch):
+    import pandas as pd
+
+    _few_rows(tmp_path, monkeypatch, lines=12)
+    data = tmp_path / "data"
+    companies = pd.read_csv(data / "companies.csv", dtype=str, keep_default_na=False)
+    projects = pd.read_csv(data / "projects.csv", dtype=str, keep_default_na=False)
+    # every project of a company the file holds (cyclically), one with none, one with a
+    # company no table holds
+    projects["company_id"] = [companies["company_id"][i % len(companies)]
+                              for i in range(len(projects))]
+    projects.loc[0, "company_id"], projects.loc[1, "company_id"] = "", "CO-9999999"
+    projects.to_csv(data / "projects.csv", index=False)
+    monkeypatch.setenv("CRM_SYNC_SPEC", _linked_spec(tmp_path))
+    first = {row["sync"]: row for row in run_demo(tmp_path / "demo")}
+    db = tmp_path / "demo" / "sandbox.sqlite"
+    records = _records(db)
+    with sqlite3.connect(db) as conn:
+        stored = {(obj, rid): json.loads(body) for obj, rid, body in conn.execute(
+            "SELECT object, id, data FROM records WHERE crm = 'brevo'")}
+    ext = {(obj, rid): body["identifiers"]["ext_id"] for (obj, rid), body in stored.items()}
+    linked = {ext[("project", rid)]: {ext[("client", str(i))] for i in ids}
+              for (obj, rid), body in stored.items() if obj == "project"
+              for ids in [body.get("associations", {}).get("client", [])] if ids}
+    wanted = dict(zip(projects["project_id"], projects["company_id"]))
+    assert linked and all(targets == {wanted[key]} for key, targets in linked.items())
+    sent = {body["identifiers"]["ext_id"] for (obj, _), body in stored.items() if obj == "project"}
+    clients = {body["identifiers"]["ext_id"] for (obj, _), body in stored.items()
+               if obj == "client"}
+    assert set(linked) == {key for key in sent if wanted[key] in clients}
+    assert projects["project_id"][1] not in sent  # its company is in no table: quarantined
+    assert first["projects_to_brevo"]["linked"] == len(linked)
+    for row in first.values():
+        assert row["created"] + row["updated"] + row["unchanged"] + row["quarantined"] == \
+            row["rows_read"]
+        assert records.get((row["crm"], row["object"]), 0) == row["created"]
+    second = run_demo(tmp_path / "demo")
+    assert all(row["created"] == 0 and row["linked"] == 0 for row in second), second

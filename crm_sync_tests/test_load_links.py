@@ -5,11 +5,14 @@ in the store with their state; a change of only the association column sends the
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 import yaml
 
 from crm_sync.connectors.brevo import BrevoResource
+from crm_sync.extract.sources import SourceResource
 from crm_sync.load.links import TARGET_MISSING
 from crm_sync.load.runner import run_upsert
 from crm_sync.load.replay import retry_transient
@@ -17,23 +20,9 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.links_specs import COMPANIES, PROJECTS, brevo  # noqa: F401 (fixture)
 
-COMPANIES = {"name": "companies_to_brevo", "source": "companies", "source_key": "company_id",
-             "crm": "brevo", "object": "client", "matching_key": "ext_id",
-             "fields": {"name": "name"}}
-PROJECTS = {"name": "projects_to_brevo", "source": "projects", "source_key": "project_id",
-            "crm": "brevo", "object": "project", "matching_key": "ext_id",
-            "fields": {"name": "name"},
-            "associations": {"client": {"sync": "companies_to_brevo", "column": "company_id"}}}
 DAY = "2026-11-03T10:00:00Z"
-
-
-@pytest.fixture
-def brevo(sandbox):
-    defaults = {"process_steps": 2, "rate_limit": None}
-    sandbox.post("/_sandbox/brevo/settings", json=defaults).raise_for_status()
-    yield sandbox
-    sandbox.post("/_sandbox/brevo/settings", json=defaults)
 
 
 @pytest.fixture
@@ -49,13 +38,13 @@ def resource(url: str) -> BrevoResource:
 
 
 def companies(*keys: str) -> pd.DataFrame:
-    return pd.DataFrame([{"company_id": k, "name": f"Company {k}", "updated_at": DAY}
-                         for k in keys])
+    return pd.DataFrame([{"company_id": k, "name": f"Company {k}", "domain": f"{k}.example",
+                          "updated_at": DAY} for k in keys])
 
 
 def projects(links: dict[str, str | None]) -> pd.DataFrame:
-    return pd.DataFrame([{"project_id": k, "name": f"Project {k}", "company_id": v,
-                          "updated_at": DAY} for k, v in links.items()])
+    return pd.DataFrame([{"project_id": k, "name": f"Project {k}", "status": "active",
+                          "company_id": v, "updated_at": DAY} for k, v in links.items()])
 
 
 def run(spec, name: str, frame: pd.DataFrame, store, url: str, **options):
@@ -116,8 +105,6 @@ def test_a_change_of_only_the_association_column_sends_the_row_again(
 
 def test_the_replay_of_transient_failures_sends_it_once_the_target_is_synced(
         brevo, sandbox_url, store, spec, tmp_path):
-    from crm_sync.extract.sources import SourceResource
-
     data = tmp_path / "data"
     data.mkdir()
     projects({"PR-1": "CO-1"}).to_csv(data / "projects.csv", index=False)
@@ -125,8 +112,6 @@ def test_the_replay_of_transient_failures_sends_it_once_the_target_is_synced(
     assert store.quarantine_frame("projects_to_brevo")["error_code"].tolist() == [TARGET_MISSING]
     # the company is synced in another partition's run; the projects' replay step picks it up
     run(spec, "companies_to_brevo", companies("CO-1"), store, sandbox_url)
-    import time
-
     report = retry_transient(spec.sync("projects_to_brevo"), SourceResource(data_dir=str(data)),
                              resource(sandbox_url), store, before=time.time() + 1)
     assert report.resent.created == 1 and report.resent.links_created == 1

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import pytest
 
 from crm_sync.extract.sources import SourceResource
+from crm_sync.state.bulkjobs import BulkJobLog
 from crm_sync.state.store import SyncStore
 from crm_sync.state.writeahead import WriteAheadLog
 from crm_sync_tests import invariant as inv
@@ -199,3 +200,37 @@ def test_sigkill_after_superleap_committed_and_before_it_answered(sandbox, sandb
     assert after.duplicates == 0 and after.in_crm == after.valid  # adopted, not created twice
     inv.record("crash_after_commit", crm, seed, after, faults, kills=1,
                unanswered_at_kill=tally.unknown, reruns=runs)
+
+
+def _jobs(sandbox, method: str) -> int:
+    return sandbox.get("/_sandbox/stats").json()["counters"].get(
+        f"requests {method} salesforce jobs", 0)
+
+
+@pytest.mark.parametrize("store_backend", BACKENDS, indirect=True)
+def test_sigkill_between_the_bulk_upload_and_its_results(sandbox, sandbox_url, store, tmp_path):
+    """A partition above bulk_threshold goes through one Bulk API 2.0 job; the run is killed
+    once the job is closed (its first poll: UploadComplete was answered) and before its results
+    are read. The rerun collects that job's results and uploads nothing again."""
+    crm, seed, rows = "salesforce", 48, 2500
+    spec = inv.spec_for(crm)
+    source = inv.write_source(tmp_path / "data", crm, rows, seed)
+    frame = inv.read_source(spec, source)
+    sandbox.post("/_sandbox/salesforce/bulk", json={"processing_seconds": 3.0}).raise_for_status()
+    try:
+        assert _run_and_kill(crm, sandbox_url, store, source.data_dir,
+                             when=lambda: _jobs(sandbox, "GET") >= 1)
+        tally = _after_kill(sandbox, store, spec, frame)
+        assert store.state_frame(spec.name).empty  # the dead run recorded nothing
+        held = BulkJobLog(store, spec.name).pending(frame[spec.source_key].astype(str))
+        assert len(held) == tally.valid > spec.bulk_threshold  # every valid row, one job
+        assert len({job for job, _ in held.values()}) == 1
+        assert (_jobs(sandbox, "POST"), _jobs(sandbox, "PUT"), _jobs(sandbox, "PATCH")) == \
+            (1, 1, 1)
+        after, runs = _settle(crm, sandbox_url, sandbox, store, spec, source, frame)
+    finally:
+        sandbox.post("/_sandbox/salesforce/bulk", json={"processing_seconds": 0.5})
+    assert (_jobs(sandbox, "POST"), _jobs(sandbox, "PUT")) == (1, 1)  # collected, not resent
+    assert after.duplicates == 0 and after.in_crm == after.valid
+    assert BulkJobLog(store, spec.name).pending(frame[spec.source_key].astype(str)) == {}
+    inv.record("crash_bulk_job", crm, seed, after, kills=1, reruns=runs)

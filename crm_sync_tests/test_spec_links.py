@@ -11,14 +11,7 @@ import yaml
 from crm_sync.project import build_defs, sandbox_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import SpecError, load_spec
-
-COMPANIES = {"name": "companies_to_brevo", "source": "companies", "source_key": "company_id",
-             "crm": "brevo", "object": "client", "matching_key": "ext_id",
-             "fields": {"name": "name"}}
-PROJECTS = {"name": "projects_to_brevo", "source": "projects", "source_key": "project_id",
-            "crm": "brevo", "object": "project", "matching_key": "ext_id",
-            "fields": {"name": "name"},
-            "associations": {"client": {"sync": "companies_to_brevo", "column": "company_id"}}}
+from crm_sync_tests.links_specs import COMPANIES, PROJECTS
 
 
 def _load(tmp_path, *syncs):
@@ -131,6 +124,8 @@ def test_the_upsert_depends_on_its_targets_upsert_in_the_graph(tmp_path):
             .parent_keys} == {"validated_companies_to_brevo"}
     # same daily partitions: partition D of the projects waits for partition D of the companies
     upsert = defs.resolve_assets_def("projects_to_brevo")
+    assert upsert.metadata_by_key[dg.AssetKey("projects_to_brevo")]["associations"] == \
+        "client -> companies_to_brevo (by company_id)"  # shown with the asset in the UI
     assert upsert.partitions_def == defs.resolve_assets_def("companies_to_brevo").partitions_def
     parents = graph.get_parent_partition_keys_for_child(
         "2026-11-03", dg.AssetKey("companies_to_brevo"), dg.AssetKey("projects_to_brevo"))

@@ -62,6 +62,11 @@ class Connector(ABC):
         """The sync store of the run (the runner, load/runner.py, calls this). Connectors whose creates are not
         idempotent keep their write-ahead log in it (crm_sync/state/writeahead.py); others ignore it."""
 
+    def chunk_rows(self, total: int, chunk_rows: int) -> int:
+        """Rows per chunk of a run of `total` rows (the runner's default: `chunk_rows`).
+        Salesforce's Bulk API path takes a large partition as one chunk: one ingest job."""
+        return chunk_rows
+
     def with_links(self, record: dict, links: RowLinks) -> dict:
         """The record with its associations in the upsert body (Brevo `associations`,
         Salesforce's parent by external id). CRMs that link in separate calls after the upsert

@@ -56,7 +56,7 @@ from pydantic import Field
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.brevo_process import UNREAD, ProcessReadBack, Snapshot, permanent
 from crm_sync.connectors.core import HttpCore, HttpSettings
-from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.model import Item, Outcome, RowLinks, TargetRef, failed_all
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
 from crm_sync.errors import FatalCrmError
@@ -66,7 +66,8 @@ from crm_sync.spec import SyncSpec
 BREVO_MAX_RECORDS = 1000
 BREVO_MAX_BODY_BYTES = 1_000_000
 BREVO_MAX_ATTRIBUTES = 500
-BREVO_MAX_ASSOCIATIONS = 10
+BREVO_MAX_ASSOCIATIONS = 10  # records per associated object type and action, per record
+BREVO_MAX_ASSOCIATION_ENTRIES = 20  # SDK: "Maximum 20 total entries ... 10 link and 10 unlink"
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,19 @@ class BrevoConnector(ProcessReadBack, Connector):
             identifiers = {"ext_id": None if ext_id is None else str(ext_id)}
         return {"identifiers": identifiers, "attributes": attributes}
 
+    def with_links(self, record: dict, links: RowLinks) -> dict:
+        """`records[].associations`: per associated object type, the targets to unlink (a
+        changed or emptied source value) and to link, each by its identifiers (REFERENCE.md,
+        Brevo: "Attributes, Identifiers, Associations"; both records must exist first)."""
+        entries = []
+        for action, refs in (("unlink", links.unlink), ("link", links.link)):
+            by_type: dict[str, list] = {}
+            for ref in refs:
+                by_type.setdefault(ref.object, []).append({"identifiers": _target(ref)})
+            entries += [{"object_type": kind, "action": action, "records": records}
+                        for kind, records in by_type.items()]
+        return {**record, "associations": entries} if entries else record
+
     @property
     def path(self) -> str:
         return f"/v3/objects/{path_segment(self.spec.object)}/batch/upsert"
@@ -148,6 +162,8 @@ class BrevoConnector(ProcessReadBack, Connector):
         if "ext_id" in identifiers and not (identifiers["ext_id"] or "").strip():
             return permanent(item, "REQUIRED_FIELD_MISSING", "the row has no ext_id value",
                               column=self.spec.matching_column)
+        if problem := _links_problem(item.record.get("associations") or ()):
+            return permanent(item, "TOO_MANY_ASSOCIATIONS", problem)
         marker = json.dumps(identifiers, sort_keys=True, default=str)
         if marker in seen:  # Brevo would reject both copies inside the process
             return permanent(item, "DUPLICATE_MATCHING_KEY", f"another row of this run has "
@@ -225,6 +241,28 @@ class BrevoConnector(ProcessReadBack, Connector):
             reset = 1.0
         # Hourly limits can announce a long reset; never stall longer than the core's backoff.
         return min(max(reset, 0.0), self.core.settings.max_backoff_seconds) or 1.0
+
+
+def _target(ref: TargetRef) -> dict:
+    """A target record's identifiers: its ext_id when known, else its Brevo id."""
+    if ref.key_field == "ext_id" and ref.key_value is not None:
+        return {"ext_id": str(ref.key_value)}
+    if str(ref.crm_id or "").isdigit():
+        return {"id": int(ref.crm_id)}
+    return {"ext_id": str(ref.key_value or ref.crm_id)}
+
+
+def _links_problem(entries) -> str | None:
+    """Why Brevo would refuse a record's associations for the whole request, or None."""
+    if len(entries) > BREVO_MAX_ASSOCIATION_ENTRIES:
+        return (f"{len(entries)} association entries; Brevo accepts at most "
+                f"{BREVO_MAX_ASSOCIATION_ENTRIES} per record")
+    for entry in entries:
+        if len(entry["records"]) > BREVO_MAX_ASSOCIATIONS:
+            return (f"{len(entry['records'])} {entry['object_type']} records to "
+                    f"{entry['action']}; Brevo accepts at most {BREVO_MAX_ASSOCIATIONS} per "
+                    f"associated object type")
+    return None
 
 
 def _ext_id_field(spec: SyncSpec) -> str | None:
@@ -315,4 +353,8 @@ PROFILE = CrmProfile(
     # Brevo lists no separate limit for /v3/objects: it falls under "all other endpoints",
     # 100 requests per hour (200 on Enterprise, the plan custom objects need; REFERENCE.md §2).
     allowance=(1000 * 200 / 3600, "1000 records per call x 200 requests/hour (Enterprise)"),
+    append_unsupported="Brevo documents only 'Create/Update object records in bulk' for custom "
+                       "objects (batch/upsert: a known ext_id updates its record), no "
+                       "create-only endpoint, so each row could not be promised to create one "
+                       "record. Use mode 'create_only'",
 )

@@ -228,7 +228,8 @@ class HttpCore:
             raise _GiveUp(f"not sent: {stop.message}", "RATE_LIMITED", 429)
 
     async def call(self, method: str, path: str, *, content: bytes | None = None,
-                   params: dict | None = None, retry_transport_errors: bool = True
+                   params: dict | None = None, retry_transport_errors: bool = True,
+                   content_type: str = "application/json", json_answer: bool = True
                    ) -> tuple[httpx.Response, object, int]:
         """Send one request with retries; return (response, parsed JSON or None, attempts).
 
@@ -237,6 +238,8 @@ class HttpCore:
         may have been applied before the connection dropped): those are not resent blind. Only
         a 429 is retried (the CRM refused the request before processing it); a 5xx is returned
         to the connector, since a gateway may answer it after the CRM applied the request.
+        `content_type`: of the body sent (Salesforce's Bulk API uploads text/csv);
+        `json_answer=False`: a 2xx answer is not JSON (a CSV), its payload is None.
         """
         attempts = 0
         retryable = (_Retryable,)
@@ -252,7 +255,8 @@ class HttpCore:
                     if attempts > 1:
                         self.stats.retries += 1
                     return (*await self._send_once(method, path, content, params,
-                                                   retry_transport_errors), attempts)
+                                                   retry_transport_errors,
+                                                   (content_type, json_answer)), attempts)
         except _Retryable as exc:
             if exc.code == "CONNECTION_ERROR" and not self.reached:
                 raise CrmUnreachable(f"cannot reach {self.settings.base_url}: {exc}",
@@ -270,7 +274,8 @@ class HttpCore:
             return min(exc.retry_after, self.settings.max_backoff_seconds)
         return backoff(retry_state)
 
-    async def _send_once(self, method, path, content, params, retry_transport_errors):
+    async def _send_once(self, method, path, content, params, retry_transport_errors,
+                         kinds=("application/json", True)):
         async with self._semaphore:
             self._refuse_if_stopped()
             delay = self._resume_at - time.monotonic()
@@ -278,7 +283,7 @@ class HttpCore:
                 await asyncio.sleep(delay)
             await self._limiter.acquire()
             self._refuse_if_stopped()  # another slot may have been told to stop meanwhile
-            headers = {"content-type": "application/json"} if content is not None else {}
+            headers = {"content-type": kinds[0]} if content is not None else {}
             if self.tokens is None:
                 response = await self._request(method, path, content, params, headers,
                                                retry_transport_errors)
@@ -296,7 +301,7 @@ class HttpCore:
                     response = await self._request(method, path, content, params,
                                                    {**headers, "authorization": f"Bearer {token}"},
                                                    retry_transport_errors)
-        return await self._answer(method, path, response, retry_transport_errors)
+        return await self._answer(method, path, response, retry_transport_errors, kinds[1])
 
     async def _request(self, method, path, content, params, headers, retry_transport_errors):
         self.stats.requests += 1
@@ -317,7 +322,7 @@ class HttpCore:
         self.reached = True
         return response
 
-    async def _answer(self, method, path, response, retry_transport_errors):
+    async def _answer(self, method, path, response, retry_transport_errors, json_answer=True):
         original = response.content
         response, echoed = self._redacted(response)
         if self._on_response is not None:
@@ -340,6 +345,8 @@ class HttpCore:
         if status in NOT_THE_API_STATUS:
             raise _GiveUp(f"HTTP {status} from {method} {self.settings.base_url}{path}: "
                           f"{_snippet(response)}", f"HTTP_{status}", status)
+        if not json_answer and 200 <= status < 300:
+            return response, None  # (a CSV: the connector reads response.text)
         try:
             payload = parse_json(original) if original else None
             if echoed:

@@ -365,4 +365,13 @@ PROFILE = CrmProfile(
     # idProperty: "a property with hasUniqueValue=true, or email for contacts"
     # (../shared/crm-docs/REFERENCE.md, HubSpot identifier rules; hubspot-api-nodejs#548).
     always_matchable=frozenset({("contacts", "email")}),
+    # HubSpot documents a create-only batch (POST /crm/v3/objects/{objectType}/batch/create,
+    # developers.hubspot.com/docs/api/crm/contacts); crm_sync does not call it.
+    append_unsupported="crm_sync writes HubSpot only through batch/upsert by the matching key, "
+                       "which updates a record that already has the key instead of creating "
+                       "one; HubSpot's batch/create is not used by crm_sync (no write-ahead log "
+                       "of its creates), so each row could not be promised to create one record "
+                       "once. Use mode 'create_only'",
+    # associations v4: the type of each link (associationTypeId, associationCategory)
+    association_options=("type_id", "category"),
 )

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Sync modes whose every write is a create: `create_only` (rows crm_sync never synced) and
+# `append` (records that never change once created, e.g. call logs: each row is created once,
+# and a later change to it is counted, never sent). README "Sync modes", docs/guarantees.md.
+CREATE_MODES = ("create_only", "append")
+
+
 def matching_key_column(spec) -> str | None:
     """The common case: the matching key is a mapped field holding the value."""
     return spec.matching_key
@@ -68,8 +74,18 @@ class CrmProfile:
     measures_attributes: bool = False
     # Why `mode: mirror` is not available (None: the CRM can delete records).
     mirror_unsupported: str | None = None
+    # Why `mode: append` is not available (None: crm_sync creates this CRM's records through
+    # a create-only endpoint, exactly once). A CRM says so explicitly: the default refuses.
+    append_unsupported: str | None = "crm_sync creates this CRM's records only through its " \
+                                     "upsert, never through a create-only endpoint"
+    # mode append: the field a create whose outcome is unknown is looked up by; the sync must
+    # map it (without it, such a row waits for a person, so "once" would not be kept by itself).
+    append_match_field: str | None = None
     # Why a sync cannot declare `associations:` (None: the CRM links records; spec_links.py).
     associations_unsupported: str | None = None
+    # The association options of the spec (spec_links.py) this CRM takes (HubSpot: its
+    # association type); any other CRM refuses them.
+    association_options: tuple[str, ...] = ()
     # The CRM's rules for its records that do not depend on the mapping (ids, limits).
     record_rules: tuple[RecordRule, ...] = ()
     # Fields the CRM itself requires, by object ("*": every object).
@@ -103,6 +119,23 @@ class CrmProfile:
     @property
     def can_delete(self) -> bool:
         return self.mirror_unsupported is None
+
+    def mode_refusal(self, sync) -> str | None:
+        """Why the sync's `mode` is not available for this CRM (None: it is). Append needs a
+        connector that creates through a create-only endpoint, exactly once, and the field it
+        looks an unanswered create up by mapped."""
+        if sync.mode == "mirror" and self.mirror_unsupported:
+            return f"mode 'mirror' is not available for {self.name}: {self.mirror_unsupported}"
+        if sync.mode != "append":
+            return None
+        if self.append_unsupported:
+            return f"mode 'append' is not available for {self.name}: {self.append_unsupported}"
+        match = self.append_match_field
+        if match and match not in sync.fields:
+            return (f"mode 'append' on {self.name} needs a mapped field {match!r} (e.g. "
+                    f"`{match}: {sync.source_key}`): a create that got no answer is looked up "
+                    f"by it, so that the row is created once and never sent blind twice")
+        return None
 
     def required_for(self, object_name: str) -> set[str]:
         return set(self.required_fields.get("*", ())) | set(

@@ -29,7 +29,8 @@ from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.core import HttpCore
 from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.salesforce_schema import parse_describe
-from crm_sync.connectors.model import Item, Outcome, RowLinks, failed_all
+from crm_sync.connectors.model import Item, Outcome, failed_all
+from crm_sync.connectors.salesforce_bulk import BulkPath
 from crm_sync.connectors.salesforce_links import TARGET_MISSING, error_code, with_parents
 from crm_sync.connectors.salesforce_oauth import SalesforceOAuth
 from crm_sync.connectors.wire import path_segment
@@ -52,15 +53,16 @@ ALREADY_DELETED = "ENTITY_IS_DELETED"  # a delete of a record in the recycle bin
 # org does not have, or the sObject type is wrong. Bisecting would only spend the allowance.
 FATAL_400 = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MISSING_ARGUMENT"})
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
-class SalesforceConnector(Connector):
+class SalesforceConnector(BulkPath, Connector):  # BulkPath: partitions above bulk_threshold
     crm = "salesforce"
     max_records = SALESFORCE_MAX_RECORDS  # "The list can contain up to 200 objects."
     suffix = b"]}"
 
     def __init__(self, spec: SyncSpec, core: HttpCore, batch_size: int | None = None,
-                 api_version: str = "62.0", daily_allowance_share: float = 0.9):
+                 api_version: str = "62.0", daily_allowance_share: float = 0.9,
+                 bulk_timeout_seconds: float = 900.0):
         super().__init__(spec, core, batch_size)
-        self.api_version = api_version
+        self.api_version, self.bulk_timeout = api_version, bulk_timeout_seconds
         self.allowance_share = daily_allowance_share
         flag = b"true" if spec.all_or_none else b"false"
         self.prefix = b'{"allOrNone":' + flag + b',"records":['
@@ -85,8 +87,7 @@ class SalesforceConnector(Connector):
         return {"attributes": {"type": self.spec.object},
                 **{k: v for k, v in fields.items() if k != "attributes"}}
 
-    def with_links(self, record: dict, links: RowLinks) -> dict:
-        return with_parents(record, links)  # the parent by its external id: salesforce_links
+    with_links = staticmethod(with_parents)  # each parent by its external id (salesforce_links)
 
     # -- the schema ------------------------------------------------------------------------
     async def describe(self) -> CrmObjectSchema:
@@ -300,10 +301,8 @@ class SalesforceConnector(Connector):
             error, message = errors[0], str(errors[0].get("message") or "")
             fields = error.get("fields") or []
             code = error_code(str(error.get("statusCode") or "FAILED"), message)
-            # A missing parent is transient, as the runner's ASSOCIATION_TARGET_MISSING: the row
-            # is sent again on later runs and goes through once its parent is in Salesforce.
             return Outcome(item.key, "failed", error_code=code, message=message, http_status=200,
-                           transient=code == TARGET_MISSING, attempts=attempts,
+                           transient=code == TARGET_MISSING, attempts=attempts,  # as the runner's
                            column=str(fields[0]) if fields else None)
         return Outcome(item.key, "failed", error_code="MALFORMED_RESPONSE",
                        message=f"unexpected result for this record: {str(result)[:200]}",
@@ -340,6 +339,8 @@ class SalesforceResource(SalesforceOAuth):
     requests_per_window: int = Field(default=20, ge=1, description="client-side rate limit")
     batch_size: int | None = Field(default=200, ge=1, le=200,
                                    description="records per collections request (max 200)")
+    bulk_timeout_seconds: float = Field(default=900.0, gt=0, description="longest wait for a "
+                                        "Bulk API 2.0 job; then the next run collects it")
 
     connector_class: ClassVar[type[Connector]] = SalesforceConnector
     token_variable: ClassVar[str] = "SALESFORCE_TOKEN"
@@ -352,7 +353,7 @@ class SalesforceResource(SalesforceOAuth):
         return value
 
     def connector_options(self) -> dict:
-        return {"api_version": self.api_version,
+        return {"api_version": self.api_version, "bulk_timeout_seconds": self.bulk_timeout_seconds,
                 "daily_allowance_share": self.daily_allowance_share}
 
 
@@ -389,4 +390,11 @@ PROFILE = CrmProfile(
     # matches by an external id field (crm_sync/schema_files.py).
     option_error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
     matching_key_needs=("external_id", "an external id field"),
+    # Salesforce documents a create-only sObject Collections POST (composite/sobjects,
+    # resources-composite-sobjects-collections-create); crm_sync does not call it.
+    append_unsupported="crm_sync writes Salesforce only through the sObject Collections upsert "
+                       "by external id, which updates a record that already has the id instead "
+                       "of creating one; the create-only sObject Collections POST is not used "
+                       "by crm_sync (no write-ahead log of its creates), so each row could not "
+                       "be promised to create one record once. Use mode 'create_only'",
 )

@@ -11,9 +11,10 @@ creates in the sync store (crm_sync/state/writeahead.py) and, before creating a 
 create has an unknown outcome, looks the record up by `external_id` (`POST .../filter`): a record
 found is adopted (updated by its id), never created a second time.
 
-A `create_only` sync creates through `POST .../record/bulk_create` instead (a bare array; no ids
-in the answer, so they are looked up by `external_id`; a 400 VALIDATION_FAILED names the bad
-records by `record_index`: those are rejected, the rest sent again). Same write-ahead log.
+A `create_only` or `append` sync creates through `POST .../record/bulk_create` instead (a bare
+array; no ids in the answer, so they are looked up by `external_id`; a 400 VALIDATION_FAILED
+names the bad records by `record_index`: those are rejected, the rest sent again). Same
+write-ahead log.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from crm_sync.connectors.superleap_create import MATCH_FIELD, bulk_create
 from crm_sync.connectors.superleap_schema import parse_object
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.wire import path_segment, serialize
-from crm_sync.connectors.profile import CrmProfile, RecordRule
+from crm_sync.connectors.profile import CREATE_MODES, CrmProfile, RecordRule
 from crm_sync.errors import FatalCrmError, TransientFailure
 from crm_sync.spec import SyncSpec
 from crm_sync.state.writeahead import UNKNOWN_OUTCOME, WriteAheadLog, token
@@ -105,11 +106,11 @@ class SuperleapConnector(Connector):
         return f"/api/v1/org/objects/{path_segment(self.spec.object)}/record/bulk_create"
 
     async def send_batch(self, batch: list[Item]) -> list[Outcome]:
-        if self.spec.mode != "create_only":
+        if self.spec.mode not in CREATE_MODES:
             return await self._send(batch)
-        # create_only: new rows go through bulk_create. A row that carries an id here was
-        # adopted (an earlier, unanswered create of it made the record) or recorded by another
-        # run: the record exists, and create_only never updates one.
+        # create_only / append: new rows go through bulk_create. A row that carries an id here
+        # was adopted (an earlier, unanswered create of it made the record) or recorded by
+        # another run: the record exists, and neither mode ever updates one.
         made = [Outcome(i.key, "created", crm_id=i.record["id"]) for i in batch if "id" in i.record]
         new = [i for i in batch if "id" not in i.record]
         return made + (await bulk_create(self, new) if new else [])
@@ -355,6 +356,9 @@ PROFILE = CrmProfile(
     mirror_unsupported="Superleap documents no API to delete records, so crm_sync could not "
                        "remove the records of rows that left the source; use mode 'upsert' "
                        "for this sync",
+    # mode append: creates through bulk_create (superleap_create.py), exactly once through the
+    # write-ahead log and the lookup by external_id, which the sync must therefore map.
+    append_unsupported=None, append_match_field=MATCH_FIELD,
     # Its bulk_upsert / bulk_create pages (../shared/crm-docs/superleap-*.txt) describe name,
     # email, phone, external_id and custom fields: no relationship or lookup field.
     associations_unsupported="Superleap documents no relationship fields (its record APIs "

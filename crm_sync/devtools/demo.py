@@ -21,8 +21,9 @@ from crm_sync.sandbox.state import tokens_from_env
 from crm_sync.spec import Spec, load_spec
 from crm_sync.state.store import SyncStore
 
+# `linked`: associations made (spec `associations:`; any CRM, from the runs' reports)
 SUMMARY_COLUMNS = ["crm", "object", "sync", "rows_read", "created", "updated", "unchanged",
-                   "quarantined"]
+                   "quarantined", "linked"]
 
 
 def partitions_with_data(spec: Spec, data_dir: Path) -> list[str]:

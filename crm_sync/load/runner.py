@@ -32,6 +32,7 @@ from crm_sync.transform.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_p
 from crm_sync.connectors.model import Outcome, Stats
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import SYNC, QuarantineEntry, batch_echoes
+from crm_sync.connectors.profile import CREATE_MODES
 from crm_sync.spec import SyncSpec
 from crm_sync.state.store import SyncStore
 from crm_sync.errors import AccountingError  # re-exported: its old home
@@ -48,7 +49,10 @@ class SyncReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    skipped: int = 0  # not sent because the sync's mode (create_only / update_only) forbids it
+    skipped: int = 0  # not sent: the sync's mode (create_only / update_only / append) forbids it
+    # mode append, of `skipped`: rows created before whose source changed since. Not sent: an
+    # appended record (a call log) is immutable, and the CRM keeps the version first created.
+    append_changed: int = 0
     failed: int = 0
     superseded: int = 0  # not sent: a newer version of the row was sent (crm_sync/state/ownership.py)
     dry_run: bool = False
@@ -147,7 +151,7 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
     total = len(valid)
     async with resource.open(spec) as connector:
         connector.bind_store(store)  # Superleap: write-ahead log of creates (state/writeahead.py)
-
+        chunk_rows = connector.chunk_rows(total, chunk_rows)  # Salesforce Bulk API: one chunk
         async def send_and_record(plan: _Plan, previous: asyncio.Task | None, done: int):
             outcomes = await connector.upsert(plan.items) if plan.items else []
             if previous is not None:  # record in order, one transaction at a time
@@ -238,14 +242,6 @@ class _Plan:
         self.resolved = self.resolved or other.resolved
 
 
-def version_stamps(values: pd.Series) -> list[str | None]:
-    """Source updated_at values as UTC ISO 8601 text of one width (text order = time order);
-    None where a value is no timestamp. Naive timestamps are UTC."""
-    stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return [v if isinstance(v, str) else None for v in text.tolist()]
-
-
 # How often a run looks again at rows another run is sending (it waits for their outcome).
 BUSY_POLL_SECONDS = 0.2
 
@@ -259,7 +255,7 @@ async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, li
     verdicts: list = [None] * len(keys)
     if not wanted:
         return verdicts, [None] * len(keys)
-    stamps = version_stamps(chunk["_updated_at"]) if "_updated_at" in chunk.columns \
+    stamps = ownership.version_stamps(chunk["_updated_at"]) if "_updated_at" in chunk.columns \
         else [None] * len(keys)
     values = matching.matching_values(spec, chunk)
     values = [None if v is None else matching.digest(v) for v in values.tolist()] \
@@ -331,9 +327,11 @@ def _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
             plan.unchanged.append(key)  # synced before digests existed: upgrade its state
             plan.upgraded.append((key, known_id, digest))
             report.unchanged += 1
-        elif (spec.mode == "create_only" and exists) or (spec.mode == "update_only"
-                                                         and not exists):
+        elif (spec.mode in CREATE_MODES and exists) or (spec.mode == "update_only"
+                                                        and not exists):
             report.skipped += 1  # the sync's mode does not allow this write
+            if spec.mode == "append" and known_hash is not None and known_hash != digest:
+                report.append_changed += 1  # its state keeps the digest of what was created
         else:
             plan.hashes[key] = digest
             plan.to_send.append((key, fields, crm_id))

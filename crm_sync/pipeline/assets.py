@@ -203,6 +203,9 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
             "source": f"{sync.source} (key: {sync.source_key})",
             "dagster/column_schema": _field_schema(sync),
+            **({"associations": ", ".join(  # spec `associations:` (crm_sync/spec_links.py)
+                f"{name} -> {link.sync} (by {link.column})"
+                for name, link in sync.associations.items())} if sync.associations else {}),
         },
     )
     @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
@@ -220,6 +223,11 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             f"failed, {report.superseded} superseded, {report.requests} requests"
             + (f", {report.links_created} links made, {report.links_removed} removed, "
                f"{report.targets_missing} targets missing" if sync.associations else ""))
+        if report.append_changed:
+            context.log.warning(
+                f"{sync.name} [{context.partition_key}]: {report.append_changed} rows changed "
+                f"after their record was created; not sent (mode append never updates a "
+                f"record: {sync.crm} keeps the version first created)")
         # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
         # fails the run, now that its outcomes are recorded (transient rows go again next
         # run); the replay and mirror steps after it do not run.
@@ -244,6 +252,8 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
                      "failed", "failed_transient", "requests", "retries", "rate_limited",
                      "superseded", "links_created", "links_removed", "targets_missing")
     }
+    if sync.mode == "append":  # of `skipped`: changed after they were created, not sent
+        metadata["append_changed"] = dg.MetadataValue.int(report.append_changed)
     if report.dry_run:
         metadata["dry_run"] = dg.MetadataValue.bool(True)
         metadata["would_create"] = dg.MetadataValue.int(report.would_create)

@@ -50,18 +50,21 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
                   **(run_config or {})}
     instance = instance or dg.DagsterInstance.ephemeral()
-    for partition in partitions:
-        log(f"syncing partition {partition} ...")
-        for sync, selection in runs:
-            # The previous run's frames are often held in reference cycles (Dagster's run
-            # objects): free them before this run allocates its own (bounded memory).
-            gc.collect()
-            outcome = _run_one(sync.name, selection, partition, resources, instance,
-                               _config_for(run_config, selection))
-            totals[sync.name][f"partitions_{outcome.status}"] += 1
-            _report(outcome, sync.name, partition, log, verbose)
-            if outcome.result is not None:
-                _add_counts(totals[sync.name], outcome.result, sync.name)
+    # Syncs whose records others link to (spec `associations:`) run first, every partition of
+    # them: a project of one day may link to a company of any day (crm_sync/load/links.py).
+    for wave in _waves(runs):
+        for partition in partitions:
+            log(f"syncing partition {partition} ...")
+            for sync, selection in wave:
+                # The previous run's frames are often held in reference cycles (Dagster's run
+                # objects): free them before this run allocates its own (bounded memory).
+                gc.collect()
+                outcome = _run_one(sync.name, selection, partition, resources, instance,
+                                   _config_for(run_config, selection))
+                totals[sync.name][f"partitions_{outcome.status}"] += 1
+                _report(outcome, sync.name, partition, log, verbose)
+                if outcome.result is not None:
+                    _add_counts(totals[sync.name], outcome.result, sync.name)
     _materialize(quarantine, resources=resources, instance=instance,
                  run_config={"loggers": run_config["loggers"]}, raise_on_error=True)
     return [{"crm": s.crm, "object": s.object, "sync": s.name,
@@ -88,6 +91,25 @@ def _runs(spec: Spec, syncs: list[str] | None):
     return runs, [a for a in assets if a.partitions_def is None]
 
 
+def _waves(runs: list) -> list[list]:
+    """The runs in waves, each sync after the targets of its associations (of the runs)."""
+    from crm_sync.spec_links import target_syncs
+
+    syncs = {sync.name: sync for sync, _ in runs}
+    depth: dict[str, int] = {}
+
+    def of(sync) -> int:  # (the spec refuses cycles)
+        if sync.name not in depth:
+            depth[sync.name] = 1 + max((of(syncs[t]) for t in target_syncs(sync) if t in syncs),
+                                       default=-1)
+        return depth[sync.name]
+
+    waves: dict[int, list] = defaultdict(list)
+    for run in runs:
+        waves[of(run[0])].append(run)
+    return [waves[level] for level in sorted(waves)]
+
+
 def _add_counts(row: dict, result: dg.ExecuteInProcessResult, sync: str) -> None:
     """Add one run's counts to its sync's summary row."""
     validated = _metadata(result, f"validated_{sync}")
@@ -96,16 +118,9 @@ def _add_counts(row: dict, result: dg.ExecuteInProcessResult, sync: str) -> None
     row["quarantined"] += validated.get("rows_quarantined", 0) + upsert.get("failed", 0)
     for name in ("created", "updated", "unchanged", "superseded", "requests"):
         row[name] += upsert.get(name, 0)
-    # Rows an earlier partition's run quarantined as transient (e.g. ASSOCIATION_TARGET_MISSING,
-    # their target synced in a later partition) that this run's replay step got through: no
-    # longer quarantined, counted as what they became.
+    # associations (crm_sync/load/links.py): made by the upsert, and by its replay step
     replay = _metadata(result, f"{sync}_replay")
-    recovered = replay.get("recovered_transient", 0)
-    created, updated = replay.get("recovered_created", 0), replay.get("recovered_updated", 0)
-    row["created"] += created
-    row["updated"] += updated
-    row["unchanged"] += recovered - created - updated
-    row["quarantined"] -= recovered
+    row["linked"] += upsert.get("links_created", 0) + replay.get("links_created", 0)
 
 
 @dataclass

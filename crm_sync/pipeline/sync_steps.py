@@ -108,15 +108,14 @@ def replay_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
                                       getattr(context.resources, sync.crm), store,
                                       before=_run_started(context), log=context.log.info)
             settle_unconfirmed(context, sync, store)
-        return dg.MaterializeResult(metadata={
+        metadata = {
             "retried_transient": dg.MetadataValue.int(retried.candidates if retried else 0),
             "recovered_transient": dg.MetadataValue.int(retried.recovered if retried else 0),
-            # of those, how many were created / updated (a backfill's summary counts them)
-            "recovered_created": dg.MetadataValue.int(
-                retried.resent.created if retried and retried.resent else 0),
-            "recovered_updated": dg.MetadataValue.int(
-                retried.resent.updated if retried and retried.resent else 0),
-        })
+        }
+        if sync.associations:  # the links the resent rows made (crm_sync/load/links.py)
+            metadata["links_created"] = dg.MetadataValue.int(
+                retried.resent.links_created if retried and retried.resent else 0)
+        return dg.MaterializeResult(metadata=metadata)
 
     return _replay
 

@@ -25,6 +25,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import pandas as pd
+
 from crm_sync.state.backends import upsert
 
 SCHEMA = """
@@ -150,3 +152,11 @@ def forget(conn, sync: str, keys) -> None:
     """The source keys' CRM records are gone (mirror deletes): they own no matching value."""
     conn.execute("DELETE FROM matching_owners WHERE sync = ? AND source_key IN "
                  "(SELECT value FROM json_each(?))", (sync, _json(keys)))
+
+
+def version_stamps(values: pd.Series) -> list[str | None]:
+    """Source updated_at values as UTC ISO 8601 text of one width (text order = time order);
+    None where a value is no timestamp. Naive timestamps are UTC."""
+    stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return [v if isinstance(v, str) else None for v in text.tolist()]

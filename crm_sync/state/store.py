@@ -20,6 +20,7 @@ import pandas as pd
 from crm_sync import paths
 from crm_sync.state import backends
 from crm_sync.state import links as link_table
+from crm_sync.state import bulkjobs
 from crm_sync.state import ownership
 from crm_sync.state import store_schema
 from crm_sync.state import writeahead
@@ -170,6 +171,7 @@ class SyncStore:
         with self.transaction(sync=sync) as conn:
             quarantined = _count_runs(conn, sync, quarantined)
             writeahead.settle(conn, sync, succeeded, quarantined)
+            bulkjobs.settle(conn, sync, succeeded, quarantined)
             if succeeded and conn.execute("SELECT 1 FROM quarantine WHERE sync = ? LIMIT 1",
                                           (sync,)).fetchone() is not None:
                 # (an empty quarantine, the usual case, is not searched key by key)

@@ -35,6 +35,7 @@ COPIED = {
     "write_ahead": ("sync", "source_key"),
     "matching_owners": ("sync", "matching_digest"),
     "sync_links": ("sync", "source_key", "association"),  # associations (state/links.py)
+    "bulk_job_rows": ("sync", "source_key"),  # Salesforce Bulk API jobs under way
     "sending": ("sync", "source_key"),
 }
 NOT_COPIED = ("partition_lease", "store_meta")  # a live lock; the destination's own version

@@ -18,6 +18,7 @@ import re
 
 from crm_sync.errors import StoreError
 from crm_sync.state import links
+from crm_sync.state import bulkjobs
 from crm_sync.state import ownership
 from crm_sync.state import writeahead
 
@@ -112,7 +113,9 @@ def _add_column(table: str, column: str, kind: str):
 # In order: migration N brings a store from version N - 1 to N. Append only; never edit one
 # that has shipped (stores at its version exist).
 MIGRATIONS = (_create_tables, *(_add_column(*added) for added in _ADDED_COLUMNS),
-              links.create_links_table)  # (CREATE TABLE IF NOT EXISTS: in any order)
+              links.create_links_table,  # (CREATE TABLE IF NOT EXISTS: in any order)
+              # Salesforce Bulk API 2.0 jobs under way (crm_sync/state/bulkjobs.py)
+              bulkjobs.create_table)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

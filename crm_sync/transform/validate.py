@@ -18,6 +18,7 @@ from crm_sync.transform.convert import add_payloads
 from crm_sync.connectors import PROFILES
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import QuarantineEntry, row_days
+from crm_sync.connectors.profile import CREATE_MODES
 from crm_sync.spec import SyncSpec
 from crm_sync.spec_links import link_column
 from crm_sync.errors import SourceTableError  # re-exported: its old home
@@ -267,11 +268,11 @@ def _duplicates(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> dict[i
 
 def _creates_without(spec: SyncSpec, checked: pd.DataFrame, failures: dict) -> None:
     """Rows that would create a record (no known CRM id in the row; every row in mode
-    create_only) without a field the pulled schema requires on create."""
+    create_only / append) without a field the pulled schema requires on create."""
     fields = [f for f in create_requirements(spec) if f not in required_fields(spec)]
     if not fields:
         return
-    creates = checked["_crm_id"].isna() if spec.mode != "create_only" else \
+    creates = checked["_crm_id"].isna() if spec.mode not in CREATE_MODES else \
         pd.Series(True, index=checked.index)
     for name in fields:
         for idx in checked.index[(creates & checked[name].isna()).to_numpy()]:

@@ -85,6 +85,9 @@ def upsert_vs_ceiling(spec: Spec, data: Path, rows: int, url: str, pid: int | No
     the least disturbed run is the closest to what each side can do)."""
     results = []
     for sync in spec.syncs:
+        # The collections upsert, whose bodies the ceiling replays (Salesforce's Bulk API path:
+        # crm_sync/devtools/bench/apicalls.py)
+        sync = sync.model_copy(update={"bulk_threshold": None})
         valid = validate_partition(sync, read_table(data, sync.source, rows)).valid
         result = Throughput(sync.crm, sync.name, rows=len(valid))
         resource = fast_resource(sync, url)
