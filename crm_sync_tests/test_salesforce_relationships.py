@@ -354,3 +354,27 @@ def test_a_parent_gone_from_salesforce_is_quarantined_transient_with_salesforces
     assert entry["error_code"] == "ASSOCIATION_TARGET_MISSING" and entry["transient"] == 1
     assert entry["message"] == FK_MESSAGE.format("CO-1")
     assert stored(sandbox, "salesforce", "Contact") == []
+
+
+def test_above_the_bulk_threshold_links_by_external_id_use_collections_and_unlinks_a_job(
+        bulk, sandbox_url, store, tmp_path):
+    """The Bulk API 2.0 client sends a record with a nested parent through the collections
+    upsert (its CSV carries flat values only); `"AccountId": null` goes in the job as #N/A."""
+    raw = {"syncs": [E2E_COMPANIES, {**E2E_CONTACTS, "bulk_threshold": 2}]}
+    (tmp_path / "syncs.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec(tmp_path / "syncs.yaml", check_schemas=False)
+    sandbox = bulk
+    run_sync(spec, "companies_to_salesforce", [{"company_id": "CO-1", "name": "One"}], store,
+             sandbox_url)
+    keys = ("CT-1", "CT-2", "CT-3")
+    linked_run = run_sync(spec, "contacts_to_salesforce", e2e_contacts(dict.fromkeys(keys, "CO-1")),
+                          store, sandbox_url)
+    counters = sandbox.get("/_sandbox/stats").json()["counters"]
+    assert linked_run.created == 3 and counters.get("requests POST salesforce jobs", 0) == 0
+    assert linked(sandbox) == dict.fromkeys(keys, "CO-1")
+    removed = run_sync(spec, "contacts_to_salesforce", e2e_contacts(dict.fromkeys(keys)), store,
+                       sandbox_url)
+    counters = sandbox.get("/_sandbox/stats").json()["counters"]
+    assert removed.updated == 3 and removed.links_removed == 3
+    assert counters.get("requests POST salesforce jobs", 0) == 1  # one Bulk API 2.0 job
+    assert linked(sandbox) == dict.fromkeys(keys)
