@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from crm_sync import paths
 from crm_sync.errors import SpecError  # re-exported: its old home
+from crm_sync.spec_links import Association, check_associations
 
 # The folder holding the package (a clone's root; tests read the clone's files through it).
 # Where a project's own files are is crm_sync/paths.py's business.
@@ -153,25 +154,19 @@ class SyncSpec(BaseModel):
     object: str = Field(description="CRM object type / slug / sObject")
     matching_key: str = Field(
         description="CRM-side identifier: Superleap `id`, Brevo `ext_id`, HubSpot idProperty, "
-        "Salesforce external id field"
-    )
+        "Salesforce external id field")
     matching_column: str | None = Field(
-        default=None, description="source column holding the matching key's value"
-    )
+        default=None, description="source column holding the matching key's value")
     matching_key_case_sensitive: bool = Field(
         default=False, description="Salesforce: the external id field is case-sensitive "
-        "(otherwise two values differing only in case name one record; crm_sync/transform/matching.py)"
-    )
+        "(otherwise two values differing only in case name one record; crm_sync/transform/matching.py)")
     fields: dict[str, FieldMapping]
     attributes_json_column: str | None = Field(
-        default=None,
-        description="optional source column with a JSON object of extra attributes (Brevo)",
-    )
+        default=None, description="optional source column with a JSON object of extra "
+        "attributes (Brevo)")
     known_attributes: list[str] | None = Field(
-        default=None,
-        description="Brevo: the attributes the object's schema defines. Others would be "
-        "silently ignored by Brevo, so they are reported as a warning and not sent",
-    )
+        default=None, description="Brevo: the attributes the object's schema defines. Others "
+        "would be silently ignored by Brevo, so they are reported as a warning and not sent")
     mode: Literal["upsert", "update_only", "create_only", "mirror"] = "upsert"
     all_or_none: bool = False
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -187,6 +182,7 @@ class SyncSpec(BaseModel):
         description="mode mirror: a run that would delete more than this share of the sync's "
         "records deletes nothing and fails (a truncated source looks like mass deletion), "
         "unless its run config sets allow_mass_delete")
+    associations: dict[str, Association] = {}  # links to other syncs' records (spec_links.py)
     # The CRM object's pulled field schema (crm_sync/schema_files.py PulledSchema), set by
     # load_spec when crm_schemas/<crm>/<object>.json exists; validation reads it.
     _crm_schema: object = PrivateAttr(default=None)
@@ -298,10 +294,9 @@ class SyncSpec(BaseModel):
     @property
     def source_columns(self) -> list[str]:
         cols = [self.source_key, "updated_at", self.cursor_column, *(m.column for m in self.fields.values())]
-        for extra in (self.matching_column, self.attributes_json_column):
-            if extra:
-                cols.append(extra)
-        return list(dict.fromkeys(cols))
+        extras = (self.matching_column, self.attributes_json_column,
+                  *(a.column for a in self.associations.values()))
+        return list(dict.fromkeys(cols + [c for c in extras if c]))
 
     @property
     def sensitive_fields(self) -> set[str]:
@@ -321,6 +316,11 @@ class Spec(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sync names must be unique; repeated: {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _associations(self):
+        check_associations(self)  # targets, CRMs, cycles (crm_sync/spec_links.py)
         return self
 
     @model_validator(mode="after")

@@ -52,6 +52,9 @@ def _fill(store: SyncStore, n: int, since="1.5") -> None:
                          "claimed_at) VALUES (?, ?, ?, 3.0)", (SYNC, f"d{i}", key))
             conn.execute("INSERT INTO sending (sync, source_key, updated_at, run, since) "
                          "VALUES (?, ?, 'u', 'r', ?)", (SYNC, key, since))
+            conn.execute("INSERT INTO sync_links (sync, source_key, association, target_key, "
+                         "target_crm_id, linked_at) VALUES (?, ?, 'company', ?, ?, 4.5)",
+                         (SYNC, key, f"CO-{i}", f"c-{i}"))
 
 
 def _rows(store: SyncStore, table: str) -> list[tuple]:
@@ -95,7 +98,7 @@ def test_every_row_and_value_is_copied_in_chunks_and_back(postgres_url, tmp_path
     source = SyncStore(tmp_path / "old.sqlite")
     _fill(source, 10)
     assert main(["store", "copy", str(tmp_path / "old.sqlite"), postgres_url]) == 0
-    assert max(writes) == 3 and sum(writes) == 50  # 10 rows x 5 tables, 3 at a time
+    assert max(writes) == 3 and sum(writes) == 60  # 10 rows x 6 tables, 3 at a time
     back = tmp_path / "back.sqlite"  # and PostgreSQL -> SQLite: the same rows again
     assert main(["store", "copy", postgres_url, str(back)]) == 0
     pg, again = SyncStore(postgres_url), SyncStore(back)

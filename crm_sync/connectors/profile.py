@@ -68,6 +68,8 @@ class CrmProfile:
     measures_attributes: bool = False
     # Why `mode: mirror` is not available (None: the CRM can delete records).
     mirror_unsupported: str | None = None
+    # Why a sync cannot declare `associations:` (None: the CRM links records; spec_links.py).
+    associations_unsupported: str | None = None
     # The CRM's rules for its records that do not depend on the mapping (ids, limits).
     record_rules: tuple[RecordRule, ...] = ()
     # Fields the CRM itself requires, by object ("*": every object).

@@ -355,6 +355,10 @@ PROFILE = CrmProfile(
     mirror_unsupported="Superleap documents no API to delete records, so crm_sync could not "
                        "remove the records of rows that left the source; use mode 'upsert' "
                        "for this sync",
+    # Its bulk_upsert / bulk_create pages (../shared/crm-docs/superleap-*.txt) describe name,
+    # email, phone, external_id and custom fields: no relationship or lookup field.
+    associations_unsupported="Superleap documents no relationship fields (its record APIs "
+                             "take only field values), so crm_sync cannot link its records",
     required_fields={"*": frozenset({"name"})},  # a lead needs its name ("Name or title")
     allowance=(None, "Superleap documents no rate limit"),
 )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from crm_sync.connectors.base import CrmResource
+from crm_sync.load import links
 from crm_sync.transform import matching
 from crm_sync.state import ownership
 from crm_sync.transform.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_payload_hash
@@ -59,6 +60,9 @@ class SyncReport:
     rate_limited: int = 0
     duration_seconds: float = 0.0
     failed_by_code: Counter = field(default_factory=Counter)
+    links_created: int = 0  # associations made / removed (crm_sync/load/links.py)
+    links_removed: int = 0
+    targets_missing: int = 0  # rows not sent: ASSOCIATION_TARGET_MISSING
     stats: Stats | None = None  # the connector's counters (the CRM stage's tally)
 
     @property
@@ -129,7 +133,6 @@ async def _run_upsert(spec, valid, resource, store, where, full_resync, dry_run,
     started = time.monotonic()
     report = SyncReport(spec.name, spec.crm, spec.object, where.partition, rows_in=len(valid))
     report.dry_run = dry_run
-    total = len(valid)
     run = ownership.new_run()  # names this run's claims to be sending rows (state/ownership.py)
     try:
         return await _run_chunks(spec, valid, resource, store, where, full_resync,
@@ -201,12 +204,14 @@ async def _plan_chunk(spec, chunk, store, run, where, full_resync, report, conne
     same = [not full_resync and state.get(key, _NOT_SYNCED)[1] == digest
             for key, digest in zip(keys, digests)]
     verdicts, stamps = await _claim(spec, store, run, chunk, keys, same, connector is None)
-    plan = _Plan()
+    plan = _Plan(resolved=None if connector is None else await asyncio.to_thread(
+        links.resolve, spec, store, keys, chunk, same))  # associations (load/links.py)
     for start in range(0, len(chunk), PLAN_SLICE_ROWS):
         stop = start + PLAN_SLICE_ROWS
         plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
                              digests[start:stop], same[start:stop], state, where, full_resync,
-                             report, connector, verdicts[start:stop], stamps[start:stop]))
+                             report, connector, verdicts[start:stop], stamps[start:stop],
+                             plan.resolved))
         await asyncio.sleep(0)
     return plan
 
@@ -220,6 +225,7 @@ class _Plan:
     upgraded: list[tuple[str, str | None, str]] = field(default_factory=list)  # legacy hashes
     items: list = field(default_factory=list)  # the connector's records of to_send
     versions: dict[str, str] = field(default_factory=dict)  # key -> updated_at sent
+    resolved: links.Resolved | None = None  # the chunk's associations (load/links.py)
 
     def extend(self, other: _Plan) -> None:
         self.to_send += other.to_send
@@ -229,6 +235,7 @@ class _Plan:
         self.quarantined += other.quarantined
         self.upgraded += other.upgraded
         self.items += other.items
+        self.resolved = self.resolved or other.resolved
 
 
 def version_stamps(values: pd.Series) -> list[str | None]:
@@ -270,12 +277,14 @@ async def _claim(spec, store, run, chunk, keys, same, dry_run) -> tuple[list, li
 
 
 def _prepare(spec, chunk, keys, digests, same, state, where, full_resync, report,
-             connector, verdicts=None, stamps=None) -> _Plan:
-    """Plan a slice of rows and build the records to send."""
+             connector, verdicts=None, stamps=None, resolved=None) -> _Plan:
+    """Plan a slice of rows and build the records to send (with their associations)."""
     plan = _plan(spec, chunk, keys, digests, same, state, where, full_resync, report,
                  verdicts, stamps)
+    links.set_aside_missing(spec, plan, resolved, where, report)
+    found = resolved.links if resolved is not None else {}
     if connector is not None and plan.to_send:
-        plan.items = [connector.item(key, fields, crm_id) for key, fields, crm_id in plan.to_send]
+        plan.items = [connector.item(k, f, i, found.get(k)) for k, f, i in plan.to_send]
     return plan
 
 
@@ -386,5 +395,6 @@ def _record(spec, store, where, plan: _Plan, outcomes: list[Outcome], report,
             where.day(plan.versions.get(outcome.key)), where.path,
             echoes=echoes if outcome.raw else ()))
     versions = {key: plan.versions[key] for key in succeeded if key in plan.versions}
+    made = links.confirmed(plan.resolved, [o.key for o in outcomes if o.ok], report)
     store.record_results(spec.name, succeeded, quarantined, state_rows, versions=versions,
-                         run=run)
+                         run=run, links=made)

@@ -19,6 +19,7 @@ from crm_sync.pipeline.resources import StoreResource
 from crm_sync.extract.connections import SyncSource, sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
+from crm_sync.spec_links import target_syncs
 from crm_sync.load.runner import run_upsert
 from crm_sync.pipeline.sync_steps import (  # UpsertConfig re-exported: its old home
     UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
@@ -186,6 +187,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
     @dg.asset(
         name=sync.name,
         ins={"valid": dg.AssetIn(f"validated_{sync.name}")},
+        # the targets of its associations are upserted first, same partition (spec_links.py)
+        deps=[dg.AssetKey(name) for name in target_syncs(sync)],
         partitions_def=partitions,
         group_name=sync.crm,
         kinds={PROFILES[sync.crm].kind},
@@ -214,7 +217,9 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         context.log.info(
             f"{sync.name} [{context.partition_key}]: {report.rows_in} rows, {report.created} "
             f"created, {report.updated} updated, {report.unchanged} unchanged, {report.failed} "
-            f"failed, {report.superseded} superseded, {report.requests} requests")
+            f"failed, {report.superseded} superseded, {report.requests} requests"
+            + (f", {report.links_created} links made, {report.links_removed} removed, "
+               f"{report.targets_missing} targets missing" if sync.associations else ""))
         # A CRM stage that failed (over the threshold, every row alike, a long Retry-After)
         # fails the run, now that its outcomes are recorded (transient rows go again next
         # run); the replay and mirror steps after it do not run.
@@ -237,7 +242,7 @@ def _upsert_metadata(sync: SyncSpec, partition: str, store, report) -> dict:
         name: dg.MetadataValue.int(getattr(report, name))
         for name in ("rows_in", "sent", "created", "updated", "unchanged", "skipped",
                      "failed", "failed_transient", "requests", "retries", "rate_limited",
-                     "superseded")
+                     "superseded", "links_created", "links_removed", "targets_missing")
     }
     if report.dry_run:
         metadata["dry_run"] = dg.MetadataValue.bool(True)

@@ -78,11 +78,15 @@ def _project_attributes() -> dict[str, str]:
 
 # The account's custom objects. `company` is Brevo's standard company object: records can be
 # linked to it, but this endpoint cannot create companies (and the sandbox holds none), so the
-# `vendor` custom object exists to exercise links between records the sandbox can create.
+# `vendor` custom object exists to exercise links between records the sandbox can create, and
+# the `client` custom object holds the bundled companies (crm_sync's `companies_to_brevo`), so
+# projects can be linked to their company in the demo.
 SCHEMAS: dict[str, ObjectSchema] = {
-    "project": ObjectSchema(_project_attributes(), frozenset({"company", "vendor"})),
+    "project": ObjectSchema(_project_attributes(), frozenset({"company", "vendor", "client"})),
     "vendor": ObjectSchema({"name": "text", "country": "text", "rating": "number"},
                            frozenset({"project"})),
+    "client": ObjectSchema({"name": "text", "domain": "text", "industry": "text",
+                            "country": "text", "employees": "number"}, frozenset({"project"})),
 }
 
 

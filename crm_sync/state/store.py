@@ -19,6 +19,7 @@ import pandas as pd
 
 from crm_sync import paths
 from crm_sync.state import backends
+from crm_sync.state import links as link_table
 from crm_sync.state import ownership
 from crm_sync.state import store_schema
 from crm_sync.state import writeahead
@@ -98,6 +99,17 @@ class SyncStore:
                 "SELECT source_key, crm_id, payload_hash FROM sync_state WHERE sync = ? AND "
                 "source_key IN (SELECT value FROM json_each(?))", (sync, wanted)).fetchall()}
 
+    def get_links(self, sync: str, keys: Iterable[str]) -> dict:
+        """(source key, association) -> (target key, target CRM id) recorded for `keys`."""
+        with self.connection() as conn:
+            return link_table.read(conn, sync, keys)
+
+    def links_frame(self, sync: str | None = None) -> pd.DataFrame:
+        if sync:
+            return self.query("SELECT * FROM sync_links WHERE sync = ? ORDER BY source_key, "
+                              "association", (sync,))
+        return self.query("SELECT * FROM sync_links ORDER BY sync, source_key, association")
+
     def state_frame(self, sync: str | None = None) -> pd.DataFrame:
         if sync:
             return self.query("SELECT * FROM sync_state WHERE sync = ?", (sync,))
@@ -130,6 +142,7 @@ class SyncStore:
             conn.execute("DELETE FROM quarantine WHERE sync = ? AND source_key IN "
                          "(SELECT value FROM json_each(?))", (sync, wanted))
             ownership.forget(conn, sync, keys)
+            link_table.forget(conn, sync, keys)
         return dropped
 
     # -- quarantine --------------------------------------------------------------------------
@@ -141,6 +154,7 @@ class SyncStore:
         state_rows: Sequence[tuple[str, str | None, str]] = (),
         versions: dict[str, str] | None = None,
         run: str | None = None,
+        links: Sequence[link_table.LinkRow] = (),
     ) -> None:
         """In one transaction: rows that went through leave the quarantine, failed rows enter it
         (replacing their earlier entry: one entry per source row), and confirmed rows' state is
@@ -149,7 +163,8 @@ class SyncStore:
         `versions`: source key -> the updated_at of what the CRM confirmed (a state's version
         never goes back); `run`: the run whose claims to be sending these rows end here.
         Each entry is masked here, the one place entries enter the store (crm_sync/state/quarantine.py):
-        sensitive values never reach the file."""
+        sensitive values never reach the file. `links`: the associations of confirmed rows
+        (crm_sync/state/links.py), written with their state."""
         now = time.time()
         quarantined = masked_all(quarantined)
         with self.transaction(sync=sync) as conn:
@@ -180,6 +195,8 @@ class SyncStore:
                 sorted(((sync, key, crm_id, digest, now, versions.get(key))
                         for key, crm_id, digest in state_rows), key=lambda row: str(row[1])),
             )
+            if links:
+                link_table.write(conn, sync, links, now)
             if run is not None:
                 ownership.settle(conn, sync, run,
                                  [*succeeded, *(q.source_key for q in quarantined)])

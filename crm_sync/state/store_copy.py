@@ -34,6 +34,7 @@ COPIED = {
     "quarantine": ("sync", "source_key"),
     "write_ahead": ("sync", "source_key"),
     "matching_owners": ("sync", "matching_digest"),
+    "sync_links": ("sync", "source_key", "association"),  # associations (state/links.py)
     "sending": ("sync", "source_key"),
 }
 NOT_COPIED = ("partition_lease", "store_meta")  # a live lock; the destination's own version

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from crm_sync.errors import StoreError
+from crm_sync.state import links
 from crm_sync.state import ownership
 from crm_sync.state import writeahead
 
@@ -110,7 +111,8 @@ def _add_column(table: str, column: str, kind: str):
 
 # In order: migration N brings a store from version N - 1 to N. Append only; never edit one
 # that has shipped (stores at its version exist).
-MIGRATIONS = (_create_tables, *(_add_column(*added) for added in _ADDED_COLUMNS))
+MIGRATIONS = (_create_tables, *(_add_column(*added) for added in _ADDED_COLUMNS),
+              links.create_links_table)  # (CREATE TABLE IF NOT EXISTS: in any order)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from crm_sync.transform import safejson
 from crm_sync.spec import SyncSpec
+from crm_sync.spec_links import link_column
 
 PAYLOAD = "_payload"  # column of a validated frame: the row's typed CRM fields (a dict)
 DIGEST = "_digest"  # column of a validated frame: the row's change-detection digest
@@ -156,7 +157,9 @@ def _mapping_salt(spec: SyncSpec) -> str:
 
 
 def _digest_columns(spec: SyncSpec) -> list[str]:
-    return list(spec.fields) + (["_extra"] if spec.attributes_json_column else [])
+    # an association's target key too: a row whose link changed is sent again
+    return list(spec.fields) + (["_extra"] if spec.attributes_json_column else []) + [
+        link_column(name) for name in spec.associations]
 
 
 def change_digests(spec: SyncSpec, frame: pd.DataFrame) -> list[str]:

@@ -19,6 +19,7 @@ from crm_sync.connectors import PROFILES
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import QuarantineEntry, row_days
 from crm_sync.spec import SyncSpec
+from crm_sync.spec_links import link_column
 from crm_sync.errors import SourceTableError  # re-exported: its old home
 from crm_sync.transform.schemas import (build_schema, create_requirements, required_fields,
                                         rule_of, rule_texts)
@@ -83,6 +84,8 @@ def to_crm_frame(spec: SyncSpec, source: pd.DataFrame) -> pd.DataFrame:
                                                             dtype=object)
     columns["_extra"] = source[spec.attributes_json_column] if spec.attributes_json_column \
         else pd.Series(None, index=source.index, dtype=object)
+    for name, link in spec.associations.items():  # the target's key (crm_sync/load/links.py)
+        columns[link_column(name)] = source[link.column]
     frame = pd.DataFrame(columns, index=source.index).astype(object)
     for name in frame.columns:
         frame[name] = _without_blanks(frame[name])
