@@ -221,3 +221,142 @@ def test_a_token_without_association_scopes_is_fatal():
         mocked(lambda r: httpx.Response(403, json={"message": "missing scopes"}))
     assert "contacts_to_hubspot" in str(refused.value)
     assert AUTH["Authorization"] not in str(refused.value)
+
+
+# -- end to end: the bundled syncs.yaml's companies_to_hubspot and contacts_to_hubspot, the
+# contacts linked to their companies (`associations:`) -------------------------------------
+DAY = "2026-11-03T10:00:00Z"
+LINKED = {"companies": {"sync": "companies_to_hubspot", "column": "company_id"}}
+
+
+@pytest.fixture
+def linked_spec(tmp_path):
+    """The bundled spec's two HubSpot syncs, contacts_to_hubspot with `associations:`."""
+    import yaml
+
+    from crm_sync.spec import PROJECT_ROOT
+
+    bundled = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    syncs = [s for s in bundled["syncs"] if s["crm"] == "hubspot"]
+    assert [s["name"] for s in syncs] == ["companies_to_hubspot", "contacts_to_hubspot"]
+    syncs[1]["associations"] = LINKED
+    path = tmp_path / "syncs.yaml"
+    path.write_text(yaml.safe_dump({**bundled, "syncs": syncs}))
+    return load_spec(path, check_schemas=False)
+
+
+def run_sync(spec, name: str, frame, store, url: str):
+    from crm_sync.load.runner import run_upsert
+    from crm_sync.transform.validate import validate_partition
+
+    sync = spec.sync(name)
+    result = validate_partition(sync, frame)
+    assert result.failures == []
+    return run_upsert(sync, result.valid, HubSpotResource(base_url=url, token=TOKEN), store,
+                      partition=DAY[:10])
+
+
+def company_rows(*keys: str):
+    import pandas as pd
+
+    return pd.DataFrame([{"company_id": k, "name": f"Company {k}", "domain": f"{k}.example",
+                          "industry": "Technology", "employees": "10", "phone": None,
+                          "country": "DE", "annual_revenue": "1000.50", "updated_at": DAY}
+                         for k in keys])
+
+
+def contact_rows(links: dict[int, str | None]):
+    import pandas as pd
+
+    return pd.DataFrame([{"contact_id": f"CT-{i:07d}", "email": f"person{i}@example.com",
+                          "first_name": "Ada", "last_name": f"Last{i}", "phone": None,
+                          "job_title": "Engineer", "lifecycle_stage": "lead",
+                          "company_id": company, "updated_at": DAY}
+                         for i, company in links.items()])
+
+
+def test_the_spec_links_contacts_to_companies_after_create_change_and_removal(
+        sandbox, sandbox_url, store, linked_spec):
+    from crm_sync.load.links import TARGET_MISSING
+
+    spec = linked_spec
+    assert spec.sync("contacts_to_hubspot").associations["companies"].sync == \
+        "companies_to_hubspot"
+    first = run_sync(spec, "companies_to_hubspot", company_rows("CO-1", "CO-2"), store,
+                     sandbox_url)
+    assert first.created == 2
+    ids = {r["properties"]["crm_sync_id"]: r["id"] for r in
+           sandbox.get("/_sandbox/records/hubspot/companies").json()["records"]}
+
+    def contact_ids():
+        return {r["properties"]["crm_sync_id"]: r["id"] for r in
+                sandbox.get("/_sandbox/records/hubspot/contacts").json()["records"]}
+
+    # create: each contact linked to its company; one without a company; one whose company
+    # was never synced waits in the quarantine (the runner's ASSOCIATION_TARGET_MISSING)
+    rows = {0: "CO-1", 1: "CO-2", 2: "CO-1", 3: None, 4: "CO-9"}
+    report = run_sync(spec, "contacts_to_hubspot", contact_rows(rows), store, sandbox_url)
+    assert (report.created, report.targets_missing, report.links_created) == (4, 1, 3)
+    assert report.failed_by_code == {TARGET_MISSING: 1}
+    contacts = contact_ids()
+    assert {k: linked(sandbox, contacts[f"CT-{i:07d}"]) for i, k in
+            ((0, "a"), (1, "b"), (2, "c"), (3, "d"))} == \
+        {"a": [ids["CO-1"]], "b": [ids["CO-2"]], "c": [ids["CO-1"]], "d": []}
+    assert "CT-0000004" not in contacts
+
+    # change: contact 0 moves to CO-2 (only its company_id changed)
+    rows[0] = "CO-2"
+    moved = run_sync(spec, "contacts_to_hubspot", contact_rows(rows), store, sandbox_url)
+    assert (moved.updated, moved.links_created, moved.links_removed) == (1, 1, 1)
+    assert linked(sandbox, contacts["CT-0000000"]) == [ids["CO-2"]]
+    assert linked(sandbox, contacts["CT-0000002"]) == [ids["CO-1"]]  # untouched
+
+    # removal: contact 1 has no company any more
+    rows[1] = None
+    removed = run_sync(spec, "contacts_to_hubspot", contact_rows(rows), store, sandbox_url)
+    assert (removed.updated, removed.links_removed) == (1, 1)
+    assert linked(sandbox, contacts["CT-0000001"]) == []
+    from_co2 = sandbox.get("/_sandbox/associations/hubspot/companies",
+                           params={"id": ids["CO-2"]}).json()["links"]
+    assert [x["to_id"] for x in from_co2] == [contacts["CT-0000000"]]
+    assert removed.stats.association_requests == 1  # the archive; no link to create
+
+
+def test_one_dagster_partition_links_each_contact_to_its_company(sandbox, store, linked_spec):
+    """The companies' upsert asset runs first (an asset dependency), then the contacts' links
+    to them: the sandbox shows each contact linked to its company's HubSpot record."""
+    import dagster as dg
+
+    from crm_sync.definitions import build_resources
+    from crm_sync.load.links import TARGET_MISSING
+    from crm_sync.pipeline.assets import build_assets
+
+    assets = build_assets(linked_spec)
+    upsert = next(a for a in assets if a.key.path[0] == "contacts_to_hubspot")
+    assert dg.AssetKey("companies_to_hubspot") in set(upsert.dependency_keys)
+    names = {"source_companies", "validated_companies_to_hubspot", "companies_to_hubspot",
+             "source_contacts", "validated_contacts_to_hubspot", "contacts_to_hubspot"}
+    result = dg.materialize([a for a in assets if a.key.path[0] in names],
+                            partition_key="2026-11-03", resources=build_resources())
+    assert result.success
+    companies_state = store.state_frame("companies_to_hubspot")
+    company_id = dict(zip(companies_state["source_key"], companies_state["crm_id"]))
+    contacts = {r["properties"]["crm_sync_id"]: r["id"] for r in
+                sandbox.get("/_sandbox/records/hubspot/contacts").json()["records"]}
+    import pandas as pd
+
+    from crm_sync.spec import PROJECT_ROOT
+
+    source = pd.read_csv(PROJECT_ROOT / "data" / "contacts.csv", dtype=str,
+                         keep_default_na=False).set_index("contact_id")["company_id"]
+    assert contacts, "the partition's good contacts are in HubSpot"
+    with_company = [k for k in contacts if source[k] in company_id]
+    assert with_company, "some contacts' companies are in this partition"
+    for key in with_company:
+        assert linked(sandbox, contacts[key]) == [str(company_id[source[key]])]
+    quarantine = store.quarantine_frame("contacts_to_hubspot")
+    waiting = set(quarantine[quarantine["error_code"] == TARGET_MISSING]["source_key"])
+    assert waiting and not waiting & set(contacts)  # not sent until their company is synced
+    assert all(source[k] and source[k] not in company_id for k in waiting)
+    meta = result.asset_materializations_for_node("contacts_to_hubspot")[0].metadata
+    assert meta["created"].value == len(contacts)

@@ -66,20 +66,18 @@ PRIMARY = "Primary"
 # label of each pair implies the unlabeled type as well, as HubSpot lists both.
 # GUESS: projects (a custom object) <-> companies, the sandbox account's own USER_DEFINED
 # definition: custom-object type ids are made per account; these two are the sandbox's.
-DEFINITIONS: dict[tuple[str, str], dict[tuple[str, int], tuple[str | None, int]]] = {
-    ("contacts", "companies"): {(HUBSPOT_DEFINED, 279): (None, 280),
-                                (HUBSPOT_DEFINED, 1): (PRIMARY, 2)},
-    ("companies", "contacts"): {(HUBSPOT_DEFINED, 280): (None, 279),
-                                (HUBSPOT_DEFINED, 2): (PRIMARY, 1)},
-    ("deals", "contacts"): {(HUBSPOT_DEFINED, 3): (None, 4)},
-    ("contacts", "deals"): {(HUBSPOT_DEFINED, 4): (None, 3)},
-    ("deals", "companies"): {(HUBSPOT_DEFINED, 341): (None, 342),
-                             (HUBSPOT_DEFINED, 5): (PRIMARY, 6)},
-    ("companies", "deals"): {(HUBSPOT_DEFINED, 342): (None, 341),
-                             (HUBSPOT_DEFINED, 6): (PRIMARY, 5)},
-    ("projects", "companies"): {(USER_DEFINED, 75): (None, 76)},
-    ("companies", "projects"): {(USER_DEFINED, 76): (None, 75)},
-}
+_DEFINED = (  # (from, to, category, typeId, label, the inverse typeId: to -> from)
+    ("contacts", "companies", HUBSPOT_DEFINED, 279, None, 280),
+    ("contacts", "companies", HUBSPOT_DEFINED, 1, PRIMARY, 2),
+    ("deals", "contacts", HUBSPOT_DEFINED, 3, None, 4),
+    ("deals", "companies", HUBSPOT_DEFINED, 341, None, 342),
+    ("deals", "companies", HUBSPOT_DEFINED, 5, PRIMARY, 6),
+    ("projects", "companies", USER_DEFINED, 75, None, 76),
+)
+DEFINITIONS: dict[tuple[str, str], dict[tuple[str, int], tuple[str | None, int]]] = {}
+for _from, _to, _category, _type, _label, _inverse in _DEFINED:  # both directions
+    DEFINITIONS.setdefault((_from, _to), {})[(_category, _type)] = (_label, _inverse)
+    DEFINITIONS.setdefault((_to, _from), {})[(_category, _inverse)] = (_label, _type)
 UNLABELED = {pair: next(t for (cat, t), (label, _) in types.items() if label is None)
              for pair, types in DEFINITIONS.items()}
 _BASE = "/crm/v4/associations/{fromObjectType}/{toObjectType}"
@@ -192,13 +190,18 @@ class HubSpotAssociationHandlers(HubSpotAPI):
                                     "objectId": [record_id], "objectType": [kind]}}
         return None
 
+    async def _write_request(self, request: Request, many_to: bool):
+        """(from type, to type, limit headers, parsed inputs) of a create or archive."""
+        source, target, headers = self._pair(request)
+        inputs = self._inputs(await request.body(), MAX_WRITE_INPUTS, headers)
+        return source, target, headers, [self._shape(i, e, headers, many_to=many_to)
+                                         for i, e in enumerate(inputs)]
+
     # -- endpoints ---------------------------------------------------------------------------
     async def batch_create(self, request: Request):
         requested = now_ms()
         try:
-            source, target, headers = self._pair(request)
-            inputs = self._inputs(await request.body(), MAX_WRITE_INPUTS, headers)
-            parsed = [self._shape(i, e, headers, many_to=False) for i, e in enumerate(inputs)]
+            source, target, headers, parsed = await self._write_request(request, False)
         except _Refused as refused:
             return refused.response
         definitions = DEFINITIONS.get((source.name, target.name), {})
@@ -256,9 +259,7 @@ class HubSpotAssociationHandlers(HubSpotAPI):
         archive, pairs that are not linked (or records that are not there) are no error:
         204 all the same (GUESS: HubSpot documents no error for them)."""
         try:
-            source, target, headers = self._pair(request)
-            inputs = self._inputs(await request.body(), MAX_WRITE_INPUTS, headers)
-            parsed = [self._shape(i, e, headers, many_to=True) for i, e in enumerate(inputs)]
+            source, target, headers, parsed = await self._write_request(request, True)
         except _Refused as refused:
             return refused.response
         removed = 0
