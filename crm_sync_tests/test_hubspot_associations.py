@@ -238,8 +238,8 @@ def linked_spec(tmp_path):
 
     bundled = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
     syncs = [s for s in bundled["syncs"] if s["crm"] == "hubspot"]
-    assert [s["name"] for s in syncs] == ["companies_to_hubspot", "contacts_to_hubspot"]
-    syncs[1]["associations"] = LINKED
+    assert sorted(s["name"] for s in syncs) == ["companies_to_hubspot", "contacts_to_hubspot"]
+    next(s for s in syncs if s["name"] == "contacts_to_hubspot")["associations"] = LINKED
     path = tmp_path / "syncs.yaml"
     path.write_text(yaml.safe_dump({**bundled, "syncs": syncs}))
     return load_spec(path, check_schemas=False)
