@@ -18,6 +18,10 @@ Limits: 100 inputs per request; 100 requests per rolling 10 s on Free/Starter (1
 Professional/Enterprise, 250 with the API limit increase pack), read back from the
 `X-HubSpot-RateLimit-*` headers; a daily allowance (250,000 on Free/Starter).
 
+Relationships (spec `associations:`) are linked after the upsert with the associations API v4,
+for the records it wrote (hubspot_associations.py, `link_records`); each round of `upsert`
+links its own rows, so every row is linked once.
+
 Mirror syncs delete with `POST /crm/v3/objects/{objectType}/batch/archive` (`{"inputs":
 [{"id": <HubSpot record id>}]}`, at most 100, 204 No Content), by the ids kept in the state.
 """
@@ -35,6 +39,7 @@ from pydantic import Field
 
 from crm_sync.connectors.base import Connector, CrmResource
 from crm_sync.connectors.fields import CrmObjectSchema
+from crm_sync.connectors.hubspot_associations import AssociationLinks
 from crm_sync.connectors.hubspot_results import BatchAnswer, named_values, normalize
 from crm_sync.connectors.hubspot_schema import schema_from_properties
 from crm_sync.connectors.model import Item, Outcome, failed_all
@@ -65,7 +70,7 @@ def property_value(value) -> str:
     return str(value)
 
 
-class HubSpotConnector(BatchAnswer, Connector):
+class HubSpotConnector(AssociationLinks, BatchAnswer, Connector):
     crm = "hubspot"
     max_records = HUBSPOT_MAX_INPUTS
     prefix = b'{"inputs":['

@@ -94,6 +94,9 @@ class Stats:
     # The CRM refused further requests as over a limit that names no time to wait (Salesforce's
     # 403 REQUEST_LIMIT_EXCEEDED): sending stopped; why, as the run's failure names it.
     limit_stop: str | None = None
+    # Requests that link records in calls of their own after the upsert (HubSpot's
+    # associations API, Connector.link_records); `requests` counts them too.
+    association_requests: int = 0
 
     def count(self, outcomes: Sequence[Outcome]) -> None:
         self.records += len(outcomes)

@@ -13,7 +13,7 @@ from crm_sync.sandbox.state import SandboxState, read_json
 
 
 class AdminHandlers:
-    """`/_sandbox/health`, `records`, `reset`, `stats`, `faults` and `limits`."""
+    """`/_sandbox/health`, `records`, `associations`, `reset`, `stats`, `faults` and `limits`."""
 
     def __init__(self, state: SandboxState):
         self.state = state
@@ -22,6 +22,7 @@ class AdminHandlers:
         return [
             Route("/_sandbox/health", self.health),
             Route("/_sandbox/records/{crm}/{object}", self.records),
+            Route("/_sandbox/associations/{crm}/{object}", self.associations),
             Route("/_sandbox/reset", self.reset, methods=["POST"]),
             Route("/_sandbox/stats", self.stats),
             Route("/_sandbox/faults", self.faults, methods=["GET", "POST"]),
@@ -36,6 +37,16 @@ class AdminHandlers:
         crm, obj = request.path_params["crm"], request.path_params["object"]
         rows = self.state.db.list(crm, obj)
         return JSONResponse({"crm": crm, "object": obj, "count": len(rows), "records": rows})
+
+    async def associations(self, request: Request):
+        """The links stored from an object's records (HubSpot associations), in both
+        directions as stored: ?id=<record id> and ?to=<object> narrow them."""
+        crm, obj = request.path_params["crm"], request.path_params["object"]
+        rows = self.state.db.links(crm, obj, request.query_params.get("id"),
+                                   request.query_params.get("to"))
+        links = [{"from_id": f, "to_object": o, "to_id": t, "category": c, "type_id": i}
+                 for f, o, t, c, i in rows]
+        return JSONResponse({"crm": crm, "object": obj, "count": len(links), "links": links})
 
     async def reset(self, request: Request):
         self.state.db.reset()

@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS unique_values (
     PRIMARY KEY (crm, object, prop, value)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Links between records (HubSpot's associations): one row per direction and type.
+CREATE TABLE IF NOT EXISTS associations (
+    crm TEXT NOT NULL, from_object TEXT NOT NULL, from_id TEXT NOT NULL,
+    to_object TEXT NOT NULL, to_id TEXT NOT NULL, category TEXT NOT NULL,
+    type_id INTEGER NOT NULL,
+    PRIMARY KEY (crm, from_object, from_id, to_object, to_id, category, type_id)
+);
+CREATE INDEX IF NOT EXISTS associations_to ON associations (crm, to_object, to_id);
 CREATE TABLE IF NOT EXISTS processes (
     id INTEGER PRIMARY KEY AUTOINCREMENT, crm TEXT NOT NULL, data TEXT NOT NULL
 );
@@ -69,6 +77,9 @@ class SandboxDB:
         self._conn.execute(
             "DELETE FROM unique_values WHERE crm=? AND object=? AND id=?", (crm, obj, record_id)
         )
+        self._conn.execute(  # a deleted record keeps no links, in either direction
+            "DELETE FROM associations WHERE crm=? AND ((from_object=? AND from_id=?) OR "
+            "(to_object=? AND to_id=?))", (crm, obj, record_id, obj, record_id))
         return cur.rowcount > 0
 
     def list(self, crm: str, obj: str) -> list[dict]:
@@ -113,6 +124,42 @@ class SandboxDB:
             (crm, obj, prop, value, record_id),
         )
 
+    # -- associations (links between records) ------------------------------------------------
+    def link(self, crm: str, from_object: str, from_id: str, to_object: str, to_id: str,
+             category: str, type_id: int) -> bool:
+        """Store one directed link; False when it was there already."""
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO associations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (crm, from_object, from_id, to_object, to_id, category, type_id))
+        return cur.rowcount > 0
+
+    def unlink(self, crm: str, from_object: str, from_id: str, to_object: str, to_id: str,
+               type_key: tuple[str, int] | None = None) -> int:
+        """Remove the links from one record to another: every type, or the (category,
+        type_id) given; how many."""
+        sql = ("DELETE FROM associations WHERE crm=? AND from_object=? AND from_id=? AND "
+               "to_object=? AND to_id=?")
+        args: tuple = (crm, from_object, from_id, to_object, to_id)
+        if type_key is not None:
+            sql, args = sql + " AND category=? AND type_id=?", args + tuple(type_key)
+        return self._conn.execute(sql, args).rowcount
+
+    def links(self, crm: str, from_object: str, from_id: str | None = None,
+              to_object: str | None = None) -> list[tuple[str, str, str, str, int]]:
+        """(from_id, to_object, to_id, category, type_id) of a record's (or an object's)
+        links, in a stable order."""
+        sql = ("SELECT from_id, to_object, to_id, category, type_id FROM associations "
+               "WHERE crm=? AND from_object=?")
+        args: list = [crm, from_object]
+        if from_id is not None:
+            sql += " AND from_id=?"
+            args.append(from_id)
+        if to_object is not None:
+            sql += " AND to_object=?"
+            args.append(to_object)
+        return list(self._conn.execute(sql + " ORDER BY from_id, to_object, to_id, type_id",
+                                       args))
+
     # -- counters and processes --------------------------------------------------------------
     def bump(self, name: str, by: int = 1) -> None:
         self._conn.execute(
@@ -141,7 +188,7 @@ class SandboxDB:
 
     def reset(self) -> None:
         with self._lock:
-            for table in ("records", "unique_values", "counters", "processes"):
+            for table in ("records", "unique_values", "associations", "counters", "processes"):
                 self._conn.execute(f"DELETE FROM {table}")  # nosec B608  # fixed table names
 
 
