@@ -11,6 +11,7 @@ from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.project import build_defs, sandbox_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
+from crm_sync.spec_links import target_syncs
 from crm_sync.pipeline.sync_steps import sync_asset_names, sync_run_config
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
@@ -70,7 +71,8 @@ def test_the_graph_shows_replay_and_mirror_with_their_dependencies(tmp_path):
         assert parents(f"{sync.name}_replay") == {sync.name, source}
         upsert = defs.resolve_assets_def(sync.name)
         assert "source" not in upsert.required_resource_keys  # its input is the validated rows
-        assert parents(sync.name) == {f"validated_{sync.name}"}
+        # its targets' upserts run first (spec `associations:`)
+        assert parents(sync.name) == {f"validated_{sync.name}", *target_syncs(sync)}
         job = defs.resolve_job_def(f"sync_{sync.name}")
         assert {node.name for node in job.graph.nodes} == set(sync_asset_names(sync))
         if sync.mode == "mirror":

@@ -31,6 +31,7 @@ from crm_sync.connectors.fields import CrmObjectSchema
 from crm_sync.connectors.salesforce_schema import parse_describe
 from crm_sync.connectors.model import Item, Outcome, failed_all
 from crm_sync.connectors.salesforce_bulk import BulkPath
+from crm_sync.connectors.salesforce_links import TARGET_MISSING, error_code, with_parents
 from crm_sync.connectors.salesforce_oauth import SalesforceOAuth
 from crm_sync.connectors.wire import path_segment
 from crm_sync.connectors.profile import CrmProfile, RecordRule
@@ -85,6 +86,8 @@ class SalesforceConnector(BulkPath, Connector):  # BulkPath: partitions above bu
             self._known_ids[key] = crm_id
         return {"attributes": {"type": self.spec.object},
                 **{k: v for k, v in fields.items() if k != "attributes"}}
+
+    with_links = staticmethod(with_parents)  # each parent by its external id (salesforce_links)
 
     # -- the schema ------------------------------------------------------------------------
     async def describe(self) -> CrmObjectSchema:
@@ -295,12 +298,11 @@ class SalesforceConnector(BulkPath, Connector):  # BulkPath: partitions above bu
         errors = result.get("errors") if isinstance(result, dict) else None
         if isinstance(result, dict) and result.get("success") is False and errors and \
                 isinstance(errors[0], dict):
-            error = errors[0]
+            error, message = errors[0], str(errors[0].get("message") or "")
             fields = error.get("fields") or []
-            return Outcome(item.key, "failed", error_code=str(error.get("statusCode") or
-                                                              "FAILED"),
-                           message=str(error.get("message") or ""), http_status=200,
-                           transient=False, attempts=attempts,
+            code = error_code(str(error.get("statusCode") or "FAILED"), message)
+            return Outcome(item.key, "failed", error_code=code, message=message, http_status=200,
+                           transient=code == TARGET_MISSING, attempts=attempts,  # as the runner's
                            column=str(fields[0]) if fields else None)
         return Outcome(item.key, "failed", error_code="MALFORMED_RESPONSE",
                        message=f"unexpected result for this record: {str(result)[:200]}",

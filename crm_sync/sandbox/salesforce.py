@@ -28,9 +28,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crm_sync.sandbox.salesforce_org import CRM, SCHEMA_OBJECT, Plan, Salesforce
+from crm_sync.sandbox.salesforce_relations import relationships_view
 from crm_sync.sandbox.salesforce_rules import (
     LATEST_VERSION, MAX_RECORDS, MIN_COLLECTIONS_VERSION, MIN_UPSERT_VERSION, NOT_FOUND,
-    OLDEST_VERSION, RequestError, check_version, collection_body, field_errors, parse_body,
+    OLDEST_VERSION, RequestError, check_version, collection_body, parse_body,
     record_error, required_errors, version_label,
 )
 from crm_sync.sandbox.salesforce_schema import (  # noqa: F401  # case_safe_suffix: tests use it
@@ -158,8 +159,8 @@ class SalesforceRecordHandlers(SalesforceAPI):
         org = self.org
         sobj = org.sobject(request.path_params["sobject"])
         changes = org.parse_record(sobj, body, in_collection=False)
-        plan = Plan(changes=changes, errors=field_errors(sobj, changes))
         with self.state.db.transaction():
+            plan = Plan(changes=changes, errors=org.record_errors(sobj, changes))
             if not plan.errors:
                 plan.errors = required_errors(sobj, changes, creating=True) + \
                     org.unique_conflicts(sobj, changes, None)
@@ -208,8 +209,8 @@ class SalesforceRecordHandlers(SalesforceAPI):
                                                      "body of an upsert by external ID",
                                [named])
         plan = Plan(changes={**changes, ext: value}, ext_value=value)
-        plan.errors = field_errors(sobj, plan.changes)
         with self.state.db.transaction():
+            plan.errors = org.record_errors(sobj, plan.changes)
             if not plan.errors:
                 ids = org.matches(sobj, ext, value)
                 if len(ids) > 1:  # "matched multiple times, then a 300 error is reported"
@@ -250,7 +251,21 @@ class SalesforceSchemaHandlers(SalesforceAPI):
     """Sandbox admin: list the sObject types, register one (a custom object, say)."""
 
     def routes(self) -> list[Route]:
-        return [Route("/_sandbox/salesforce/sobjects", self.register, methods=["GET", "POST"])]
+        return [Route("/_sandbox/salesforce/sobjects", self.register, methods=["GET", "POST"]),
+                Route("/_sandbox/salesforce/relationships/{sobject}", self.relationships,
+                      methods=["GET"])]
+
+    async def relationships(self, request: Request):
+        """Each record of an sObject type with its parents: per relationship name, the
+        reference field, the parent's Id, type and external id values (None: no parent)."""
+        try:
+            sobj = self.org.sobject(request.path_params["sobject"])
+        except RequestError as exc:
+            return JSONResponse(exc.body(), exc.status)
+        rows = [{"Id": r["Id"], **{n: r.get(n) for n, f in sobj.fields.items() if f.external_id},
+                 "relationships": relationships_view(self.org, sobj, r)}
+                for r in self.state.db.list(CRM, sobj.name)]
+        return JSONResponse({"sobject": sobj.name, "count": len(rows), "records": rows})
 
     async def register(self, request: Request):
         db = self.state.db

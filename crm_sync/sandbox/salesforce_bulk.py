@@ -21,7 +21,8 @@ row's original fields; unprocessedrecords is for failed or aborted jobs; "Empty 
 ignored when you update records. To set a field value to null, use a field value of #N/A"; the
 lineEnding (LF, the default, or CRLF) must match the CSV's. An unknown CSV column fails the job
 with `errorMessage` "InvalidBatch : Field name not found : <column>" (a captured job info,
-https://github.com/amp-labs/connectors/pull/118).
+https://github.com/amp-labs/connectors/pull/118). A `Account.External_Id__c` header names the
+parent by its external id ("Relationship Fields in a Header Row"; salesforce_relations.py).
 
 Each row is checked with the collections upsert's own rules and written by the same org code
 (salesforce_org.Salesforce.upsert_collection), so a bulk row makes the very record the
@@ -60,6 +61,7 @@ from starlette.routing import Route
 
 from crm_sync.sandbox.salesforce import SalesforceAPI
 from crm_sync.sandbox.salesforce_org import CRM, Salesforce
+from crm_sync.sandbox.salesforce_relations import csv_relationship
 from crm_sync.sandbox.salesforce_rules import NOT_FOUND, RequestError, check_type
 from crm_sync.sandbox.salesforce_schema import (
     NUMBER_TYPES, TEXT_TYPES, SObjectType, new_record_id, sf_datetime,
@@ -247,7 +249,9 @@ class SalesforceBulkHandlers(SalesforceAPI):
         try:
             header, rows = read_csv(job["csv"], info["lineEnding"])
             sobj = self.org.sobject(info["object"])
-            names = [field_name(sobj, column) for column in header]
+            names = [field_name(self.org, sobj, column) for column in header]
+            if len({n if isinstance(n, str) else n[0] for n in names}) != len(names):
+                raise JobFailure("InvalidBatch : Duplicate field name in the CSV header")
         except JobFailure as exc:
             info.update(state="Failed", errorMessage=str(exc))
             return job
@@ -313,11 +317,19 @@ def read_csv(text: str | None, line_ending: str) -> tuple[list[str], list[list[s
     return header, rows
 
 
-def field_name(sobj: SObjectType, column: str) -> str:
+def field_name(org: Salesforce, sobj: SObjectType, column: str) -> str | tuple:
+    """A header's field, or its relationship (`Account.External_Id__c`: a tuple, see
+    salesforce_relations.csv_relationship)."""
     found = sobj.field(column)
-    if not found:
+    if found:
+        return found[0]
+    try:
+        relationship = csv_relationship(org, sobj, column)
+    except ValueError as exc:  # GUESS: a header no row can be read by fails the job
+        raise JobFailure(f"InvalidBatch : {exc}") from None
+    if not relationship:
         raise JobFailure(f"InvalidBatch : Field name not found : {column}")
-    return found[0]
+    return relationship
 
 
 def typed_record(sobj: SObjectType, names: list[str], row: list[str]) -> dict:
@@ -325,6 +337,12 @@ def typed_record(sobj: SObjectType, names: list[str], row: list[str]) -> dict:
     record = {}
     for name, text in zip(names, row):
         if text == "":
+            continue
+        if isinstance(name, tuple):  # the parent by its external id; #N/A clears the field
+            field, relationship, indexed, parent_field = name
+            value = None if text == "#N/A" else typed_value(parent_field.type, text)
+            check_type(parent_field, value)
+            record.update({field: None} if value is None else {relationship: {indexed: value}})
             continue
         value = None if text == "#N/A" else typed_value(sobj.fields[name].type, text)
         check_type(sobj.fields[name], value)

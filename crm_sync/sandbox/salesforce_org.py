@@ -18,6 +18,7 @@ from crm_sync.sandbox.salesforce_schema import (
     BUILTIN_SOBJECTS, SfField, SObjectType, canonical_id, case_safe_suffix, new_record_id,
     sf_datetime, sobject_from_dict,
 )
+from crm_sync.sandbox.salesforce_relations import parent_ref, resolve_references
 from crm_sync.sandbox.state import SandboxState, now_ms
 
 CRM = "salesforce"
@@ -140,15 +141,24 @@ class Salesforce:
             if key == "attributes":
                 continue
             found = sobj.field(key)
-            if not found:
+            relationship = None if found else sobj.relationship(key)
+            if not found and not relationship:
                 raise RequestError(400, "INVALID_FIELD",
                                    f"No such column '{key}' on sobject of type {sobj.name}")
-            name, fld = found
-            if name in changes:
+            name, fld = found or relationship[1:]
+            if name in changes:  # also a parent named both ways (AccountId and Account)
                 raise RequestError(400, "JSON_PARSER_ERROR", f"Duplicate field '{key}'")
-            check_type(fld, value)
+            if relationship:  # the parent by an indexed field: salesforce_relations.py
+                value = parent_ref(self, sobj, relationship[0], fld, value)
+            else:
+                check_type(fld, value)
             changes[name] = value
         return changes
+
+    def record_errors(self, sobj: SObjectType, changes: dict) -> list[dict]:
+        """One record's own errors: its references (parents looked up, ids checked), then its
+        values (field_errors)."""
+        return resolve_references(self, sobj, changes) + field_errors(sobj, changes)
 
     def write(self, sobj: SObjectType, plan: Plan, ts: int) -> tuple[str, bool]:
         """Apply one planned record; (record id, created)."""
@@ -191,7 +201,7 @@ class Salesforce:
         plans = [Plan(changes=self.parse_record(sobj, r, in_collection=True)) for r in records]
         ext_fld = sobj.fields[ext]
         for plan in plans:
-            plan.errors = field_errors(sobj, plan.changes)
+            plan.errors = self.record_errors(sobj, plan.changes)
             value = plan.changes.get(ext)
             if blank(value):
                 plan.errors.append(save_error("MISSING_ARGUMENT", f"{ext} not specified", [ext]))

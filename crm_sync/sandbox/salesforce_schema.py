@@ -48,6 +48,21 @@ class SfField:
     picklist: tuple[tuple[str, bool], ...] = ()  # (value, active) of a picklist's values
     restricted: bool = False  # a restricted picklist refuses values not among its active ones
     reference_to: tuple[str, ...] = ()
+    # A reference field's relationship name (the describe's `relationshipName`): how a record
+    # body names the parent by one of its indexed fields, `"Account": {"External_Id__c": ..}`.
+    relationship_name: str | None = None
+
+
+def relationship_name_of(name: str, fld: SfField) -> str | None:
+    """The relationship name of a reference field: the describe's, else Salesforce's
+    convention (a standard `AccountId` is `Account`, a custom lookup `X__c` is `X__r`)."""
+    if fld.type != "reference":
+        return None
+    if fld.relationship_name:
+        return fld.relationship_name
+    if name.endswith("__c"):
+        return name[:-3] + "__r"
+    return name[:-2] if name.endswith("Id") and len(name) > 2 else None
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,25 @@ class SObjectType:
 
     def label(self, name: str) -> str:
         return self.fields[name].label or name.removesuffix("__c").replace("_", " ")
+
+    @cached_property
+    def _relationships(self) -> dict[str, tuple[str, str]]:
+        found = {}
+        for name, fld in self.fields.items():
+            rel = relationship_name_of(name, fld)
+            if rel:
+                found[rel.lower()] = (rel, name)
+        return found
+
+    def relationship(self, name: str) -> tuple[str, str, SfField] | None:
+        """(relationship name, reference field's API name, field) of a relationship named in a
+        record body (case-insensitively, as field names are), or None."""
+        found = self._relationships.get(name.lower())
+        return (found[0], found[1], self.fields[found[1]]) if found else None
+
+    def relationships(self) -> list[tuple[str, str]]:
+        """(relationship name, reference field) of each of the type's reference fields."""
+        return list(self._relationships.values())
 
 
 def _system_fields() -> dict[str, SfField]:
@@ -122,7 +156,8 @@ def sobject_from_describe(data: dict) -> SObjectType:
             picklist=tuple((p["value"], bool(p.get("active", True)))
                            for p in spec.get("picklistValues") or ()),
             restricted=bool(spec.get("restrictedPicklist")),
-            reference_to=tuple(spec.get("referenceTo") or ()))
+            reference_to=tuple(spec.get("referenceTo") or ()),
+            relationship_name=spec.get("relationshipName") or None)
     # Required on create: not nillable, createable, and no default (how a describe tells it).
     required = tuple(name for name, f in fields.items()
                      if not f.nillable and f.writable and not f.defaulted_on_create)
@@ -163,6 +198,7 @@ def _describe_field(sobj: SObjectType, name: str, f: SfField) -> dict:
         "picklistValues": [{"active": active, "defaultValue": False, "label": value,
                             "validFor": None, "value": value} for value, active in f.picklist],
         "restrictedPicklist": f.restricted, "referenceTo": list(f.reference_to),
+        "relationshipName": relationship_name_of(name, f),
         "soapType": _SOAP_TYPES.get(f.type, "xsd:string"),
     }
 
@@ -187,6 +223,8 @@ def sobject_from_dict(data: dict) -> SObjectType:
         unknown = set(spec) - set(SfField.__dataclass_fields__)
         if unknown:
             raise ValueError(f"field {fname}: unknown settings {sorted(unknown)}")
+        if "reference_to" in spec:  # a lookup: the sObject types it may point to
+            spec["reference_to"] = tuple(spec["reference_to"] or ())
         fields[fname] = SfField(**spec)
     required = tuple(data.get("required") or ())
     missing = [r for r in required if r not in fields]
