@@ -48,6 +48,7 @@ from crm_sync.transform.convert import mapped_fields
 from crm_sync.load.runner import SyncReport, run_upsert
 from crm_sync.transform.validate import validate_partition
 from crm_sync.state.writeahead import WriteAheadLog
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 CRMS = ("superleap", "hubspot", "salesforce", "brevo")
 SYNC_OF = {"superleap": "leads_to_superleap", "hubspot": "contacts_to_hubspot",
@@ -60,7 +61,7 @@ PARTITION = "2026-11-03"
 
 
 def spec_for(crm: str) -> SyncSpec:
-    return load_spec().sync(SYNC_OF[crm])
+    return bundled_unlinked().sync(SYNC_OF[crm])
 
 
 # -- source data ----------------------------------------------------------------------------------

@@ -14,3 +14,4 @@ PROJECTS = {"name": "projects_to_brevo", "source": "projects", "source_key": "pr
             "crm": "brevo", "object": "project", "matching_key": "ext_id",
             "fields": {"name": {"column": "name", "required": True}, "status": "status"},
             "associations": LINK}
+

@@ -15,6 +15,7 @@ from crm_sync.cli import main
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 DAYS = ["2026-11-02", "2026-11-03"]
 
@@ -30,7 +31,7 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def _valid_keys(frame: pd.DataFrame) -> set[str]:
-    sync = load_spec().sync("leads_to_superleap")
+    sync = bundled_unlinked().sync("leads_to_superleap")
     days = frame[frame["updated_at"].str[:10].isin(DAYS)]
     return set(validate_partition(sync, days).valid["_key"])
 

@@ -22,12 +22,13 @@ from crm_sync.connectors.model import Item
 from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.definitions import build_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.spec import PROJECT_ROOT, load_spec
+from crm_sync.spec import PROJECT_ROOT
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 KEY = DEFAULT_TOKENS["brevo"]
-SPEC = load_spec().sync("projects_to_brevo")
+SPEC = bundled_unlinked().sync("projects_to_brevo")
 PARTITION = "2026-11-03"
 
 
@@ -288,7 +289,7 @@ def _source_rows(table: str, day: str) -> pd.DataFrame:
 
 
 def test_projects_partition_end_to_end(brevo, store):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("projects_to_brevo")
     source = _source_rows("projects", PARTITION)
     invalid = {f.source_key for f in validate_partition(sync, source).failures}

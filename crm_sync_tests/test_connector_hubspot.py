@@ -23,10 +23,11 @@ from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.test_sandbox_hubspot import sandbox_in_thread
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 TOKEN = DEFAULT_TOKENS["hubspot"]
 PARTITION = "2026-11-03"
-SPEC = load_spec().sync("contacts_to_hubspot")
+SPEC = bundled_unlinked().sync("contacts_to_hubspot")
 
 
 def rows(n: int, start: int = 0, **overrides) -> list[tuple[str, dict, None]]:
@@ -276,7 +277,7 @@ def _materialize(spec):
 
 
 def test_hubspot_partition_end_to_end(sandbox, store):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("contacts_to_hubspot")
     source = _source_rows(PARTITION)
     expected_bad = {f.source_key for f in validate_partition(sync, source).failures}

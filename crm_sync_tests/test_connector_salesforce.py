@@ -19,9 +19,10 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 TOKEN = DEFAULT_TOKENS["salesforce"]
-SPEC = load_spec().sync("companies_to_salesforce")
+SPEC = bundled_unlinked().sync("companies_to_salesforce")
 RESERVE = "ALLOWANCE_RESERVE_REACHED"
 
 
@@ -283,7 +284,7 @@ PARTITION = "2026-11-04"  # companies with blank names and record ids as externa
 def test_salesforce_partition_end_to_end(sandbox, store):
     from crm_sync.definitions import build_resources  # the full project: imported when needed
 
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("companies_to_salesforce")
     frame = pd.read_csv(PROJECT_ROOT / "data" / "companies.csv", dtype=str,
                         keep_default_na=False)

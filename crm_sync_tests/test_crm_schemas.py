@@ -23,6 +23,7 @@ from crm_sync.sandbox import superleap_objects
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
 from crm_sync.transform.validate import validate_partition
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['superleap']}"}
 
@@ -120,7 +121,7 @@ def test_a_mistyped_field_is_named_with_the_right_one(tmp_path, sandbox, monkeyp
                 "'lead' (crm_schemas/superleap/lead.json); did you mean 'email'?")
     assert expected in out
     with pytest.raises(SpecError) as raised:  # and the spec never reaches a run
-        load_spec()
+        bundled_unlinked()
     assert expected in str(raised.value)
 
 
@@ -130,7 +131,7 @@ def test_a_spec_that_matches_the_pulled_schema_checks_clean(tmp_path, sandbox, m
     capsys.readouterr()
     assert main(["schema", "check"]) == 0
     assert "no problems" in capsys.readouterr().out
-    spec = load_spec()
+    spec = bundled_unlinked()
     assert spec.syncs[0].crm_schema.file == "crm_schemas/superleap/lead.json"
 
 
@@ -138,12 +139,12 @@ def test_load_spec_refuses_a_read_only_field(tmp_path, sandbox, monkeypatch):
     _pulled_lead(tmp_path, sandbox, monkeypatch)
     _project(tmp_path, monkeypatch, brevo=False, extra="      created_at: created\n")
     with pytest.raises(SpecError, match="field 'created_at' is read-only on superleap"):
-        load_spec()
+        bundled_unlinked()
 
 
 def test_without_a_pulled_file_nothing_changes(tmp_path, monkeypatch):
     _project(tmp_path, monkeypatch, email="emial")  # no crm_schemas/: not checked
-    assert load_spec().syncs[0].crm_schema is None
+    assert bundled_unlinked().syncs[0].crm_schema is None
 
 
 def _lead_row(**values):
@@ -154,7 +155,7 @@ def _lead_row(**values):
 
 def test_validation_uses_the_pulled_lengths_and_options(tmp_path, sandbox, monkeypatch):
     _pulled_lead(tmp_path, sandbox, monkeypatch)
-    sync = load_spec().syncs[0]
+    sync = bundled_unlinked().syncs[0]
     rows = [_lead_row(lead_id="ok"), _lead_row(lead_id="long", name="x" * 256),
             _lead_row(lead_id="limit", name="x" * 255),
             _lead_row(lead_id="option", status="hot"), _lead_row(lead_id="none", status=None)]
@@ -227,12 +228,12 @@ def test_check_names_types_keys_and_calculated_fields(tmp_path, monkeypatch):
     assert "field 'Score__c' is calculated by salesforce" in text
     assert len(found) == 3
     with pytest.raises(SpecError):
-        load_spec()
+        bundled_unlinked()
 
 
 def test_validation_checks_datetimes_picklists_and_required_on_create(tmp_path, monkeypatch):
     _salesforce(tmp_path, monkeypatch, extra="      Region__c: region\n")
-    sync = load_spec().syncs[0]
+    sync = bundled_unlinked().syncs[0]
     good = {"company_id": "C1", "name": "Acme", "rating": "Hot",
             "founded": "2017-10-17T00:00:00Z", "employees": "12", "region": "EU",
             "updated_at": "2026-11-01T08:00:00Z"}
@@ -273,7 +274,7 @@ def test_the_bundled_spec_fits_the_sandboxs_lead_and_its_data_passes_alike(
     assert main(["schema", "pull", "leads_to_superleap"]) == 0
     assert main(["schema", "check", "leads_to_superleap"]) == 0
     assert "no problems" in capsys.readouterr().out
-    with_schema = load_spec().sync("leads_to_superleap")
+    with_schema = bundled_unlinked().sync("leads_to_superleap")
     without = load_spec(check_schemas=False).sync("leads_to_superleap")
     assert with_schema.crm_schema is not None and without.crm_schema is None
     leads = pd.read_csv(PACKAGE_PARENT / "data" / "leads.csv", dtype=str, keep_default_na=False)
@@ -352,9 +353,9 @@ def test_multi_select_values_and_write_modes(tmp_path, monkeypatch):
     spec.write_text(text.format(mode="create_only"))
     with pytest.raises(SpecError, match="field 'hs_object_source' cannot be set on create on "
                                         "hubspot"):
-        load_spec()
+        bundled_unlinked()
     spec.write_text(text.format(mode="upsert"))
-    sync = load_spec().syncs[0]
+    sync = bundled_unlinked().syncs[0]
     good = {"contact_id": "K1", "email": "a@example.com", "roles": "CHAMPION;END_USER",
             "origin": "x", "updated_at": "2026-11-01T08:00:00Z"}
     rows = [good, good | {"contact_id": "K2", "email": "b@example.com",

@@ -38,6 +38,12 @@ def test_demo_twice_gives_the_same_end_state(tmp_path, capsys):
     for row in second:
         assert row["created"] == 0
         assert row["unchanged"] == row["rows_read"] - row["quarantined"]
+    # The bundled relationships: contacts to companies (HubSpot), projects to clients (Brevo),
+    # Contacts to Accounts (Salesforce); each counted once, when its record was first sent.
+    linked = {row["sync"]: row["linked"] for row in first}
+    assert all(linked[s] > 0 for s in ("contacts_to_hubspot", "projects_to_brevo",
+                                       "contacts_to_salesforce")), linked
+    assert all(row["linked"] == 0 for row in second), second
 
 
 def _few_rows(tmp_path, monkeypatch, lines: int = 4) -> None:
@@ -80,25 +86,6 @@ def test_the_demo_twice_on_postgresql_sends_nothing_the_second_time(tmp_path, mo
     assert held == sum(row["quarantined"] for row in first)
 
 
-def _linked_spec(tmp_path) -> str:
-    """The bundled spec plus Brevo relationships: companies into the sandbox's `client`
-    object, each project linked to its company (README "Relationships")."""
-    import yaml
-
-    from crm_sync.spec import DEFAULT_SPEC_PATH
-
-    from crm_sync_tests.links_specs import COMPANIES, LINK
-
-    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
-    for sync in raw["syncs"]:
-        if sync["name"] == "projects_to_brevo":
-            sync["associations"] = LINK
-    raw["syncs"].append(COMPANIES)  # declared after its child: the demo orders them anyway
-    path = tmp_path / "linked.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return str(path)
-
-
 def test_the_demo_links_projects_to_their_companies_and_counts_the_links(tmp_path, monkeypatch):
     import pandas as pd
 
@@ -112,7 +99,6 @@ def test_the_demo_links_projects_to_their_companies_and_counts_the_links(tmp_pat
                               for i in range(len(projects))]
     projects.loc[0, "company_id"], projects.loc[1, "company_id"] = "", "CO-9999999"
     projects.to_csv(data / "projects.csv", index=False)
-    monkeypatch.setenv("CRM_SYNC_SPEC", _linked_spec(tmp_path))
     first = {row["sync"]: row for row in run_demo(tmp_path / "demo")}
     db = tmp_path / "demo" / "sandbox.sqlite"
     records = _records(db)

@@ -31,6 +31,7 @@ from crm_sync.sandbox.server import free_port
 from crm_sync.spec import PROJECT_ROOT
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.processes import stop_process_group
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 DEPLOY = PROJECT_ROOT / "deploy"
 BIN = Path(sys.executable).parent  # the environment's dagster-webserver and dagster-daemon
@@ -57,7 +58,7 @@ def _days() -> list[str]:
 def _project(tmp_path: Path, days: list[str]) -> tuple[Path, Path]:
     """(spec, data dir): the two syncs of the project's syncs.yaml, partitioned from
     days[0]; the bundled tables' first DAYS days of rows, moved to `days`."""
-    spec = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    spec = bundled_raw()
     syncs = [s for s in spec["syncs"] if s["name"] in {name for name, *_ in SYNCS}]
     for sync in syncs:
         sync.pop("schedule", None)
@@ -211,7 +212,7 @@ def test_frames_go_to_the_io_path_when_it_is_set(sandbox, sandbox_url, tmp_path,
     io_path = tmp_path / "io"
     monkeypatch.setenv("CRM_SYNC_IO_PATH", str(io_path))
     day, sync = "2026-11-02", "leads_to_superleap"
-    defs = build_defs(load_spec(), resources=sandbox_resources(
+    defs = build_defs(bundled_unlinked(), resources=sandbox_resources(
         sandbox_url, tmp_path / "crm_sync.sqlite", tokens=DEFAULT_TOKENS))
     assert defs.resolve_job_def(f"sync_{sync}").execute_in_process(partition_key=day).success
     frames = {}

@@ -10,18 +10,19 @@ from crm_sync.connectors.hubspot import HubSpotResource
 from crm_sync.connectors.superleap import SuperleapResource
 from crm_sync.project import build_defs, sandbox_resources
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.spec import PROJECT_ROOT, load_spec
+from crm_sync.spec import PROJECT_ROOT
 from crm_sync.spec_links import target_syncs
 from crm_sync.pipeline.sync_steps import sync_asset_names, sync_run_config
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
 MIRRORED = "contacts_to_hubspot"
 
 
 def _mirror_spec():
-    plain = load_spec()
+    plain = bundled_unlinked()
     return plain.model_copy(update={"syncs": [
         s.model_copy(update={"mode": "mirror"}) if s.name == MIRRORED else s
         for s in plain.syncs]})
@@ -30,8 +31,8 @@ def _mirror_spec():
 def _rows(sync: str, table: str, per_day: int) -> pd.DataFrame:
     """`per_day` rows of each of DAY1 and DAY2 that pass validation, from the bundled data."""
     frame = pd.read_csv(PROJECT_ROOT / "data" / f"{table}.csv", dtype=str, keep_default_na=False)
-    bad = {f.source_key for f in validate_partition(load_spec().sync(sync), frame).failures}
-    frame = frame[~frame[load_spec().sync(sync).source_key].isin(bad)]
+    bad = {f.source_key for f in validate_partition(bundled_unlinked().sync(sync), frame).failures}
+    frame = frame[~frame[bundled_unlinked().sync(sync).source_key].isin(bad)]
     return pd.concat([frame[frame["updated_at"].str.startswith(d)].head(per_day)
                       for d in (DAY1, DAY2)])
 

@@ -21,6 +21,7 @@ from crm_sync.definitions import build_resources
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 DAY = "2026-11-04"
 UPDATED = f"{DAY}T12:00:00Z"
@@ -83,7 +84,7 @@ def _step_errors(events) -> str:
 
 # -- Superleap: strings of every kind, bad timestamps, NULs, 1 MB ----------------------------
 def test_hostile_strings_reach_superleap_verbatim_or_the_quarantine(sandbox, store, tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("leads_to_superleap")
     base = {"superleap_id": "", "email": "", "phone": "+1-555-123-4567", "status": "new",
             "source": "web", "updated_at": UPDATED}
@@ -165,7 +166,7 @@ def test_hostile_strings_reach_superleap_verbatim_or_the_quarantine(sandbox, sto
 def test_updated_at_rows_are_reported_with_every_partition_and_recover(sandbox, store, tmp_path):
     """A partition with only orphans: the check passes (nothing of its own failed), the orphan
     is quarantined; once its updated_at is fixed it is synced and leaves the quarantine."""
-    spec = load_spec()
+    spec = bundled_unlinked()
     data = tmp_path / "data"
     data.mkdir()
     row = {"lead_id": "ORPHAN", "name": "Orphan", "updated_at": "not a date", "status": "new"}
@@ -183,7 +184,7 @@ def test_updated_at_rows_are_reported_with_every_partition_and_recover(sandbox, 
 
 # -- Salesforce: numbers -----------------------------------------------------------------------
 def test_numeric_overflow_nan_and_infinity_are_quarantined_not_sent(sandbox, store, tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("companies_to_salesforce")
     base = {"name": "Acme", "domain": "acme.example", "industry": "Retail", "employees": "42",
             "phone": "+1-555-123-4567", "country": "US", "annual_revenue": "1000.50",
@@ -232,7 +233,7 @@ def test_numeric_overflow_nan_and_infinity_are_quarantined_not_sent(sandbox, sto
 
 # -- Brevo: JSON attributes and byte limits ---------------------------------------------------
 def test_json_nan_and_oversized_records_are_quarantined_for_brevo(sandbox, store, tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("projects_to_brevo")
     base = {"name": "Apollo", "status": "active", "budget": "1000", "start_date": "2026-10-01",
             "company_id": "CO-1", "custom_fields": "", "updated_at": UPDATED}
@@ -272,7 +273,7 @@ def test_json_nan_and_oversized_records_are_quarantined_for_brevo(sandbox, store
 # -- HubSpot: duplicate matching keys, formulas ------------------------------------------------
 def test_duplicate_emails_keep_the_newest_and_quarantine_the_rest_for_hubspot(sandbox, store,
                                                                             tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("contacts_to_hubspot")
     base = {"first_name": "Ada", "last_name": "Lovelace", "phone": "", "job_title": "CTO",
             "lifecycle_stage": "lead", "company_id": "CO-1", "updated_at": UPDATED}
@@ -303,7 +304,7 @@ def test_duplicate_emails_keep_the_newest_and_quarantine_the_rest_for_hubspot(sa
 # -- broken files: one run, one table per case -------------------------------------------------
 def _leads_spec(tmp_path: Path, tables: list[str]):
     """A spec with one Superleap sync per table (each table a case)."""
-    base = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    base = bundled_raw()
     template = next(s for s in base["syncs"] if s["name"] == "leads_to_superleap")
     syncs = [{**template, "name": f"sync_{t}", "source": t, "schedule": None} for t in tables]
     path = tmp_path / "syncs.yaml"

@@ -24,12 +24,13 @@ from crm_sync.errors import FatalCrmError
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import FieldMapping, load_spec
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 TOKEN = DEFAULT_TOKENS["hubspot"]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PREFIX = "Property values were not valid: "
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-COMPANIES = load_spec().sync("contacts_to_hubspot").model_copy(update={
+COMPANIES = bundled_unlinked().sync("contacts_to_hubspot").model_copy(update={
     "name": "companies_to_hubspot", "source": "companies", "source_key": "company_id",
     "object": "companies", "matching_key": "crm_sync_id",
     "fields": {"crm_sync_id": FieldMapping(column="company_id", required=True),
@@ -216,7 +217,7 @@ def test_describe_reads_the_properties_into_a_schema(sandbox_url):
     object_id = schema.field("hs_object_id")
     assert not object_id.createable and not object_id.updateable and object_id.read_only
     assert schema.field("phone").type == "phone"
-    contacts = _describe(sandbox_url, load_spec().sync("contacts_to_hubspot"))
+    contacts = _describe(sandbox_url, bundled_unlinked().sync("contacts_to_hubspot"))
     assert contacts.field("email").type == "email" and contacts.field("email").unique
     assert CrmObjectSchema.from_json(schema.to_json()) == CrmObjectSchema.from_json(
         CrmObjectSchema.from_json(schema.to_json()).to_json())

@@ -18,8 +18,9 @@ from crm_sync.spec import load_spec
 from crm_sync.state.store import SyncStore
 from crm_sync.load.runner import run_upsert
 from crm_sync.transform.validate import validate_partition
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
-SPEC = load_spec()
+SPEC = bundled_unlinked()
 MARK = "MALFORMED-MARKER"
 ROWS = 3
 

@@ -33,6 +33,7 @@ from crm_sync.state.store import SyncStore
 from crm_sync.load.runner import run_upsert
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 HUBSPOT_AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['hubspot']}"}
 SALESFORCE_AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['salesforce']}"}
@@ -328,7 +329,7 @@ def _brevo(url: str, **options) -> BrevoResource:
 
 
 async def _connector_delete(resource, sync: str, ids: list[str]):
-    async with resource.open(load_spec().sync(sync)) as connector:
+    async with resource.open(bundled_unlinked().sync(sync)) as connector:
         return await connector.delete(ids), connector.core.stats.requests
 
 
@@ -438,7 +439,7 @@ def test_forget_drops_state_and_quarantine_entries_in_one_go(tmp_path):
 
 # -- the spec ----------------------------------------------------------------------------------
 def _spec_file(tmp_path, sync: str, mode: str):
-    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    raw = bundled_raw()
     for entry in raw["syncs"]:
         if entry["name"] == sync:
             entry["mode"] = mode
@@ -456,7 +457,7 @@ def test_a_superleap_mirror_sync_is_refused_at_load_time_with_the_reason(tmp_pat
     for sync in ("contacts_to_hubspot", "companies_to_salesforce", "projects_to_brevo"):
         assert load_spec(_spec_file(tmp_path, sync, "mirror")).sync(sync).mode == "mirror"
     # A spec built in code without validation is refused when the mirror step runs.
-    sneaky = load_spec().sync("leads_to_superleap").model_copy(update={"mode": "mirror"})
+    sneaky = bundled_unlinked().sync("leads_to_superleap").model_copy(update={"mode": "mirror"})
     with pytest.raises(SpecError, match="Superleap documents no API to delete"):
         mirror_deletes(sneaky, SourceResource(), None, store)
 
@@ -475,7 +476,7 @@ CASES = {
 
 def _valid_rows(sync: str, table: str, per_day: int) -> pd.DataFrame:
     """`per_day` rows of each of DAYS that pass validation, from the bundled data."""
-    spec = load_spec().sync(sync)
+    spec = bundled_unlinked().sync(sync)
     frame = pd.read_csv(PROJECT_ROOT / "data" / f"{table}.csv", dtype=str, keep_default_na=False)
     if "custom_fields" in frame:
         frame["custom_fields"] = ""  # keep Brevo records small
@@ -490,7 +491,7 @@ def _valid_rows(sync: str, table: str, per_day: int) -> pd.DataFrame:
 
 
 def _mirror_spec(sync: str):
-    plain = load_spec()
+    plain = bundled_unlinked()
     return plain.model_copy(update={"syncs": [
         s.model_copy(update={"mode": "mirror"}) if s.name == sync else s for s in plain.syncs]})
 
@@ -579,7 +580,7 @@ def test_other_modes_never_delete(sandbox, store, tmp_path, sandbox_url):
     data = tmp_path / "data"
     data.mkdir()
     rows.to_csv(data / f"{table}.csv", index=False)
-    spec, resources = load_spec(), _resources(data, sandbox_url)
+    spec, resources = bundled_unlinked(), _resources(data, sandbox_url)
     _materialize(spec, sync, table, DAYS[0], resources)
     rows.iloc[1:].to_csv(data / f"{table}.csv", index=False)
     meta = _materialize(spec, sync, table, DAYS[0], resources)

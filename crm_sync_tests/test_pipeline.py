@@ -12,6 +12,7 @@ from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 PARTITION = "2026-11-03"
 
@@ -29,7 +30,7 @@ def _materialize(spec, partition=PARTITION):
 
 
 def test_superleap_partition_end_to_end(sandbox, store):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync("leads_to_superleap")
     source = _source_rows("leads", PARTITION)
     expected_bad = {f.source_key for f in validate_partition(sync, source).failures}
@@ -79,7 +80,7 @@ def test_changed_rows_update_the_same_records(sandbox, store, tmp_path, monkeypa
     source.to_csv(data / "leads.csv", index=False)
     resources = build_resources()
     resources["source"] = SourceResource(data_dir=str(data))
-    spec = load_spec()
+    spec = bundled_unlinked()
     assets = [a for a in build_assets(spec) if a.key.path[0] in
               ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
     assert dg.materialize(assets, partition_key=PARTITION, resources=resources).success
@@ -99,7 +100,7 @@ def test_changed_rows_update_the_same_records(sandbox, store, tmp_path, monkeypa
 
 
 def test_quarantine_asset_reports_what_the_store_holds(sandbox, store):
-    spec = load_spec()
+    spec = bundled_unlinked()
     assert _materialize(spec).success
     quarantine = [a for a in build_assets(spec) if a.key.path[0] == "quarantine"]
     result = dg.materialize(quarantine, resources=build_resources())
@@ -120,7 +121,7 @@ def test_a_partition_over_the_bad_row_threshold_is_not_sent(sandbox, store, tmp_
     source.to_csv(data / "leads.csv", index=False)
     resources = build_resources()
     resources["source"] = SourceResource(data_dir=str(data))
-    spec = load_spec()
+    spec = bundled_unlinked()
     assets = [a for a in build_assets(spec) if a.key.path[0] in
               ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
     result = dg.materialize(assets, partition_key=PARTITION, resources=resources,
@@ -148,7 +149,7 @@ def _leads_assets(spec):
 
 
 def test_dry_run_counts_and_sends_nothing(sandbox, store):
-    spec = load_spec()
+    spec = bundled_unlinked()
     config = {"ops": {"leads_to_superleap": {"config": {"dry_run": True}}}}
     result = dg.materialize(_leads_assets(spec), partition_key=PARTITION,
                             resources=build_resources(), run_config=config)
@@ -173,13 +174,13 @@ def test_create_only_and_update_only_modes(sandbox, store, tmp_path, mode):
     data.mkdir()
     source = _source_rows("leads", PARTITION)
     source["superleap_id"] = ""
-    bad = {f.source_key for f in validate_partition(load_spec().sync("leads_to_superleap"),
+    bad = {f.source_key for f in validate_partition(bundled_unlinked().sync("leads_to_superleap"),
                                                         source).failures}
     source = source[~source["lead_id"].isin(bad)].head(10).copy()
     source["status"] = "new"
     source.head(4).to_csv(data / "leads.csv", index=False)  # 4 rows exist in the CRM first
     resources = {**build_resources(), "source": SourceResource(data_dir=str(data))}
-    plain = load_spec()
+    plain = bundled_unlinked()
     assert dg.materialize(_leads_assets(plain), partition_key=PARTITION,
                           resources=resources).success
     source["status"] = "contacted"  # every row changed

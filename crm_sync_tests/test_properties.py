@@ -24,8 +24,9 @@ from crm_sync.connectors.model import Item
 from crm_sync.connectors.wire import make_batches, serialize
 from crm_sync.spec import load_spec
 from crm_sync.transform.convert import mapped_fields
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
-SPEC = load_spec()
+SPEC = bundled_unlinked()
 SETTINGS = settings(max_examples=75, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
 

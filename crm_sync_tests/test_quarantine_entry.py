@@ -17,6 +17,7 @@ from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.state.store import SyncStore
 from crm_sync.transform.validate import validate_partition
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 SYNC = "leads_to_superleap"
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
@@ -27,7 +28,7 @@ OTHER_SECRET = "charles.babbage.secret@example.com"
 def _day1_leads(tmp_path, rows=4):
     """Valid DAY1 leads only: the DAY2 partition holds no row."""
     leads = pd.read_csv(PROJECT_ROOT / "data" / "leads.csv", dtype=str, keep_default_na=False)
-    bad = {f.source_key for f in validate_partition(load_spec().sync(SYNC), leads).failures}
+    bad = {f.source_key for f in validate_partition(bundled_unlinked().sync(SYNC), leads).failures}
     picked = leads[~leads["lead_id"].isin(bad) & leads["updated_at"].str.startswith(DAY1)]
     picked = picked.head(rows)
     data = tmp_path / "data"
@@ -37,8 +38,8 @@ def _day1_leads(tmp_path, rows=4):
 
 
 def _assets():
-    return [a for a in build_assets(load_spec()) if a.key.path[0] in
-            sync_asset_names(load_spec().sync(SYNC))]  # with the replay step
+    return [a for a in build_assets(bundled_unlinked()) if a.key.path[0] in
+            sync_asset_names(bundled_unlinked().sync(SYNC))]  # with the replay step
 
 
 def test_a_row_that_fails_again_through_replay_stays_in_its_days_quarantine(
@@ -85,7 +86,7 @@ def test_a_row_that_fails_again_through_replay_stays_in_its_days_quarantine(
 
 # -- masking once, in the store ------------------------------------------------------------------
 def _sensitive_spec(tmp_path):
-    raw = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    raw = bundled_raw()
     for sync in raw["syncs"]:
         if sync["name"] == SYNC:
             sync["fields"]["email"] = {"column": "email", "type": "email", "sensitive": True}

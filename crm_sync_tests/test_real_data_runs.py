@@ -34,6 +34,7 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests import invariant as inv
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 DAY = "2026-11-04"
 ROWS = 6
@@ -56,7 +57,7 @@ def _data(tmp_path: Path, crm: str, rows: int = ROWS) -> Path:
 
 def _spec(tmp_path: Path, **changes):
     """The bundled spec, with `changes` applied to every sync."""
-    base = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    base = bundled_raw()
     base["syncs"] = [{**s, **changes} for s in base["syncs"]]
     path = tmp_path / "syncs.yaml"
     path.write_text(yaml.safe_dump(base))
@@ -64,7 +65,7 @@ def _spec(tmp_path: Path, **changes):
 
 
 def _materialize(crm: str, data: Path, resource, spec=None, instance=None):
-    spec = spec or load_spec()
+    spec = spec or bundled_unlinked()
     sync = spec.sync(inv.SYNC_OF[crm])
     names = {f"source_{sync.source}", f"validated_{sync.name}", sync.name}
     assets = [a for a in build_assets(spec) if a.key.path[-1] in names]

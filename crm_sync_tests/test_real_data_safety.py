@@ -27,6 +27,7 @@ from crm_sync.transform.convert import convert
 from crm_sync.load.runner import run_upsert
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 DAYS = ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
 
@@ -84,7 +85,7 @@ def _project(key: str, day: str, **values) -> dict:
 # -- item 10: dates that do not exist; rows Brevo never confirms ------------------------------
 def test_a_brevo_date_that_does_not_exist_is_quarantined_at_validation_and_never_sent(
         brevo, store, tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     day = DAYS[0]
     good = [_project(f"P-OK-{i}", day) for i in range(4)] + \
         [_project("P-LEAP", day, start_date="2028-02-29")]
@@ -110,7 +111,7 @@ def test_a_brevo_date_that_does_not_exist_is_quarantined_at_validation_and_never
 @pytest.mark.parametrize("sync", ["leads_to_superleap", "contacts_to_hubspot",
                                   "companies_to_salesforce", "projects_to_brevo"])
 def test_every_crm_refuses_a_date_that_does_not_exist(sync):
-    base = load_spec().sync(sync)
+    base = bundled_unlinked().sync(sync)
     spec = base.model_copy(update={"fields": {
         **base.fields, "closedate": FieldMapping(column="closes_on", type="date")}})
     frame = pd.read_csv(PROJECT_ROOT / "data" / f"{spec.source}.csv", dtype=str,
@@ -127,7 +128,7 @@ def test_every_crm_refuses_a_date_that_does_not_exist(sync):
 
 def test_a_row_brevo_keeps_dropping_becomes_permanent_after_max_unconfirmed_runs(
         brevo, store, tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = "projects_to_brevo"
     limit = 3  # the default of `max_unconfirmed_runs`
     data = tmp_path / "data"
@@ -159,12 +160,12 @@ def test_a_row_brevo_keeps_dropping_becomes_permanent_after_max_unconfirmed_runs
 
 
 def test_max_unconfirmed_runs_is_a_spec_field_of_at_least_one(tmp_path):
-    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    raw = bundled_raw()
     raw["syncs"][3]["max_unconfirmed_runs"] = 5
     path = tmp_path / "syncs.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert load_spec(path).sync("projects_to_brevo").max_unconfirmed_runs == 5
-    assert load_spec().sync("projects_to_brevo").max_unconfirmed_runs == 3
+    assert bundled_unlinked().sync("projects_to_brevo").max_unconfirmed_runs == 3
     raw["syncs"][3]["max_unconfirmed_runs"] = 0
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match="projects_to_brevo.*max_unconfirmed_runs"):
@@ -178,7 +179,7 @@ SYNC_OF = {"superleap": "leads_to_superleap", "hubspot": "contacts_to_hubspot",
 
 
 def _spec_with(tmp_path: Path, sync: str, **changes) -> Path:
-    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    raw = bundled_raw()
     for entry in raw["syncs"]:
         if entry["name"] == sync:
             entry.update(changes)
@@ -201,7 +202,7 @@ def test_a_spec_whose_object_leaves_the_api_path_is_refused_at_load_time(crm, tm
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
 def test_a_matching_key_or_field_name_outside_the_crms_characters_is_refused(crm, tmp_path):
     sync = SYNC_OF[crm]
-    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    raw = bundled_raw()
     entry = next(e for e in raw["syncs"] if e["name"] == sync)
     key = "../../x?" if crm == "hubspot" else "External_Id__c/../../x"
     entry["fields"][key] = entry["fields"].pop(entry["matching_key"])
@@ -212,7 +213,7 @@ def test_a_matching_key_or_field_name_outside_the_crms_characters_is_refused(crm
         load_spec(path)
     assert f"sync {sync!r}" in str(caught.value) and "matching_key" in str(caught.value)
 
-    entry = next(e for e in yaml.safe_load(DEFAULT_SPEC_PATH.read_text())["syncs"]
+    entry = next(e for e in bundled_raw()["syncs"]
                  if e["name"] == sync)
     raw = {"syncs": [{**entry, "fields": {**entry["fields"], "bad name/..": "name"}}]}
     path.write_text(yaml.safe_dump(raw))
@@ -248,7 +249,7 @@ def test_path_segments_are_encoded():
 def test_a_traversal_object_that_bypassed_the_loader_stays_inside_the_api_path(sandbox, store,
                                                                                sandbox_url):
     """Defence in depth: a spec built in code, never validated, cannot reach another path."""
-    spec = load_spec()
+    spec = bundled_unlinked()
     rows = pd.read_csv(PROJECT_ROOT / "data" / "contacts.csv", dtype=str,
                        keep_default_na=False).head(5)
     hubspot = spec.sync("contacts_to_hubspot")
@@ -265,7 +266,7 @@ def test_a_traversal_object_that_bypassed_the_loader_stays_inside_the_api_path(s
 
 # -- item 15: a mirror run on a truncated file ------------------------------------------------
 def _mirror_spec(share: float | None = None):
-    plain = load_spec()
+    plain = bundled_unlinked()
     update = {"mode": "mirror"}
     if share is not None:
         update["mirror_max_delete_share"] = share
@@ -344,7 +345,7 @@ def test_a_mirror_run_within_the_share_deletes_and_the_share_is_a_spec_field(san
 
 # -- smaller items: exact integers, ASCII digits only ------------------------------------------
 def test_an_integer_beyond_2_53_reaches_brevo_exactly(brevo, store, tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     day = DAYS[0]
     rows = [_project("P-BIG", day, budget="12345678901234567890"),
             _project("P-NEG", day, budget="-9007199254740993"),
@@ -365,7 +366,7 @@ def test_an_integer_beyond_2_53_reaches_brevo_exactly(brevo, store, tmp_path):
 
 def test_numbers_in_other_scripts_are_quarantined_not_read_as_ascii_digits(sandbox, store,
                                                                            tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     day = DAYS[0]
     base = {"name": "Acme", "domain": "acme.example", "industry": "Retail", "employees": "42",
             "phone": "+1-555-123-4567", "country": "US", "annual_revenue": "1000",

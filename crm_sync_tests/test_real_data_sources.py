@@ -24,6 +24,7 @@ from crm_sync.pipeline.automation import replay_job
 from crm_sync.extract.sources import SourceError, SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_raw
 
 SYNC = "leads_to_superleap"
 COLUMNS = ["lead_id", "superleap_id", "name", "email", "phone", "status", "source", "updated_at"]
@@ -31,7 +32,7 @@ COLUMNS = ["lead_id", "superleap_id", "name", "email", "phone", "status", "sourc
 
 def _spec(tmp_path: Path):
     """The bundled spec with only the Superleap lead sync (start_date 2026-11-01)."""
-    base = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    base = bundled_raw()
     syncs = [{**s, "schedule": None} for s in base["syncs"] if s["name"] == SYNC]
     path = tmp_path / "syncs.yaml"
     path.write_text(yaml.safe_dump({"start_date": base["start_date"], "syncs": syncs}))

@@ -14,13 +14,14 @@ from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
 
 
 def _good_leads(tmp_path, per_day=5):
     leads = pd.read_csv(PROJECT_ROOT / "data" / "leads.csv", dtype=str, keep_default_na=False)
-    sync = load_spec().sync("leads_to_superleap")
+    sync = bundled_unlinked().sync("leads_to_superleap")
     bad = {f.source_key for f in validate_partition(sync, leads).failures}
     leads = leads[~leads["lead_id"].isin(bad)]
     picked = pd.concat([leads[leads["updated_at"].str.startswith(d)].head(per_day)
@@ -39,8 +40,8 @@ def _resources(sandbox_url, data):
 
 
 def _assets():  # the sync's steps: its upsert, then the replay of earlier transient failures
-    return [a for a in build_assets(load_spec()) if a.key.path[0] in
-            sync_asset_names(load_spec().sync("leads_to_superleap"))]
+    return [a for a in build_assets(bundled_unlinked()) if a.key.path[0] in
+            sync_asset_names(bundled_unlinked().sync("leads_to_superleap"))]
 
 
 def test_transient_failures_are_retried_by_the_next_run(sandbox, sandbox_url, store, tmp_path):

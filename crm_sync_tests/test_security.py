@@ -37,6 +37,7 @@ from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.state.store import SyncStore
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.test_hostile_input import _table
+from crm_sync_tests.bundled_spec import bundled_raw
 
 DAY = "2026-11-04"
 UPDATED = f"{DAY}T12:00:00Z"
@@ -53,7 +54,7 @@ BAD_PHONE = "+1-555-SECRET-PHONE"
 def _spec(tmp_path: Path):
     """syncs.yaml with emails (and HubSpot phones) sensitive, plus a sync into an object
     Superleap does not have."""
-    raw = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    raw = bundled_raw()
     for sync in raw["syncs"]:
         sync["schedule"] = None
         if sync["name"] == "leads_to_superleap":
@@ -305,7 +306,7 @@ def test_previews_mask_a_sensitive_source_key(tmp_path):
     from crm_sync.pipeline.assets import _masked_preview_columns
     from crm_sync.pipeline.resources import StoreResource
 
-    raw = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    raw = bundled_raw()
     for sync in raw["syncs"]:
         if sync["name"] == "leads_to_superleap":
             sync["fields"]["external_id"] = {"column": "lead_id", "sensitive": True}

@@ -3,10 +3,11 @@ from __future__ import annotations
 import pytest
 
 from crm_sync.spec import SpecError, load_spec
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 
 def test_bundled_spec_loads_with_four_syncs():
-    spec = load_spec()
+    spec = bundled_unlinked()
     assert {s.crm for s in spec.syncs} == {"superleap", "hubspot", "salesforce", "brevo"}
     leads = spec.sync("leads_to_superleap")
     assert leads.fields["name"].required and leads.fields["email"].type == "email"

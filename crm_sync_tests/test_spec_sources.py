@@ -19,6 +19,7 @@ from crm_sync.pipeline.assets import build_assets
 from crm_sync.pipeline.in_process import sync_partitions
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 SYNC = "leads_to_superleap"
 ENV = "CRM_SYNC_TEST_WAREHOUSE_URL"
@@ -41,7 +42,7 @@ def _database(tmp_path: Path, table: str, rows: list[dict]) -> str:
 
 def _spec(tmp_path: Path, source, connections: dict | None = None, **extra):
     """The bundled Superleap lead sync reading `source`, with a `connections:` block."""
-    base = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    base = bundled_raw()
     sync = next(s for s in base["syncs"] if s["name"] == SYNC)
     sync = {**sync, "schedule": None, "source": source, **extra}
     raw = {"start_date": base["start_date"], "syncs": [sync],
@@ -217,7 +218,7 @@ def test_a_connection_takes_one_location(tmp_path):
 
 
 def test_the_bundled_spec_reads_the_default_source_unchanged():
-    spec = load_spec()
+    spec = bundled_unlinked()
     assert spec.connections == {}
     for sync in spec.syncs:
         assert sync.source_connection is None and sync.cursor_column == "updated_at"

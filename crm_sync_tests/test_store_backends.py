@@ -21,6 +21,7 @@ from crm_sync.state.ownership import SEND
 from crm_sync.state.quarantine import QuarantineEntry
 from crm_sync.state.store import SyncStore
 from crm_sync_tests.conftest import BACKENDS
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 FORK = multiprocessing.get_context("fork")
 FIXTURE = Path(__file__).parent / "store_fixtures" / "store_3002afe.sql"
@@ -264,7 +265,7 @@ def test_a_dagster_run_on_a_store_url_with_a_password_writes_it_nowhere(postgres
     from crm_sync.project import build_resources
     from crm_sync.spec import load_spec
 
-    [asset] = [a for a in build_assets(load_spec()) if a.key.path[-1] == "quarantine"]
+    [asset] = [a for a in build_assets(bundled_unlinked()) if a.key.path[-1] == "quarantine"]
     (tmp_path / "dagster_home").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home"))
     texts = []

@@ -25,6 +25,7 @@ from crm_sync.state.writeahead import UNKNOWN_OUTCOME, WriteAheadLog
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests import invariant as inv
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_raw
 
 SYNC = "calls_to_superleap"
 CALLS_SPEC = {
@@ -194,7 +195,7 @@ def test_an_append_sync_runs_as_dagster_assets_and_reports_the_changes(sandbox, 
 
 @pytest.mark.parametrize("crm", ["hubspot", "brevo", "salesforce"])
 def test_mode_append_is_refused_for_a_crm_without_a_create_only_path(tmp_path, crm):
-    raw = yaml.safe_load((PROJECT_ROOT / "syncs.yaml").read_text())
+    raw = bundled_raw()
     raw["syncs"] = [{**s, "mode": "append"} for s in raw["syncs"] if s["crm"] == crm]
     path = tmp_path / "syncs.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -154,7 +154,8 @@ def test_materialize_one_partition_from_the_ui(dagster_ui, page):
         for text in ("Projects into the Brevo custom object", "mapped_fields", "matching_key"):
             expect(page.get_by_text(text).first).to_be_visible()
 
-        # Its lineage, upstream: source -> validated (+ check) -> upsert, materialized together.
+        # Its lineage, upstream: source -> validated (+ check) -> upsert, materialized together,
+        # with the chain of the companies its projects link to (syncs.yaml associations).
         page.get_by_role("tab", name="Lineage").click()
         page.get_by_role("button", name="Upstream").click()
         depth_all = page.get_by_role("button", name="All", exact=True)
@@ -162,12 +163,13 @@ def test_materialize_one_partition_from_the_ui(dagster_ui, page):
             depth_all.click()  # graph depth: all
         expect(page.get_by_text(f"source_{SOURCE}", exact=True).first).to_be_visible()
         expect(page.get_by_text(f"validated_{SYNC}", exact=True).first).to_be_visible()
-        expect(page.get_by_text(re.compile(r"^\d+ partitions$"))).to_have_count(3)
+        expect(page.get_by_text("companies_to_brevo", exact=True).first).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^\d+ partitions$"))).to_have_count(6)
         _shot(page, "02-lineage")
         page.get_by_role("button", name="Materialize all…").click()
 
         dialog = page.get_by_role("dialog")
-        expect(dialog.get_by_text("Launch runs to materialize 3 assets")).to_be_visible()
+        expect(dialog.get_by_text("Launch runs to materialize 6 assets")).to_be_visible()
         partitions = dialog.get_by_role("textbox").first  # the partition range: "2026-11-03"
         partitions.fill(PARTITION)
         partitions.press("Tab")

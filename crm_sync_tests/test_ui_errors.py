@@ -23,6 +23,7 @@ from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, Spec, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 PARTITION = "2026-11-03"
 SYNC = "contacts_to_hubspot"
@@ -61,7 +62,7 @@ def _everything_logged(result) -> str:
 
 def test_missing_token_names_the_sync_and_the_variable(sandbox, store, monkeypatch):
     monkeypatch.delenv("HUBSPOT_TOKEN")
-    result = _materialize(load_spec(), build_resources())  # no Dagster config error at launch
+    result = _materialize(bundled_unlinked(), build_resources())  # no Dagster config error at launch
     description, error = _failure(result)
     assert "no HubSpot API token: HUBSPOT_TOKEN is not set" in description
     assert "launch the run again" in description
@@ -69,7 +70,7 @@ def test_missing_token_names_the_sync_and_the_variable(sandbox, store, monkeypat
     assert stored(sandbox, "hubspot", "contacts") == []
     assert store.state_frame(SYNC).empty
     # The other CRMs' runs are not affected by HubSpot's missing token.
-    assert _materialize(load_spec(), build_resources(), "projects_to_brevo").success
+    assert _materialize(bundled_unlinked(), build_resources(), "projects_to_brevo").success
 
 
 def test_unreachable_crm_fails_the_run_and_marks_nothing_synced(sandbox, store):
@@ -77,7 +78,7 @@ def test_unreachable_crm_fails_the_run_and_marks_nothing_synced(sandbox, store):
     resources = build_resources()
     resources["hubspot"] = HubSpotResource(base_url=closed, token=os.environ["HUBSPOT_TOKEN"],
                                            max_attempts=2, max_backoff_seconds=0.2)
-    result = _materialize(load_spec(), resources)
+    result = _materialize(bundled_unlinked(), resources)
     description, error = _failure(result)
     assert f"cannot reach HubSpot at {closed}: check HUBSPOT_BASE_URL / is the CRM up?" \
         in description
@@ -93,7 +94,7 @@ def test_wrong_token_is_one_failure_without_the_token(sandbox, sandbox_url, stor
     wrong = "pat-na1-wrong-token-0123456789"
     resources = build_resources()
     resources["hubspot"] = HubSpotResource(base_url=sandbox_url, token=wrong)
-    result = _materialize(load_spec(), resources)
+    result = _materialize(bundled_unlinked(), resources)
     description, error = _failure(result)
     assert "HubSpot" in description and "HTTP 401" in description
     assert "HUBSPOT_TOKEN" in description
@@ -104,7 +105,7 @@ def test_wrong_token_is_one_failure_without_the_token(sandbox, sandbox_url, stor
 
 
 def test_wrong_object_type_is_one_failure(sandbox, store):
-    spec = load_spec()
+    spec = bundled_unlinked()
     syncs = [s.model_copy(update={"object": "widgets"}) if s.name == SYNC else s
              for s in spec.syncs]
     spec = spec.model_copy(update={"syncs": syncs})
@@ -116,7 +117,7 @@ def test_wrong_object_type_is_one_failure(sandbox, store):
 
 
 def test_replay_job_with_an_unreachable_crm_is_one_failure(sandbox, store, tmp_path):
-    sync = load_spec().sync("leads_to_superleap")
+    sync = bundled_unlinked().sync("leads_to_superleap")
     leads = pd.read_csv(PROJECT_ROOT / "data" / "leads.csv", dtype=str, keep_default_na=False)
     leads = leads[leads["updated_at"].str.startswith(PARTITION) & (leads["superleap_id"] == "")]
     bad = {f.source_key for f in validate_partition(sync, leads).failures}
@@ -127,7 +128,7 @@ def test_replay_job_with_an_unreachable_crm_is_one_failure(sandbox, store, tmp_p
     leads.loc[leads["lead_id"] == key, "email"] = "broken email"
     leads.to_csv(data / "leads.csv", index=False)
     resources = {**build_resources(), "source": SourceResource(data_dir=str(data))}
-    assert _materialize(load_spec(), resources, sync.name).success
+    assert _materialize(bundled_unlinked(), resources, sync.name).success
     assert set(store.quarantine_frame(sync.name)["source_key"]) == {key}
 
     leads.loc[leads["lead_id"] == key, "email"] = "fixed@example.com"  # worth sending again

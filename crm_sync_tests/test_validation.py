@@ -7,6 +7,7 @@ import pytest
 
 from crm_sync.spec import load_spec
 from crm_sync.transform.validate import SourceTableError, validate_partition
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 
 def _row(**overrides):
@@ -19,7 +20,7 @@ def _row(**overrides):
 
 @pytest.fixture(scope="module")
 def sync():
-    return load_spec().sync("leads_to_superleap")
+    return bundled_unlinked().sync("leads_to_superleap")
 
 
 @pytest.mark.parametrize("overrides, code, rule", [
@@ -99,7 +100,7 @@ def _check(sync, good: dict, bad: dict | None, expect_code=None, expect_rule=Non
 
 
 def test_hubspot_id_property_must_be_present_and_valid():
-    sync = load_spec().sync("contacts_to_hubspot")
+    sync = bundled_unlinked().sync("contacts_to_hubspot")
     _check(sync, _contact(), _contact(contact_id="CT-2", email=""),
            "REQUIRED_FIELD_MISSING", "required")
     _check(sync, _contact(), _contact(contact_id="CT-2", email="ada at example.com"),
@@ -108,7 +109,7 @@ def test_hubspot_id_property_must_be_present_and_valid():
 
 
 def test_hubspot_duplicate_id_property_values_keep_the_newest():
-    sync = load_spec().sync("contacts_to_hubspot")
+    sync = bundled_unlinked().sync("contacts_to_hubspot")
     frame = pd.DataFrame([
         _contact(contact_id="CT-1", updated_at="2026-11-01T10:00:00Z"),
         _contact(contact_id="CT-2", updated_at="2026-11-01T11:00:00Z"),  # same email, newer
@@ -136,7 +137,7 @@ def _company(**overrides):
     ({"annual_revenue": "a lot"}, "PARSE_INVALID_FORMAT", "number_format"),
 ])
 def test_salesforce_rules(bad, code, rule):
-    sync = load_spec().sync("companies_to_salesforce")
+    sync = bundled_unlinked().sync("companies_to_salesforce")
     bad = _company(**{"company_id": "CO-0000002", **bad})
     failure = _check(sync, _company(), bad, code, rule)
     assert failure.source_key == bad["company_id"]
@@ -148,7 +149,7 @@ def test_salesforce_rules(bad, code, rule):
     {"employees": "-3"}, {"annual_revenue": "1e6"}, {"annual_revenue": ""},
 ])
 def test_salesforce_values_just_inside_the_rules_pass(good):
-    sync = load_spec().sync("companies_to_salesforce")
+    sync = bundled_unlinked().sync("companies_to_salesforce")
     _check(sync, _company(**good), None)
 
 
@@ -165,7 +166,7 @@ def _project(n_custom: int = 0, **overrides):
 
 
 def test_brevo_attribute_limit_boundary():
-    sync = load_spec().sync("projects_to_brevo")
+    sync = bundled_unlinked().sync("projects_to_brevo")
     mapped = len(sync.fields)  # every mapped field of _project() is filled
     at_limit = _project(500 - mapped)
     over = _project(501 - mapped, project_id="PR-2")
@@ -177,7 +178,7 @@ def test_brevo_attribute_limit_boundary():
 
 
 def test_brevo_attributes_column_must_be_a_json_object_and_fit_one_request():
-    sync = load_spec().sync("projects_to_brevo")
+    sync = bundled_unlinked().sync("projects_to_brevo")
     frame = pd.DataFrame([
         _project(),
         _project(project_id="PR-2", custom_fields="[1, 2]"),
@@ -195,7 +196,7 @@ def test_brevo_attributes_column_must_be_a_json_object_and_fit_one_request():
 def test_brevo_unknown_attributes_are_reported_and_not_sent():
     from crm_sync.transform.convert import mapped_fields
 
-    sync = load_spec().sync("projects_to_brevo").model_copy(update={
+    sync = bundled_unlinked().sync("projects_to_brevo").model_copy(update={
         "known_attributes": ["name", "status", "budget", "start_date", "company_ext_id", "cf_0"]})
     result = validate_partition(sync, pd.DataFrame([_project(2)]))
     assert result.failures == []  # a warning, not a rejection

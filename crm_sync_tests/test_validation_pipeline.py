@@ -15,6 +15,7 @@ from crm_sync.definitions import build_resources
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 DAY = "2026-11-04"
 UPDATED = f"{DAY}T12:00:00Z"
@@ -85,7 +86,7 @@ def _rows(sync, template: dict, cases) -> pd.DataFrame:
 @pytest.mark.parametrize("sync_name", list(CASES))
 def test_each_rule_quarantines_its_row_and_spares_the_neighbours(sync_name, sandbox, store,
                                                                 tmp_path):
-    spec = load_spec()
+    spec = bundled_unlinked()
     sync = spec.sync(sync_name)
     obj, template, cases = CASES[sync_name]
     data = tmp_path / "data"

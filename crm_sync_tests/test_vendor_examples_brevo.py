@@ -20,12 +20,13 @@ from crm_sync.spec import SyncSpec, load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.vendor_examples import load_examples
 from crm_sync_tests.vendor_examples.table import (
+from crm_sync_tests.bundled_spec import bundled_unlinked
     check_the_table, check_the_verdict, ids, skip_if_the_client_cannot_see,
 )
 
 EXAMPLES = load_examples("brevo")
 AUTH = {"api-key": DEFAULT_TOKENS["brevo"]}
-BASE = load_spec().sync("projects_to_brevo")
+BASE = bundled_unlinked().sync("projects_to_brevo")
 EXT_ID = "PR-EX-0001"
 
 

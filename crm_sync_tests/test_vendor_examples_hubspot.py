@@ -18,6 +18,7 @@ from crm_sync.transform.convert import PAYLOAD
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.vendor_examples import load_examples
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 TOKEN = DEFAULT_TOKENS["hubspot"]
 EXAMPLES = load_examples("hubspot")
@@ -67,7 +68,7 @@ def _spec(example: dict):
                                              required=prop == example["field"])}
     if prop != example["field"]:
         fields[prop] = FieldMapping(column="key_id", required=True)
-    return load_spec().sync("contacts_to_hubspot").model_copy(update={
+    return bundled_unlinked().sync("contacts_to_hubspot").model_copy(update={
         "name": f"{example['object']}_examples", "source": "examples", "source_key": "key_id",
         "object": example["object"], "matching_key": prop, "fields": fields})
 

@@ -15,10 +15,11 @@ from crm_sync.spec import FieldMapping, load_spec
 from crm_sync.transform.convert import PAYLOAD
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.vendor_examples import load_examples
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 TOKEN = DEFAULT_TOKENS["salesforce"]
 EXAMPLES = load_examples("salesforce")
-BASE = load_spec().sync("companies_to_salesforce")
+BASE = bundled_unlinked().sync("companies_to_salesforce")
 # crm_sync's field type (connectors/fields.py) -> the spec's `type:` that validates it.
 SPEC_TYPE = {"string": "string", "text": "string", "enumeration": "string", "url": "string",
              "integer": "integer", "number": "number", "boolean": "boolean", "date": "date",

@@ -18,12 +18,13 @@ from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.vendor_examples import load_examples
 from crm_sync_tests.vendor_examples.table import (
+from crm_sync_tests.bundled_spec import bundled_unlinked
     check_the_table, check_the_verdict, ids, skip_if_the_client_cannot_see,
 )
 
 EXAMPLES = load_examples("superleap")
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['superleap']}"}
-BASE = load_spec().sync("leads_to_superleap")
+BASE = bundled_unlinked().sync("leads_to_superleap")
 
 
 def test_the_table_has_ten_entries_each_with_a_source():

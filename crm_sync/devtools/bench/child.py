@@ -20,15 +20,15 @@ def main(argv: list[str]) -> int:
     config = json.loads(argv[0])
     os.environ["CRM_SYNC_DATA_DIR"] = config["data_dir"]
     os.environ["CRM_SYNC_STORE"] = config["store"]
-    from crm_sync.devtools.bench.util import fast_resource, peak_rss_mb, sandbox_tokens
+    from crm_sync.devtools.bench.util import (bench_spec, fast_resource, peak_rss_mb,
+                                              sandbox_tokens)
     from crm_sync.pipeline.in_process import sync_partitions
     from crm_sync.connectors import RESOURCE_CLASSES
     from crm_sync.pipeline.resources import StoreResource
     from crm_sync.extract.sources import SourceResource
-    from crm_sync.spec import load_spec
 
     sandbox_tokens()
-    spec = load_spec()
+    spec = bench_spec()  # the four syncs it measures (util.py)
     by_crm = {s.crm: s for s in spec.syncs}
     resources = {"source": SourceResource(data_dir=config["data_dir"]),
                  "store": StoreResource(path=config["store"]),

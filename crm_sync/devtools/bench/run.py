@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crm_sync.devtools.generate import BASE_SIZES, generate
-from crm_sync.spec import PROJECT_ROOT, load_spec
+from crm_sync.spec import PROJECT_ROOT
 
 ALL_ROWS = sum(BASE_SIZES.values())  # rows of all four tables at scale 1
 
@@ -44,7 +44,7 @@ class Results:
 def run(options: Options, log=print) -> Results:
     from crm_sync.devtools.bench.fullsync import scale_and_incremental
     from crm_sync.devtools.bench.throughput import rate_limit_saturation, upsert_vs_ceiling
-    from crm_sync.devtools.bench.util import sandbox, sandbox_tokens
+    from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
     from crm_sync.devtools.bench.validation import validation_cost
 
     started = time.perf_counter()
@@ -53,7 +53,7 @@ def run(options: Options, log=print) -> Results:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     sandbox_tokens()
-    spec = load_spec()
+    spec = bench_spec()  # the four syncs it measures (util.py)
     results = Results(options)
     large, small = workdir / "data-large", workdir / "data-small"
     # The large tables hold at least `rows` rows in every table (the smallest is projects).
