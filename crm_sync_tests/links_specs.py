@@ -15,3 +15,14 @@ PROJECTS = {"name": "projects_to_brevo", "source": "projects", "source_key": "pr
             "fields": {"name": {"column": "name", "required": True}, "status": "status"},
             "associations": LINK}
 
+
+
+def load_syncs(tmp_path, *syncs: dict):
+    """A spec of just these syncs (written to tmp_path/syncs.yaml and loaded)."""
+    import yaml
+
+    from crm_sync.spec import load_spec
+
+    path = tmp_path / "syncs.yaml"
+    path.write_text(yaml.safe_dump({"syncs": list(syncs)}))
+    return load_spec(path, check_schemas=False)

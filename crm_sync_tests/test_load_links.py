@@ -9,7 +9,6 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
 
 from crm_sync.connectors.brevo import BrevoResource
 from crm_sync.extract.sources import SourceResource
@@ -17,19 +16,16 @@ from crm_sync.load.links import TARGET_MISSING
 from crm_sync.load.runner import run_upsert
 from crm_sync.load.replay import retry_transient
 from crm_sync.sandbox.app import DEFAULT_TOKENS
-from crm_sync.spec import load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
-from crm_sync_tests.links_specs import COMPANIES, PROJECTS, brevo  # noqa: F401 (fixture)
+from crm_sync_tests.links_specs import COMPANIES, PROJECTS, brevo, load_syncs  # noqa: F401
 
 DAY = "2026-11-03T10:00:00Z"
 
 
 @pytest.fixture
 def spec(tmp_path):
-    path = tmp_path / "syncs.yaml"
-    path.write_text(yaml.safe_dump({"syncs": [COMPANIES, PROJECTS]}))
-    return load_spec(path, check_schemas=False)
+    return load_syncs(tmp_path, COMPANIES, PROJECTS)
 
 
 def resource(url: str) -> BrevoResource:

@@ -25,6 +25,7 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.links_specs import load_syncs
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['salesforce']}"}
 BASE = "/services/data/v62.0"
@@ -300,9 +301,7 @@ DAY = "2026-11-03T10:00:00Z"
 
 @pytest.fixture
 def e2e_spec(tmp_path):
-    path = tmp_path / "syncs.yaml"
-    path.write_text(yaml.safe_dump({"syncs": [E2E_COMPANIES, E2E_CONTACTS]}))
-    return load_spec(path, check_schemas=False)
+    return load_syncs(tmp_path, E2E_COMPANIES, E2E_CONTACTS)
 
 
 def run_sync(spec, name: str, rows: list[dict], store, url: str):
