@@ -18,9 +18,9 @@ from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.vendor_examples import load_examples
 from crm_sync_tests.vendor_examples.table import (
-from crm_sync_tests.bundled_spec import bundled_unlinked
     check_the_table, check_the_verdict, ids, skip_if_the_client_cannot_see,
 )
+from crm_sync_tests.bundled_spec import bundled_unlinked
 
 EXAMPLES = load_examples("superleap")
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKENS['superleap']}"}
