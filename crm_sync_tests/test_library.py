@@ -76,11 +76,10 @@ result = dg.materialize(assets, partition_key="{DAY}", resources=defs.resources)
 import crm_sync.definitions  # the default code location reads this project's syncs.yaml
 emulator_loaded = sorted(m for m in sys.modules if m.startswith("crm_sync.sandbox"))
 from crm_sync.devtools.demo import demo_files  # the demo starts the sandbox: imported last
-from crm_sync_tests.bundled_spec import bundled_unlinked
 print(json.dumps({{
     "package": crm_sync.__file__, "success": result.success,
     "store": defs.resources["store"].path,
-    "default_syncs": [s.name for s in crm_sync.spec.bundled_unlinked().syncs],
+    "default_syncs": [s.name for s in crm_sync.spec.load_spec().syncs],
     "default_store": crm_sync.definitions.defs.resources["store"].path,
     "demo_files": [str(p) for p in demo_files()],
     "emulator_loaded": emulator_loaded,
