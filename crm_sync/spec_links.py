@@ -24,7 +24,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-HUBSPOT_ONLY = ("type_id", "category")
+# Options a CRM takes only if its profile lists them (association_options; HubSpot: the type).
+CRM_OPTIONS = ("type_id", "category")
 
 
 class Association(BaseModel):
@@ -79,7 +80,7 @@ def check_associations(spec) -> None:
                 raise ValueError(f"{where}: target sync {target.name!r} writes to "
                                  f"{target.crm}, not {sync.crm}; both must be one CRM")
             taken = PROFILES[sync.crm].association_options
-            given = [o for o in HUBSPOT_ONLY if getattr(link, o) is not None and o not in taken]
+            given = [o for o in CRM_OPTIONS if getattr(link, o) is not None and o not in taken]
             if given:
                 raise ValueError(f"{where}: {', '.join(given)} are HubSpot's association "
                                  f"options; {sync.crm} takes none")
@@ -110,3 +111,10 @@ def _no_cycle(syncs: dict) -> None:
 def target_syncs(sync) -> list[str]:
     """The syncs whose upserts run before this sync's (its associations' targets)."""
     return list(dict.fromkeys(link.sync for link in sync.associations.values()))
+
+
+def without_associations(spec):
+    """`spec` (a Spec) with no sync's associations: its syncs' records unlinked, each sync
+    runnable alone (the benchmark's syncs; the tests of other behaviour)."""
+    return spec.model_copy(update={"syncs": [
+        s.model_copy(update={"associations": {}}) for s in spec.syncs]})

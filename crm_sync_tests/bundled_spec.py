@@ -6,21 +6,16 @@ from __future__ import annotations
 import yaml
 
 from crm_sync.spec import DEFAULT_SPEC_PATH, Spec, load_spec
-
-
-def unlinked(spec: Spec) -> Spec:
-    """`spec` with no sync's relationships: for the tests of other behaviour that run a child
-    sync of the bundled spec (contacts_to_hubspot, projects_to_brevo, contacts_to_salesforce)
-    without syncing its target first. With its relationships, every linked row of such a run
-    waits as ASSOCIATION_TARGET_MISSING (what test_load_links.py and the relationship tests
-    of each CRM test)."""
-    return spec.model_copy(update={"syncs": [
-        s.model_copy(update={"associations": {}}) for s in spec.syncs]})
+from crm_sync.spec_links import without_associations
 
 
 def bundled_unlinked() -> Spec:
-    """The bundled spec (syncs.yaml) without its relationships (`unlinked`)."""
-    return unlinked(load_spec())
+    """The bundled spec (syncs.yaml) without its relationships: for the tests of other
+    behaviour that run a child sync (contacts_to_hubspot, projects_to_brevo,
+    contacts_to_salesforce) without syncing its target first. With its relationships, every
+    linked row of such a run waits as ASSOCIATION_TARGET_MISSING (what test_load_links.py and
+    the relationship tests of each CRM test)."""
+    return without_associations(load_spec())
 
 
 def bundled_raw() -> dict:

@@ -19,6 +19,7 @@ from crm_sync.errors import FatalCrmError
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import load_spec
 from crm_sync_tests.test_sandbox_hubspot import AUTH, upsert
+from crm_sync.spec_links import Association
 
 TOKEN = DEFAULT_TOKENS["hubspot"]
 SPEC = load_spec().sync("contacts_to_hubspot")
@@ -135,9 +136,9 @@ def test_rows_of_one_record_in_successive_rounds_are_each_linked_once(sandbox, s
 
 def test_type_id_and_category_come_from_the_spec_else_hubspots_default(sandbox, sandbox_url):
     (acme,) = companies(sandbox, 1)
-    primary = SPEC.model_copy(update={"associations": {
-        "companies": {"sync": "companies_to_hubspot", "column": "company_id", "type_id": 1,
-                      "category": "HUBSPOT_DEFINED"}}})
+    primary = SPEC.model_copy(update={"associations": {"companies": Association(
+        sync="companies_to_hubspot", column="company_id", type_id=1,
+        category="HUBSPOT_DEFINED")}})
     outcomes, _ = send(sandbox_url, [(*person(0), RowLinks(link=(company(acme),)))], primary)
     contact = outcomes["CT-0000000"].crm_id
     types = sandbox.get("/_sandbox/associations/hubspot/contacts",
@@ -157,8 +158,9 @@ def test_a_pair_without_a_default_type_needs_type_id_in_the_spec(sandbox, sandbo
     outcomes, stats = send(sandbox_url, rows, projects)
     assert outcomes["PR-1"].error_code == "ASSOCIATION_FAILED"
     assert "type_id" in outcomes["PR-1"].message and stats.association_requests == 0
-    typed = projects.model_copy(update={"associations": {"companies": {
-        "type_id": 75, "category": "USER_DEFINED"}}})
+    typed = projects.model_copy(update={"associations": {"companies": Association(
+        sync="companies_to_hubspot", column="company_id", type_id=75,
+        category="USER_DEFINED")}})
     outcomes, _ = send(sandbox_url, rows, typed)
     assert outcomes["PR-1"].status == "updated"
     body = sandbox.get("/_sandbox/associations/hubspot/projects").json()["links"]

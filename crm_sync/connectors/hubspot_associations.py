@@ -120,9 +120,9 @@ class AssociationLinks:
     # -- the association type ----------------------------------------------------------------
     def _association_type(self, target: TargetRef) -> tuple[str, int] | str:
         """(category, type id) of links to `target`, or why there is none."""
-        spec_assoc = _spec_association(self.spec, target.association)
-        type_id = _get(spec_assoc, "type_id")
-        category = _get(spec_assoc, "category") or HUBSPOT_DEFINED
+        link = self.spec.associations.get(target.association)  # spec_links.Association
+        type_id = link.type_id if link else None
+        category = (link.category if link else None) or HUBSPOT_DEFINED
         if type_id is None:
             type_id = default_association_type(self.spec.object, target.object)
         if type_id is None:
@@ -244,17 +244,3 @@ def _named_ids(err: dict) -> set[str]:
     for text in context.get("INVALID_OBJECT_IDS") or ():
         ids.add(str(text).split("=", 1)[-1].split(" ", 1)[0])  # "COMPANY=123 is not valid"
     return ids
-
-
-def _spec_association(spec, name: str):
-    """The spec's association `name` (an object or a mapping), or None."""
-    associations = getattr(spec, "associations", None) or {}
-    if isinstance(associations, dict):
-        return associations.get(name)
-    return next((a for a in associations if _get(a, "name") == name), None)
-
-
-def _get(obj, field: str):
-    if obj is None:
-        return None
-    return obj.get(field) if isinstance(obj, dict) else getattr(obj, field, None)

@@ -17,6 +17,7 @@ from crm_sync.connectors import RESOURCE_CLASSES
 from crm_sync.sandbox.app import DEFAULT_TOKENS, TOKEN_ENV
 from crm_sync.sandbox.server import sandbox_process
 from crm_sync.spec import Spec, SyncSpec, load_spec
+from crm_sync.spec_links import without_associations
 
 # "No limit" for the client-side limiter: the benchmark measures crm_sync, not the limiter.
 UNLIMITED = {"requests_per_window": 1_000_000, "window_seconds": 1.0}
@@ -123,8 +124,8 @@ def bench_spec() -> Spec:
     figures BENCHMARKS.md follows), without relationships: the figures are those of the
     upsert itself, comparable from run to run. (Links cost HubSpot one association call per
     100 rows and nothing extra elsewhere; README "Relationships".)"""
-    spec = load_spec()
+    spec = without_associations(load_spec())
     first: dict[str, SyncSpec] = {}
     for sync in spec.syncs:
-        first.setdefault(sync.crm, sync.model_copy(update={"associations": {}}))
+        first.setdefault(sync.crm, sync)
     return spec.model_copy(update={"syncs": list(first.values())})
