@@ -74,6 +74,13 @@ def schemas_dir(spec: str | os.PathLike | None = None) -> Path:
     return spec_path(spec).parent / "crm_schemas"
 
 
+def dagster_home() -> Path:
+    """The Dagster instance the demo, `crm-sync backfill` and `crm-sync ui` share, so that
+    one's runs are in the other's UI: $DAGSTER_HOME, else .crm_sync/dagster_home."""
+    chosen = os.environ.get("DAGSTER_HOME")
+    return Path(chosen).expanduser().absolute() if chosen else state_dir() / "dagster_home"
+
+
 def state_dir() -> Path:
     """The project's own working folder (the demo's and the UI's files)."""
     return project_dir() / ".crm_sync"

@@ -11,7 +11,6 @@ import os
 import re
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crm_sync import paths
@@ -170,6 +169,8 @@ class SyncSpec(BaseModel):
     mode: Literal["upsert", "update_only", "create_only", "mirror", "append"] = "upsert"
     all_or_none: bool = False
     quarantine_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # share of a run's sent rows the CRM rejected above which the upsert's WARN check fails
+    alert_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
     batch_size: int | None = Field(default=None, ge=1)
     bulk_threshold: int | None = Field(default=2000, ge=1)  # Salesforce Bulk API 2.0 (README)
     schedule: str | None = None
@@ -358,43 +359,8 @@ class Spec(BaseModel):
 
 
 def load_spec(path: str | os.PathLike | None = None, check_schemas: bool = True) -> Spec:
-    """Read and validate a spec; errors name the file and the offending sync. Where a CRM
-    schema was pulled for a sync's object (crm_schemas/, crm_sync/schema_files.py), the sync
-    is checked against it and keeps it for validation (`check_schemas=False`: neither)."""
-    path = paths.spec_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"sync spec not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"sync spec {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"sync spec {path} must be a mapping with a `syncs` list")
-    try:
-        spec = Spec.model_validate(raw)
-    except Exception as exc:  # pydantic.ValidationError: make it readable, name the sync
-        raise SpecError(f"sync spec {path} is invalid:\n{_describe(exc, raw)}") from None
-    if check_schemas:
-        from crm_sync import schema_files  # late: it imports the connectors, which import this
+    """Read and validate a spec file (default: the project's syncs.yaml); errors name the file
+    and the offending sync (crm_sync/spec_load.py, shared with the CrmSync Component)."""
+    from crm_sync.spec_load import read_spec_file
 
-        schema_files.attach(spec, path)
-    return spec
-
-
-def _describe(exc, raw) -> str:
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    lines = []
-    for err in errors():
-        loc = list(err.get("loc", ()))
-        where = ".".join(str(p) for p in loc)
-        if len(loc) >= 2 and loc[0] == "syncs" and isinstance(loc[1], int):
-            try:
-                where = f"sync {raw['syncs'][loc[1]].get('name', loc[1])!r}: " + ".".join(
-                    str(p) for p in loc[2:]
-                )
-            except (LookupError, TypeError, AttributeError):
-                pass  # the spec's shape is what is wrong: name the location as pydantic does
-        lines.append(f"  - {where}: {err.get('msg')}")
-    return "\n".join(lines)
+    return read_spec_file(path, check_schemas=check_schemas)
