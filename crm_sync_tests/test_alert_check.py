@@ -21,13 +21,15 @@ SYNC = "leads_to_superleap"
 UNKNOWN_IDS = ["Ab12Cd_Ef34Gh5" + str(i) for i in range(10)]  # the id pattern, no such record
 
 
-def leads(tmp_path, rows: int, unknown: int):
-    """A source of `rows` valid leads of DAY, `unknown` of them naming a Superleap id the
-    CRM does not have; (the resources reading it, the leads assets)."""
+def leads(tmp_path, rows: int, unknown: int, bad_emails: int = 0):
+    """The resources of a source of `rows` leads of DAY, the first `unknown` naming a Superleap
+    id the CRM does not have, the last `bad_emails` with an email validation rejects."""
     frame = pd.read_csv(PROJECT_ROOT / "data" / "leads.csv", dtype=str, keep_default_na=False)
     frame = frame[frame["updated_at"].str.startswith(DAY)].head(rows).copy()
     frame["superleap_id"] = ""
     frame.loc[frame.index[:unknown], "superleap_id"] = UNKNOWN_IDS[:unknown]
+    if bad_emails:
+        frame.loc[frame.index[-bad_emails:], "email"] = "not an email"
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     frame.to_csv(data / "leads.csv", index=False)

@@ -9,6 +9,7 @@ import dagster as dg
 
 from crm_sync.extract.connections import sync_source
 from crm_sync.extract.sources import SourceResource
+from crm_sync.pipeline.alert_sensor import alert_sensor
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.pipeline.sync_steps import sync_asset_names
 
@@ -81,6 +82,7 @@ def build_automation(spec: Spec, partitions, synced: set[str]):
         if sync.schedule:
             schedules.append(sync_schedule(sync, job, partitions))
         sensors.append(source_sensor(sync, job, partitions))
+    sensors.append(alert_sensor(s.name for s in spec.syncs if s.name in synced))  # webhook
     return jobs, schedules, sensors
 
 
