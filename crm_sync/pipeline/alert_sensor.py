@@ -123,7 +123,7 @@ def _failure_reason(instance, run_id: str, syncs: frozenset[str]) -> tuple[str, 
 
 def _run_failure(instance, run, syncs: frozenset[str]) -> dict:
     reason, sync = _failure_reason(instance, run.run_id, syncs)
-    job_sync = run.job_name.removeprefix("sync_")
+    job_sync = run.job_name.split("__")[-1].removeprefix("sync_")  # sync_<name>, prefixed
     sync = job_sync if job_sync in syncs else sync
     partition = run.tags.get("dagster/partition")
     where = "".join(f" {part}" for part in (sync, partition and f"[{partition}]") if part)
@@ -204,12 +204,13 @@ def _deliver(context, url: str, cursor: dict, syncs: frozenset[str]) -> tuple[di
     return {"after": after, "sent": 0, "attempts": 0}, delivered
 
 
-def alert_sensor(sync_names) -> dg.SensorDefinition:
-    """The webhook sensor of a code location whose syncs are `sync_names`."""
+def alert_sensor(sync_names, name: str = SENSOR_NAME) -> dg.SensorDefinition:
+    """The webhook sensor of a code location whose syncs are `sync_names` (`name`: under a
+    key prefix, when several sets of syncs share one code location)."""
     syncs = frozenset(sync_names)
 
     @dg.sensor(
-        name=SENSOR_NAME,
+        name=name,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING if os.environ.get(WEBHOOK_ENV)
         else dg.DefaultSensorStatus.STOPPED,

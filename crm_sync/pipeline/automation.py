@@ -8,8 +8,8 @@ from datetime import timedelta
 import dagster as dg
 
 from crm_sync.extract.connections import sync_source
-from crm_sync.extract.sources import SourceResource
 from crm_sync.pipeline.alert_sensor import alert_sensor
+from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.pipeline.sync_steps import sync_asset_names
 
