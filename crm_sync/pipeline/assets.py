@@ -196,9 +196,9 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         tags={"crm": sync.crm},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
         required_resource_keys={sync.crm, "store"},
-        check_specs=[alert_check_spec(sync)],  # alert_threshold, WARN (pipeline/alerts.py)
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
+        check_specs=[alert_check_spec(sync)],  # alert_threshold, WARN (pipeline/alerts.py)
         metadata={
             "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
             "mode": sync.mode,
