@@ -56,14 +56,14 @@ class CrmSync(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from crm_sync.project import build_defs
 
-        return build_defs(self.load_spec(context), resources=shared_resources(),
+        return build_defs(self.load_spec(Path(context.path)), resources=shared_resources(),
                           key_prefix=self.key_prefix)
 
-    def load_spec(self, context: dg.ComponentLoadContext):
-        """The Spec of these attributes (or of spec_file), validated as syncs.yaml is."""
+    def load_spec(self, folder: Path):
+        """The Spec of these attributes (or of spec_file), validated as syncs.yaml is;
+        `folder`: the defs.yaml's (the component's path, dg's ComponentLoadContext.path)."""
         from crm_sync.spec_load import read_spec_file, spec_from_mapping
 
-        folder = Path(context.path)
         defs_file = folder / "defs.yaml" if folder.is_dir() else folder
         folder = defs_file.parent
         inline = [name for name in SPEC_FIELDS if getattr(self, name) is not None]
