@@ -20,6 +20,7 @@ from crm_sync import paths
 from crm_sync.pipeline.assets import build_assets, partitions_for
 from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL, TOKEN_ENV
 from crm_sync.pipeline.automation import build_automation
+from crm_sync.pipeline.prefix import as_prefix, prefix_assets
 from crm_sync.pipeline.resources import StoreResource
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, load_spec
@@ -112,13 +113,18 @@ def deployment_resources(store: PathArg = None,
 
 
 def build_defs(spec: Spec | PathArg = None, store: PathArg = None, data_dir: PathArg = None,
-               resources: dict | None = None) -> dg.Definitions:
+               resources: dict | None = None,
+               key_prefix: str | list[str] | None = None) -> dg.Definitions:
     """Assets, jobs, schedules, sensors and resources for the syncs of `spec` (a path, or a
     loaded Spec; default $CRM_SYNC_SPEC, else the project's syncs.yaml). `resources`: e.g.
-    `sandbox_resources(url, ...)`; default: the deployment's (`deployment_resources`)."""
+    `sandbox_resources(url, ...)`; default: the deployment's (`deployment_resources`).
+    `key_prefix`: every asset key and job, schedule and sensor name under it
+    (crm_sync/pipeline/prefix.py; the CrmSync Component's `key_prefix`)."""
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    prefix = as_prefix(key_prefix)
     assets = build_assets(spec)
     synced = {a.key.path[-1] for a in assets}
-    jobs, schedules, sensors = build_automation(spec, partitions_for(spec), synced)
+    assets = prefix_assets(assets, prefix)
+    jobs, schedules, sensors = build_automation(spec, partitions_for(spec), synced, prefix)
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources=resources or deployment_resources(store, data_dir))

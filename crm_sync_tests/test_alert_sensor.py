@@ -74,9 +74,9 @@ def logged(caplog, capfd) -> str:
     return caplog.text + out + err
 
 
-def evaluate(instance, cursor):
-    """One tick of the sensor; its cursor."""
-    sensor = alert_sensor([SYNC])
+def evaluate(instance, cursor, prefix=()):
+    """One tick of the sensor (of the syncs under `prefix`); its cursor."""
+    sensor = alert_sensor([SYNC], prefix)
     with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
         data = sensor.evaluate_tick(context)
     return data.cursor
@@ -103,6 +103,9 @@ def test_failed_runs_and_failed_checks_are_posted_once(sandbox, store, tmp_path,
     assert not failed.success
     warned = rejected_by_crm(tmp_path, instance)
     assert warned.success
+    # The sensor of another Component's syncs (key_prefix "other") posts none of these.
+    evaluate(instance, cursor, prefix=("other",))
+    assert receiver.bodies == []
     cursor = evaluate(instance, cursor)
 
     assert [(b["kind"], b["severity"], b["run_id"]) for b in receiver.bodies] == [
@@ -180,3 +183,6 @@ def test_the_code_location_registers_it_on_only_when_the_webhook_is_set(monkeypa
     sensor = build_defs(bundled_unlinked()).resolve_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert SECRET not in (sensor.description or "")
+    prefixed = build_defs(bundled_unlinked(), key_prefix="crm").resolve_sensor_def(
+        f"crm__{SENSOR_NAME}")
+    assert prefixed.default_status == dg.DefaultSensorStatus.RUNNING

@@ -4,18 +4,15 @@ the package (not editable) builds its Definitions from its own spec, paths in th
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT
 from crm_sync_tests.conftest import stored
+from crm_sync_tests.installed import clean_env, install_package
 
 
 def test_importing_the_definitions_loads_no_sandbox_or_bench_module():
@@ -40,9 +37,6 @@ def test_client_and_sandbox_read_the_same_token_variables():
 
 # --- installed as a library ------------------------------------------------------------------
 
-# What a plain `pip install <clone>` builds from (the rest of the clone is not packaged).
-PACKAGE_SOURCES = ["crm_sync", "data", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md",
-                   "syncs.yaml", "workspace.yaml"]
 DAY = "2026-11-02"
 PROJECT_SPEC = f"""\
 start_date: "2026-11-01"
@@ -87,55 +81,9 @@ print(json.dumps({{
 """
 
 
-def _can_build_offline() -> bool:
-    """pip --no-build-isolation builds with this environment's setuptools: one that makes
-    wheels by itself (70.1+, the test extra), or an older one with the `wheel` package."""
-    import importlib.util
-
-    import setuptools
-
-    major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-def _fresh_venv(path: Path) -> Path:
-    """A new virtual environment that reuses this one's installed packages (dagster, pip,
-    setuptools...) through a .pth file; crm_sync itself is installed into it afterwards."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
-                   timeout=120)
-    python = path / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                           "['purelib'])"], check=True, capture_output=True, text=True).stdout
-    deps = [p for p in sys.path if p.rstrip("/").endswith("site-packages")]
-    Path(site.strip(), "_crm_sync_test_deps.pth").write_text("\n".join(deps) + "\n")
-    return python
-
-
-def _clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "CRM_SYNC_SPEC", "CRM_SYNC_STORE", "CRM_SYNC_DATA_DIR")}
-    return {**env, **extra}
-
-
 def test_installed_package_builds_a_projects_definitions_and_syncs_a_partition(
         tmp_path, sandbox, sandbox_url):
-    if not _can_build_offline():
-        pytest.skip("setuptools>=70.1 is needed to build the wheel offline: "
-                    "pip install -e '.[test]'")
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in PACKAGE_SOURCES:
-        copy = shutil.copytree if (PROJECT_ROOT / name).is_dir() else shutil.copy2
-        copy(PROJECT_ROOT / name, source / name,
-             **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree
-                else {}))
-    venv = tmp_path / "venv"
-    python = _fresh_venv(venv)
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", str(source)],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stdout + install.stderr
+    python, venv = install_package(tmp_path)
     # The sandbox's object fixtures (package-data) are in the wheel, every one of them.
     shipped = {p.relative_to(p.parents[2]) for p in venv.rglob("sandbox/fixtures/*/*.json")}
     fixtures = PROJECT_ROOT / "crm_sync" / "sandbox" / "fixtures"
@@ -147,8 +95,8 @@ def test_installed_package_builds_a_projects_definitions_and_syncs_a_partition(
     (project / "syncs.yaml").write_text(PROJECT_SPEC)
     (project / "data" / "prospects.csv").write_text("\n".join(PROJECT_ROWS) + "\n")
     run = subprocess.run([str(python), "-c", PROJECT_SCRIPT], cwd=project, timeout=300,
-                         env=_clean_env(SUPERLEAP_BASE_URL=sandbox_url,
-                                        SUPERLEAP_TOKEN=DEFAULT_TOKENS["superleap"]),
+                         env=clean_env(SUPERLEAP_BASE_URL=sandbox_url,
+                                       SUPERLEAP_TOKEN=DEFAULT_TOKENS["superleap"]),
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
@@ -183,8 +131,8 @@ def test_installed_package_builds_a_projects_definitions_and_syncs_a_partition(
         .glob("*.json"))
     pull = subprocess.run([str(python), "-m", "crm_sync.cli", "schema", "pull"], cwd=project,
                           timeout=300, capture_output=True, text=True,
-                          env=_clean_env(SUPERLEAP_BASE_URL=sandbox_url,
-                                         SUPERLEAP_TOKEN=DEFAULT_TOKENS["superleap"]))
+                          env=clean_env(SUPERLEAP_BASE_URL=sandbox_url,
+                                        SUPERLEAP_TOKEN=DEFAULT_TOKENS["superleap"]))
     assert pull.returncode == 0, pull.stdout + pull.stderr[-4000:]
     assert (project / "crm_schemas" / "superleap" / "lead.json").is_file()
     assert not list(venv.rglob("crm_schemas")), "pulled schemas belong to the project"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +41,7 @@ import dagster as dg
 from dagster import DagsterEventType
 
 from crm_sync.pipeline.alerts import ALERT_CHECK, QUARANTINE_CHECK
+from crm_sync.pipeline.prefix import prefixed_name
 
 SENSOR_NAME = "crm_sync_alert_webhook"
 WEBHOOK_ENV = "CRM_SYNC_ALERT_WEBHOOK"
@@ -81,14 +83,28 @@ def _run_events(instance, after: int) -> list:
                   key=lambda r: r.storage_id)
 
 
-def _sync_of(name: str, syncs: frozenset[str]) -> str | None:
-    """The sync an asset or step name belongs to (a key prefix's `__` / `/` parts dropped)."""
-    name = name.replace("/", "__").split("__")[-1]
-    for candidate in (name, name.removeprefix("validated_"), name.removesuffix("_replay"),
-                      name.removesuffix("_mirror")):
-        if candidate in syncs:
+class Scope(NamedTuple):
+    """The syncs one sensor reports on, and their key prefix (a CrmSync Component's)."""
+    syncs: frozenset[str]
+    prefix: tuple[str, ...] = ()
+
+
+def _sync_of(parts, scope: Scope) -> str | None:
+    """The sync of the scope an asset key's path, a step key or a job name (split on `__`)
+    belongs to; None for another prefix's or no sync's."""
+    *prefix, name = parts or [""]
+    if tuple(prefix) != scope.prefix:
+        return None
+    for candidate in (name, name.removeprefix("validated_"), name.removeprefix("sync_"),
+                      name.removesuffix("_replay"), name.removesuffix("_mirror")):
+        if candidate in scope.syncs:
             return candidate
     return None
+
+
+def _prefixed(name: str) -> bool:
+    """A job or step name under a key prefix (Dagster's own jobs start with `__`)."""
+    return "__" in name.lstrip("_")
 
 
 def _ours(context, run) -> bool:
@@ -106,25 +122,31 @@ def _link(run_id: str) -> str | None:
     return f"{base}/runs/{run_id}" if base else None
 
 
-def _failure_reason(instance, run_id: str, syncs: frozenset[str]) -> tuple[str, str | None]:
-    """(the first failed step's one-line reason, the sync of the failed steps)."""
-    reason, sync = "", None
+def _failure_reason(instance, run_id: str, scope: Scope) -> tuple[str, str | None, bool]:
+    """(the first failed step's one-line reason, the scope's sync of the failed steps, whether
+    a failed step is under a key prefix)."""
+    reason, sync, prefixed = "", None, False
     for record in instance.get_records_for_run(
             run_id, of_type=DagsterEventType.STEP_FAILURE).records:
         entry = record.event_log_entry
-        sync = sync or _sync_of(entry.step_key or "", syncs)
+        sync = sync or _sync_of((entry.step_key or "").split("__"), scope)
+        prefixed = prefixed or _prefixed(entry.step_key or "")
         data = entry.dagster_event.step_failure_data
         user = data.user_failure_data
         text = (user.description if user and user.description else
                 data.error.message if data.error else "")
         reason = reason or (text.strip().splitlines() or [""])[0][:300]
-    return reason, sync
+    return reason, sync, prefixed
 
 
-def _run_failure(instance, run, syncs: frozenset[str]) -> dict:
-    reason, sync = _failure_reason(instance, run.run_id, syncs)
-    job_sync = run.job_name.split("__")[-1].removeprefix("sync_")  # sync_<name>, prefixed
-    sync = job_sync if job_sync in syncs else sync
+def _run_failure(instance, run, scope: Scope) -> dict | None:
+    """The message of a failed run of the scope's syncs, or of no sync's when the scope has no
+    prefix (a failure under another prefix is that prefix's sensor's); else None."""
+    reason, sync, prefixed = _failure_reason(instance, run.run_id, scope)
+    sync = _sync_of(run.job_name.split("__"), scope) or sync  # sync_<name>, replay_quarantine
+    mine = sync is not None or run.job_name == "__".join([*scope.prefix, "replay_quarantine"])
+    if not mine and (scope.prefix or prefixed or _prefixed(run.job_name)):
+        return None
     partition = run.tags.get("dagster/partition")
     where = "".join(f" {part}" for part in (sync, partition and f"[{partition}]") if part)
     return {"text": f"crm_sync run {run.run_id[:8]} ({run.job_name}) failed{where}: "
@@ -133,12 +155,13 @@ def _run_failure(instance, run, syncs: frozenset[str]) -> dict:
             "run_id": run.run_id, "severity": "ERROR", "check": None, "url": _link(run.run_id)}
 
 
-def _failed_checks(instance, run, syncs: frozenset[str]) -> list[dict]:
+def _failed_checks(instance, run, scope: Scope) -> list[dict]:
     messages = []
     for record in instance.get_records_for_run(
             run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if evaluation.check_name not in CHECKS or evaluation.passed:
+        sync = _sync_of(evaluation.asset_key.path, scope)
+        if evaluation.check_name not in CHECKS or evaluation.passed or sync is None:
             continue
         asset = evaluation.asset_key.to_user_string()
         partition = evaluation.partition or run.tags.get("dagster/partition")
@@ -147,20 +170,20 @@ def _failed_checks(instance, run, syncs: frozenset[str]) -> list[dict]:
             "text": f"{severity} check {evaluation.check_name} failed on {asset}"
                     + (f" [{partition}]" if partition else "") + ": "
                     + (evaluation.description or "see the run").splitlines()[0][:300],
-            "kind": "check_failed", "sync": _sync_of(evaluation.asset_key.path[-1], syncs),
+            "kind": "check_failed", "sync": sync,
             "partition": partition, "run_id": run.run_id, "severity": severity,
             "check": evaluation.check_name, "url": _link(run.run_id)})
     return messages
 
 
-def _messages(context, record, syncs: frozenset[str]) -> list[dict]:
+def _messages(context, record, scope: Scope) -> list[dict]:
     instance = context.instance
     run = instance.get_run_by_id(record.event_log_entry.run_id)
     if run is None or not _ours(context, run):
         return []
     failed = record.event_log_entry.dagster_event_type == DagsterEventType.RUN_FAILURE
-    return ([_run_failure(instance, run, syncs)] if failed else []) + \
-        _failed_checks(instance, run, syncs)
+    failure = _run_failure(instance, run, scope) if failed else None
+    return ([failure] if failure else []) + _failed_checks(instance, run, scope)
 
 
 def post(url: str, message: dict, log) -> bool:
@@ -183,12 +206,12 @@ def post(url: str, message: dict, log) -> bool:
     return False
 
 
-def _deliver(context, url: str, cursor: dict, syncs: frozenset[str]) -> tuple[dict, int]:
+def _deliver(context, url: str, cursor: dict, scope: Scope) -> tuple[dict, int]:
     """Send what came after `cursor`; (the new cursor, messages delivered)."""
     after, done, attempts = cursor["after"], cursor.get("sent", 0), cursor.get("attempts", 0)
     delivered = 0
     for record in _run_events(context.instance, after):
-        messages = _messages(context, record, syncs)
+        messages = _messages(context, record, scope)
         while done < len(messages):
             if post(url, messages[done], context.log):
                 delivered, done, attempts = delivered + 1, done + 1, 0
@@ -204,13 +227,13 @@ def _deliver(context, url: str, cursor: dict, syncs: frozenset[str]) -> tuple[di
     return {"after": after, "sent": 0, "attempts": 0}, delivered
 
 
-def alert_sensor(sync_names, name: str = SENSOR_NAME) -> dg.SensorDefinition:
-    """The webhook sensor of a code location whose syncs are `sync_names` (`name`: under a
-    key prefix, when several sets of syncs share one code location)."""
-    syncs = frozenset(sync_names)
+def alert_sensor(sync_names, prefix=()) -> dg.SensorDefinition:
+    """The webhook sensor of the syncs `sync_names` under the key `prefix` (a CrmSync
+    Component's key_prefix: then its name is `<prefix>__crm_sync_alert_webhook`)."""
+    scope = Scope(frozenset(sync_names), tuple(prefix))
 
     @dg.sensor(
-        name=name,
+        name=prefixed_name(scope.prefix, SENSOR_NAME),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING if os.environ.get(WEBHOOK_ENV)
         else dg.DefaultSensorStatus.STOPPED,
@@ -226,7 +249,7 @@ def alert_sensor(sync_names, name: str = SENSOR_NAME) -> dg.SensorDefinition:
         url = dg.EnvVar(WEBHOOK_ENV).get_value()
         if not url:
             return dg.SkipReason(f"${WEBHOOK_ENV} is not set: nothing posted")
-        new, delivered = _deliver(context, url, cursor, syncs)
+        new, delivered = _deliver(context, url, cursor, scope)
         return dg.SensorResult(skip_reason=f"{delivered} alert(s) posted",
                                cursor=json.dumps(new))
 

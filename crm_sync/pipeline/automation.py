@@ -11,13 +11,15 @@ from crm_sync.extract.connections import sync_source
 from crm_sync.pipeline.alert_sensor import alert_sensor
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
+from crm_sync.pipeline.prefix import KeyPrefix, asset_key, prefixed_name
 from crm_sync.pipeline.sync_steps import sync_asset_names
 
 
-def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition):
+def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition, prefix: KeyPrefix = ()):
     return dg.define_asset_job(
-        name=f"sync_{sync.name}",
-        selection=dg.AssetSelection.assets(*sync_asset_names(sync)),
+        name=prefixed_name(prefix, f"sync_{sync.name}"),
+        selection=dg.AssetSelection.assets(*(asset_key(prefix, n)
+                                             for n in sync_asset_names(sync))),
         partitions_def=partitions,
         description=f"Extract, validate and upsert one day of `{sync.source}` into "
                     f"{sync.crm} `{sync.object}`, then replay earlier transient failures"
@@ -26,8 +28,8 @@ def sync_job(sync: SyncSpec, partitions: dg.PartitionsDefinition):
     )
 
 
-def sync_schedule(sync: SyncSpec, job, partitions: dg.DailyPartitionsDefinition
-                  ) -> dg.ScheduleDefinition:
+def sync_schedule(sync: SyncSpec, job, partitions: dg.DailyPartitionsDefinition,
+                  prefix: KeyPrefix = ()) -> dg.ScheduleDefinition:
     def _requests(context: dg.ScheduleEvaluationContext):
         # Yesterday's partition (now complete) and today's (rows changed so far): change
         # detection makes the second look at yesterday cheap.
@@ -37,7 +39,7 @@ def sync_schedule(sync: SyncSpec, job, partitions: dg.DailyPartitionsDefinition
             yield dg.RunRequest(run_key=f"{sync.name}:{key}:{now.isoformat()}", partition_key=key)
 
     return dg.ScheduleDefinition(
-        name=f"{sync.name}_schedule",
+        name=prefixed_name(prefix, f"{sync.name}_schedule"),
         cron_schedule=sync.schedule,
         job=job,
         execution_fn=_requests,
@@ -47,9 +49,10 @@ def sync_schedule(sync: SyncSpec, job, partitions: dg.DailyPartitionsDefinition
     )
 
 
-def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
+def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition,
+                  prefix: KeyPrefix = ()) -> dg.SensorDefinition:
     @dg.sensor(
-        name=f"{sync.name}_on_source_change",
+        name=prefixed_name(prefix, f"{sync.name}_on_source_change"),
         job=job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -70,19 +73,20 @@ def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition) -> d
     return _sensor
 
 
-def build_automation(spec: Spec, partitions, synced: set[str]):
-    """(jobs, schedules, sensors) for the syncs that have assets."""
+def build_automation(spec: Spec, partitions, synced: set[str], prefix: KeyPrefix = ()):
+    """(jobs, schedules, sensors) for the syncs that have assets; names and the jobs'
+    selections under `prefix` (a CrmSync Component's key_prefix, crm_sync/pipeline/prefix.py)."""
     crms = {s.crm for s in spec.syncs if s.name in synced}
-    jobs, schedules, sensors = [replay_job(spec, crms)], [], []
+    jobs, schedules, sensors = [replay_job(spec, crms, prefix)], [], []
     for sync in spec.syncs:
         if sync.name not in synced:
             continue
-        job = sync_job(sync, partitions)
+        job = sync_job(sync, partitions, prefix)
         jobs.append(job)
         if sync.schedule:
-            schedules.append(sync_schedule(sync, job, partitions))
-        sensors.append(source_sensor(sync, job, partitions))
-    sensors.append(alert_sensor(s.name for s in spec.syncs if s.name in synced))  # webhook
+            schedules.append(sync_schedule(sync, job, partitions, prefix))
+        sensors.append(source_sensor(sync, job, partitions, prefix))
+    sensors.append(alert_sensor((s.name for s in spec.syncs if s.name in synced), prefix))
     return jobs, schedules, sensors
 
 
@@ -90,8 +94,9 @@ class ReplayConfig(dg.Config):
     syncs: list[str] = []  # empty: every sync
 
 
-def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
-    @dg.op(required_resource_keys={"source", "store", *crms},
+def replay_job(spec: Spec, crms: set[str], prefix: KeyPrefix = ()) -> dg.JobDefinition:
+    @dg.op(name=prefixed_name(prefix, "replay_quarantine_op"),  # op names: one per repository
+           required_resource_keys={"source", "store", *crms},
            description="Send again the quarantined rows that failed transiently or whose "
                        "source row changed since; a row leaves the quarantine when it succeeds.")
     def replay_quarantine_op(context: dg.OpExecutionContext, config: ReplayConfig):
@@ -121,7 +126,7 @@ def replay_job(spec: Spec, crms: set[str]) -> dg.JobDefinition:
                 f"{sync.name}_recovered": report.recovered,
             })
 
-    @dg.job(name="replay_quarantine",
+    @dg.job(name=prefixed_name(prefix, "replay_quarantine"),
             description="Replay the quarantine on demand (transient failures and changed rows).")
     def _job():
         replay_quarantine_op()
