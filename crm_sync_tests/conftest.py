@@ -51,6 +51,13 @@ def stored(sandbox: httpx.Client, crm: str, obj: str) -> list[dict]:
     return response.json()["records"]
 
 
+def validation_checks(result) -> list:
+    """The validated asset's threshold check of a run (the upsert asset has its alert check
+    too: crm_sync/pipeline/alerts.py)."""
+    return [c for c in result.get_asset_check_evaluations()
+            if c.check_name == "quarantine_share_within_threshold"]
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL server for the session (crm_sync_tests/pg_server.py). Without

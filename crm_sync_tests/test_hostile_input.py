@@ -20,7 +20,7 @@ from crm_sync.pipeline.assets import build_assets
 from crm_sync.definitions import build_resources
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync_tests.conftest import stored
+from crm_sync_tests.conftest import stored, validation_checks
 from crm_sync_tests.bundled_spec import bundled_raw, bundled_unlinked
 
 DAY = "2026-11-04"
@@ -159,7 +159,7 @@ def test_hostile_strings_reach_superleap_verbatim_or_the_quarantine(sandbox, sto
     source_meta = result.asset_materializations_for_node("source_leads")[0].metadata
     assert source_meta["rows_without_valid_updated_at"].value == 4
     assert source_meta["rows"].value == len(frame) - 4 - 1  # OTHER_DAY is not read
-    [check] = result.get_asset_check_evaluations()
+    [check] = validation_checks(result)
     assert check.passed
 
 
@@ -172,7 +172,7 @@ def test_updated_at_rows_are_reported_with_every_partition_and_recover(sandbox, 
     row = {"lead_id": "ORPHAN", "name": "Orphan", "updated_at": "not a date", "status": "new"}
     _write_csv(_table("leads", [row]), data / "leads.csv")
     result = _materialize(spec, data, ["leads_to_superleap"])
-    assert result.success and result.get_asset_check_evaluations()[0].passed
+    assert result.success and validation_checks(result)[0].passed
     assert list(store.quarantine_frame()["error_code"]) == ["INVALID_UPDATED_AT"]
     assert stored(sandbox, "superleap", "lead") == []
 

@@ -11,7 +11,7 @@ from crm_sync.definitions import build_resources
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
 from crm_sync.transform.validate import validate_partition
-from crm_sync_tests.conftest import stored
+from crm_sync_tests.conftest import stored, validation_checks
 from crm_sync_tests.bundled_spec import bundled_unlinked
 
 PARTITION = "2026-11-03"
@@ -126,7 +126,7 @@ def test_a_partition_over_the_bad_row_threshold_is_not_sent(sandbox, store, tmp_
               ("source_leads", "validated_leads_to_superleap", "leads_to_superleap")]
     result = dg.materialize(assets, partition_key=PARTITION, resources=resources,
                             raise_on_error=False)
-    [evaluation] = result.get_asset_check_evaluations()
+    [evaluation] = validation_checks(result)
     assert evaluation.passed is False
     assert "55%" in evaluation.description and "threshold of 50%" in evaluation.description
     assert result.asset_materializations_for_node("leads_to_superleap") == []
@@ -138,7 +138,7 @@ def test_a_partition_over_the_bad_row_threshold_is_not_sent(sandbox, store, tmp_
         + "@example.com"  # fixed at the source: the next run sends everything
     source.to_csv(data / "leads.csv", index=False)
     result = dg.materialize(assets, partition_key=PARTITION, resources=resources)
-    assert result.get_asset_check_evaluations()[0].passed
+    assert validation_checks(result)[0].passed
     assert len(stored(sandbox, "superleap", "lead")) == 20
     assert store.quarantine_frame("leads_to_superleap").empty
 

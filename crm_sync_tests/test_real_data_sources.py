@@ -23,7 +23,7 @@ from crm_sync.definitions import build_resources
 from crm_sync.pipeline.automation import replay_job
 from crm_sync.extract.sources import SourceError, SourceResource
 from crm_sync.spec import PROJECT_ROOT, load_spec
-from crm_sync_tests.conftest import stored
+from crm_sync_tests.conftest import stored, validation_checks
 from crm_sync_tests.bundled_spec import bundled_raw
 
 SYNC = "leads_to_superleap"
@@ -169,7 +169,7 @@ def test_rows_outside_the_partitions_are_quarantined_and_counted(sandbox, store,
         result = _materialize(spec, source, day)
         assert _meta(result, "source_leads")["rows_out_of_range"] == 3
         assert _meta(result, "source_leads")["rows_without_valid_updated_at"] == 1
-        [check] = result.get_asset_check_evaluations()
+        [check] = validation_checks(result)
         assert check.passed  # rows of no partition count against none
     assert _in_crm(sandbox) == {"IN-RANGE"}
     q = store.quarantine_frame(SYNC).set_index("source_key")
@@ -236,7 +236,7 @@ def test_malformed_csv_lines_are_quarantined_and_the_rest_syncs(sandbox, store, 
 
     result = _materialize(spec, source, "2026-11-03")
     assert _meta(result, "source_leads")["rows_malformed"] == 3
-    assert result.get_asset_check_evaluations()[0].passed
+    assert validation_checks(result)[0].passed
     assert _in_crm(sandbox) == {"GOOD-1", "GOOD-3"}
     q = store.quarantine_frame(SYNC).set_index("source_key")
     assert set(q["error_code"]) == {"MALFORMED_SOURCE_ROW"}

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
+from crm_sync.pipeline.alerts import alert_check_result, alert_check_spec, log_alert_check
 from crm_sync.pipeline.failures import crm_stage_failure, readable_crm_errors
 from crm_sync.state.lease import one_run_per_partition
 from crm_sync.state.masking import MASK, sensitive_names
@@ -197,6 +198,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         required_resource_keys={sync.crm, "store"},
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
+        check_specs=[alert_check_spec(sync)],  # alert_threshold, WARN (pipeline/alerts.py)
         metadata={
             "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
             "mode": sync.mode,
@@ -235,9 +237,11 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             settle_unconfirmed(context, sync, store)
         failure = crm_stage_failure(sync, resource, report.stats)
         if failure is not None:
+            log_alert_check(context, sync, report)  # the failed run carries the check too
             raise failure
         return dg.MaterializeResult(metadata=_upsert_metadata(
-            sync, context.partition_key, store, report))
+            sync, context.partition_key, store, report),
+            check_results=[alert_check_result(sync, report)])
 
     return _upsert
 

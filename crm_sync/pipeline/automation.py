@@ -8,6 +8,7 @@ from datetime import timedelta
 import dagster as dg
 
 from crm_sync.extract.connections import sync_source
+from crm_sync.pipeline.alert_sensor import alert_sensor
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.pipeline.prefix import KeyPrefix, asset_key, prefixed_name
@@ -85,6 +86,7 @@ def build_automation(spec: Spec, partitions, synced: set[str], prefix: KeyPrefix
         if sync.schedule:
             schedules.append(sync_schedule(sync, job, partitions, prefix))
         sensors.append(source_sensor(sync, job, partitions, prefix))
+    sensors.append(alert_sensor((s.name for s in spec.syncs if s.name in synced), prefix))
     return jobs, schedules, sensors
 
 
