@@ -7,6 +7,8 @@ Every asset but the quarantine is partitioned by day of the rows' `updated_at`. 
 the upsert (replay, mirror) and the list of a sync's assets are crm_sync/pipeline/sync_steps.py.
 """
 
+import warnings
+
 import dagster as dg
 import pandas as pd
 
@@ -17,14 +19,15 @@ from crm_sync.state.lease import one_run_per_partition
 from crm_sync.state.masking import MASK, sensitive_names
 from crm_sync.pipeline.reporting import markdown_table
 from crm_sync.pipeline.resources import StoreResource
-from crm_sync.extract.connections import SyncSource, sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.spec_links import target_syncs
 from crm_sync.load.runner import run_upsert
 from crm_sync.pipeline.sync_steps import (  # UpsertConfig re-exported: its old home
     UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
-from crm_sync.transform.validate import validate_partition
+from crm_sync.pipeline.validated_rows import (
+    VALIDATED_ROWS_RESOURCES, over_threshold, read_partition, validate_and_record,
+    validate_in_step, validated_input)
 
 
 
@@ -58,15 +61,10 @@ def source_asset(table, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         description=f"One day of {what} (rows by `{cursor}`).",
     )
     def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
-        window = context.partition_time_window
         # Rows in no partition (updated_at missing, not a timestamp, or outside the partitions
         # that exist; CSV lines that cannot be read) come along with every partition (flagged
         # `_no_partition`) so the syncs quarantine them.
-        first = partitions.get_first_partition_window()
-        last = partitions.get_last_partition_window()  # today's (end_offset=1)
-        reader = sync_source(sync, source) if sync else SyncSource(source, table)
-        frame = reader.read_partition(window.start, window.end, include_unpartitioned=True,
-                                      bounds=(first.start, last.end) if first and last else None)
+        frame = read_partition(sync or table, source, partitions, context.partition_time_window)
         context.add_output_metadata(_orphan_report(context, table, frame))
         return frame
 
@@ -127,12 +125,7 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         )],
     )
     def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame, store: StoreResource):
-        result = validate_partition(sync, rows, partition=context.partition_key)
-        store.get().record_results(sync.name, succeeded=[], quarantined=result.failures)
-        # Every partition run sees all of the table's unreadable lines: earlier ones that no
-        # longer fail (fixed, or removed) leave the quarantine.
-        store.get().drop_quarantined(sync.name, "MALFORMED_SOURCE_ROW", keep=[
-            f.source_key for f in result.failures if f.error_code == "MALFORMED_SOURCE_ROW"])
+        result = validate_and_record(sync, rows, context.partition_key, store.get())
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
@@ -148,17 +141,12 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
             metadata["warning_unknown_attributes"] = dg.MetadataValue.int(len(result.warnings))
             metadata["unknown_attributes"] = dg.MetadataValue.text(names)
         yield dg.Output(result.valid, metadata=metadata)
-        share = result.share_quarantined
-        passed = share <= sync.quarantine_threshold
+        share, why = result.share_quarantined, over_threshold(sync, result)
         yield dg.AssetCheckResult(
             check_name=check_name,
-            passed=passed,
+            passed=why is None,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=None if passed else (
-                f"{len(result.failures)} of {result.rows_in} rows ({share:.0%}) failed "
-                f"validation, over the sync's threshold of {sync.quarantine_threshold:.0%}: the "
-                f"upsert does not run. See the quarantine; fix the source or raise "
-                f"`quarantine_threshold` for {sync.name!r} in the sync spec."),
+            description=why,
             metadata={"share_quarantined": dg.MetadataValue.float(round(share, 4)),
                       "threshold": dg.MetadataValue.float(sync.quarantine_threshold)},
         )
@@ -187,7 +175,8 @@ def _by_error_code(quarantined: pd.DataFrame) -> str:
 def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=sync.name,
-        ins={"valid": dg.AssetIn(f"validated_{sync.name}")},
+        ins=validated_input(sync),  # the stored rows, or None (validated_rows.py)
+        resource_defs=VALIDATED_ROWS_RESOURCES,
         # the targets of its associations are upserted first, same partition (spec_links.py)
         deps=[dg.AssetKey(name) for name in target_syncs(sync)],
         partitions_def=partitions,
@@ -195,7 +184,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         kinds={PROFILES[sync.crm].kind},
         tags={"crm": sync.crm},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
-        required_resource_keys={sync.crm, "store"},
+        required_resource_keys={sync.crm, "store", "source"},
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
         check_specs=[alert_check_spec(sync)],  # alert_threshold, WARN (pipeline/alerts.py)
@@ -213,7 +202,8 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
     @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
     @one_run_per_partition(sync.name)  # one run at a time per sync partition, across processes
     def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
-                valid: pd.DataFrame) -> dg.MaterializeResult:
+                valid: pd.DataFrame | None) -> dg.MaterializeResult:
+        valid = validate_in_step(context, sync, partitions) if valid is None else valid
         resource = getattr(context.resources, sync.crm)
         store = context.resources.store.get()
         report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
@@ -336,7 +326,9 @@ def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     assets = [source_asset(readers[name], partitions)
               for name in dict.fromkeys(s.source_asset for s in spec.syncs)]
     assets += [validated_asset(s, partitions) for s in syncs]
-    assets += [upsert_asset(s, partitions) for s in syncs]
+    with warnings.catch_warnings():  # `resource_defs` of @asset is beta in dagster 1.13; the
+        warnings.simplefilter("ignore", dg.BetaWarning)  # upsert binds one (validated_rows.py)
+        assets += [upsert_asset(s, partitions) for s in syncs]
     assets += [step for s in syncs for step in step_assets(s, partitions)]
     # after each sync's last step: the quarantine then holds what replay and mirror recorded
     last_steps = [dg.AssetKey(sync_asset_names(s)[-1]) for s in syncs]
