@@ -128,3 +128,72 @@ def test_a_full_sync_run_loads_the_stored_rows_and_validates_once(sandbox, sandb
     loaded = [e for e in result.all_events if e.event_type == dg.DagsterEventType.LOADED_INPUT
               and e.step_key == SYNC]
     assert len(loaded) == 1
+
+
+QUARANTINE = dg.AssetKey("quarantine")
+
+
+def _requested(defs, instance, cursor):
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    return result.get_num_requested(QUARANTINE), result.cursor
+
+
+def test_the_quarantine_is_requested_after_a_sync_step_and_not_again(sandbox, sandbox_url,
+                                                                    tmp_path, instance):
+    defs = _defs(sandbox_url, tmp_path)
+    requested, cursor = _requested(defs, instance, None)
+    assert requested == 0  # before any sync
+    assert _launch(defs, instance, SYNC).success  # the upsert alone, from its page
+    requested, cursor = _requested(defs, instance, cursor)
+    assert requested == 1
+    requested, cursor = _requested(defs, instance, cursor)
+    assert requested == 0  # no new sync since
+    # A (partitioned) run of the sync job: requested after it, once.
+    assert defs.resolve_job_def(f"sync_{SYNC}").execute_in_process(
+        instance=instance, partition_key="2026-11-04").success
+    requested, cursor = _requested(defs, instance, cursor)
+    assert requested == 1
+    # The run the sensor would start: materialized, then nothing left to do.
+    run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[QUARANTINE])
+    [materialization] = run.asset_materializations_for_node("quarantine")
+    store = SyncStore(tmp_path / "store.sqlite")
+    assert materialization.metadata["dagster/row_count"].value == len(store.quarantine_frame())
+    assert set(store.quarantine_frame(SYNC)["partition"]) == {PARTITION, "2026-11-04"}
+    requested, cursor = _requested(defs, instance, cursor)
+    assert requested == 0
+
+
+def test_the_quarantine_sensor_is_crm_syncs_own_and_running(tmp_path):
+    defs = _defs("http://127.0.0.1:9", tmp_path)
+    sensors = [s for s in defs.get_repository_def().sensor_defs
+               if isinstance(s, dg.AutomationConditionSensorDefinition)]
+    assert [s.name for s in sensors] == ["crm_sync_quarantine_automation"]  # no default one
+    [sensor] = sensors
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    assert sensor.asset_selection.resolve(graph) == {QUARANTINE}
+    # every step that writes quarantine entries is upstream of it, the source is not
+    assert graph.get(QUARANTINE).parent_keys >= {
+        dg.AssetKey(n) for n in (f"validated_{SYNC}", SYNC, f"{SYNC}_replay")}
+    assert dg.AssetKey("source_leads") not in graph.get(QUARANTINE).parent_keys
+
+
+def test_the_quarantine_shows_its_table(sandbox, sandbox_url, tmp_path, instance):
+    defs = _defs(sandbox_url, tmp_path)
+    spec = defs.resolve_assets_def(QUARANTINE).specs_by_key[QUARANTINE]
+    assert "sqlite" not in spec.kinds  # the store may be PostgreSQL
+    schema = spec.metadata["dagster/column_schema"]
+    store = SyncStore(tmp_path / "store.sqlite")
+    assert [c.name for c in schema.columns] == list(store.quarantine_frame().columns)
+    assert _launch(defs, instance, SYNC).success
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[QUARANTINE])
+    [materialization] = result.asset_materializations_for_node("quarantine")
+    frame = store.quarantine_frame()
+    assert materialization.metadata["dagster/row_count"].value == len(frame) > 0
+    assert materialization.metadata["dagster/column_schema"].value == schema
+    assert materialization.metadata["store_backend"].value == "sqlite"
+    preview = materialization.metadata["preview"].value
+    assert all(key in preview for key in frame["source_key"].head(50))
+    assert "| partition |" in preview and "| path |" in preview

@@ -16,7 +16,8 @@ from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
 from crm_sync.pipeline.alerts import alert_check_result, alert_check_spec, log_alert_check
 from crm_sync.pipeline.failures import crm_stage_failure, readable_crm_errors
 from crm_sync.state.lease import one_run_per_partition
-from crm_sync.state.masking import MASK, sensitive_names
+from crm_sync.state.masking import sensitive_names
+from crm_sync.pipeline import quarantine_table
 from crm_sync.pipeline.reporting import markdown_table
 from crm_sync.pipeline.resources import StoreResource
 from crm_sync.extract.sources import SourceResource
@@ -287,15 +288,19 @@ def _masked_preview_columns(sync: SyncSpec) -> set[str]:
 
 def quarantine_asset(upstream: list[dg.AssetKey],
                      masked_keys: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
-    """`masked_keys`: the syncs whose source key column is sensitive (masked in the preview)."""
+    """`upstream`: the sync steps that write quarantine entries; `masked_keys`: the syncs
+    whose source key column is sensitive (masked in the preview). Updated after them by its
+    automation condition (quarantine_table.py)."""
     @dg.asset(
         name="quarantine",
         deps=upstream,
         group_name="quarantine",
-        kinds={"sqlite"},
+        kinds={"table"},  # the store's table: SQLite or PostgreSQL (StoreResource)
         description="Every row a check or a CRM rejected, with its sync, source key, stage "
                     "(`validation` or `crm`), error code, message and payload. Table "
                     "`quarantine` of the sync store (SQLite or PostgreSQL).",
+        metadata={"dagster/column_schema": quarantine_table.column_schema()},
+        automation_condition=quarantine_table.updates_after_a_sync(),
     )
     def _quarantine(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
         sync_store = store.get()
@@ -305,11 +310,9 @@ def quarantine_asset(upstream: list[dg.AssetKey],
             "rows": dg.MetadataValue.int(len(frame)),
             "rows_transient": dg.MetadataValue.int(int(frame["transient"].sum()) if len(frame) else 0),
             "store_path": _where(sync_store),
+            "store_backend": dg.MetadataValue.text(sync_store.location.kind),
             "by_error_code": dg.MetadataValue.md(markdown_table(counts)),
-            "preview": dg.MetadataValue.md(markdown_table(
-                frame[["sync", "source_key", "stage", "error_code", "message"]].head(50).assign(
-                    source_key=lambda f: f["source_key"].where(~f["sync"].isin(list(masked_keys)),
-                                                               MASK)))),
+            **quarantine_table.table_metadata(frame, masked_keys),
         }
         for sync_name, n in frame.groupby("sync").size().items():
             metadata[f"rows_{sync_name}"] = dg.MetadataValue.int(int(n))
@@ -330,8 +333,9 @@ def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
         warnings.simplefilter("ignore", dg.BetaWarning)  # upsert binds one (validated_rows.py)
         assets += [upsert_asset(s, partitions) for s in syncs]
     assets += [step for s in syncs for step in step_assets(s, partitions)]
-    # after each sync's last step: the quarantine then holds what replay and mirror recorded
-    last_steps = [dg.AssetKey(sync_asset_names(s)[-1]) for s in syncs]
-    assets.append(quarantine_asset(last_steps, frozenset(
+    # after every step that writes quarantine entries (all but the source), the last included:
+    # the quarantine then holds what replay and mirror recorded
+    steps = [dg.AssetKey(name) for s in syncs for name in sync_asset_names(s)[1:]]
+    assets.append(quarantine_asset(steps, frozenset(
         s.name for s in syncs if s.source_key in sensitive_names(s))))
     return assets
