@@ -173,6 +173,20 @@ def _by_error_code(quarantined: pd.DataFrame) -> str:
     return markdown_table(counts)
 
 
+def _upsert_definition_metadata(sync: SyncSpec) -> dict:
+    """The sync spec, shown on the upsert asset's page."""
+    return {
+        "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
+        "mode": sync.mode,
+        "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
+        "source": f"{sync.source} (key: {sync.source_key})",
+        "dagster/column_schema": _field_schema(sync),
+        **({"associations": ", ".join(  # spec `associations:` (crm_sync/spec_links.py)
+            f"{name} -> {link.sync} (by {link.column})"
+            for name, link in sync.associations.items())} if sync.associations else {}),
+    }
+
+
 def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=sync.name,
@@ -189,16 +203,7 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
         check_specs=[alert_check_spec(sync)],  # alert_threshold, WARN (pipeline/alerts.py)
-        metadata={
-            "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
-            "mode": sync.mode,
-            "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
-            "source": f"{sync.source} (key: {sync.source_key})",
-            "dagster/column_schema": _field_schema(sync),
-            **({"associations": ", ".join(  # spec `associations:` (crm_sync/spec_links.py)
-                f"{name} -> {link.sync} (by {link.column})"
-                for name, link in sync.associations.items())} if sync.associations else {}),
-        },
+        metadata=_upsert_definition_metadata(sync),
     )
     @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
     @one_run_per_partition(sync.name)  # one run at a time per sync partition, across processes
