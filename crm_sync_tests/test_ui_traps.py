@@ -78,6 +78,22 @@ def test_an_upsert_materialized_alone_validates_its_partition_itself(sandbox, sa
     assert instance.get_latest_materialization_event(dg.AssetKey(f"validated_{SYNC}")) is None
 
 
+def test_an_upsert_alone_under_a_key_prefix_validates_itself(sandbox, sandbox_url, tmp_path,
+                                                           instance):
+    resources = sandbox_resources(sandbox_url, tmp_path / "store.sqlite", tokens=DEFAULT_TOKENS)
+    defs = build_defs(bundled_unlinked(), resources=resources, key_prefix=["team", "crm"])
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, partition_key=PARTITION,
+                                    asset_selection=[dg.AssetKey(["team", "crm", SYNC])],
+                                    raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert any(f"because validated_{SYNC} [{PARTITION}] was not materialized" in m
+               for m in _messages(instance, result))
+    assert len(stored(sandbox, "superleap", "lead")) > 0
+    sensors = {s.name for s in defs.sensors}
+    assert "team__crm__crm_sync_quarantine_automation" in sensors
+
+
 def test_the_stored_validated_rows_are_used_when_they_exist(sandbox, sandbox_url, tmp_path,
                                                            instance):
     data = tmp_path / "data"
