@@ -19,7 +19,7 @@ import dagster as dg
 from crm_sync import paths
 from crm_sync.pipeline.assets import build_assets, partitions_for
 from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL, TOKEN_ENV
-from crm_sync.pipeline.automation import build_automation
+from crm_sync.pipeline.automation import build_automation, quarantine_sensor
 from crm_sync.pipeline.prefix import as_prefix, prefix_assets
 from crm_sync.pipeline.resources import StoreResource
 from crm_sync.extract.sources import SourceResource
@@ -126,5 +126,6 @@ def build_defs(spec: Spec | PathArg = None, store: PathArg = None, data_dir: Pat
     synced = {a.key.path[-1] for a in assets}
     assets = prefix_assets(assets, prefix)
     jobs, schedules, sensors = build_automation(spec, partitions_for(spec), synced, prefix)
+    sensors += quarantine_sensor(assets)  # running by default (automation.py)
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources=resources or deployment_resources(store, data_dir))

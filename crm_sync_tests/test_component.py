@@ -225,8 +225,10 @@ def test_key_prefix_puts_every_key_and_name_under_it_and_two_components_coexist(
     assert {"team_a__sync_example_leads", "b__crm__sync_example_leads",
             "team_a__replay_quarantine", "b__crm__replay_quarantine"} <= set(found["jobs"])
     assert found["sensors"] == ["b__crm__crm_sync_alert_webhook",  # pipeline/alert_sensor.py
+                                "b__crm__crm_sync_quarantine_automation",  # automation.py
                                 "b__crm__example_leads_on_source_change",
                                 "team_a__crm_sync_alert_webhook",
+                                "team_a__crm_sync_quarantine_automation",
                                 "team_a__example_leads_on_source_change"]
 
 

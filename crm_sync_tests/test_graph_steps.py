@@ -13,6 +13,7 @@ from crm_sync.sandbox.app import DEFAULT_TOKENS
 from crm_sync.spec import PROJECT_ROOT
 from crm_sync.spec_links import target_syncs
 from crm_sync.pipeline.sync_steps import sync_asset_names, sync_run_config
+from crm_sync.pipeline.validated_rows import STORED_OR_MISSING
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.bundled_spec import bundled_unlinked
@@ -71,7 +72,9 @@ def test_the_graph_shows_replay_and_mirror_with_their_dependencies(tmp_path):
         source = f"source_{sync.source}"
         assert parents(f"{sync.name}_replay") == {sync.name, source}
         upsert = defs.resolve_assets_def(sync.name)
-        assert "source" not in upsert.required_resource_keys  # its input is the validated rows
+        # its input is the validated rows; when validated_<sync> [day] was never materialized,
+        # it reads the partition through `source` and validates it itself (validated_rows.py)
+        assert {"source", "store", STORED_OR_MISSING} <= upsert.required_resource_keys
         # its targets' upserts run first (spec `associations:`)
         assert parents(sync.name) == {f"validated_{sync.name}", *target_syncs(sync)}
         job = defs.resolve_job_def(f"sync_{sync.name}")

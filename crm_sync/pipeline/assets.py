@@ -7,6 +7,8 @@ Every asset but the quarantine is partitioned by day of the rows' `updated_at`. 
 the upsert (replay, mirror) and the list of a sync's assets are crm_sync/pipeline/sync_steps.py.
 """
 
+import warnings
+
 import dagster as dg
 import pandas as pd
 
@@ -14,17 +16,19 @@ from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
 from crm_sync.pipeline.alerts import alert_check_result, alert_check_spec, log_alert_check
 from crm_sync.pipeline.failures import crm_stage_failure, readable_crm_errors
 from crm_sync.state.lease import one_run_per_partition
-from crm_sync.state.masking import MASK, sensitive_names
+from crm_sync.state.masking import sensitive_names
+from crm_sync.pipeline import quarantine_table
 from crm_sync.pipeline.reporting import markdown_table
 from crm_sync.pipeline.resources import StoreResource
-from crm_sync.extract.connections import SyncSource, sync_source
 from crm_sync.extract.sources import SourceResource
 from crm_sync.spec import Spec, SyncSpec
 from crm_sync.spec_links import target_syncs
 from crm_sync.load.runner import run_upsert
 from crm_sync.pipeline.sync_steps import (  # UpsertConfig re-exported: its old home
     UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
-from crm_sync.transform.validate import validate_partition
+from crm_sync.pipeline.validated_rows import (
+    VALIDATED_ROWS_RESOURCES, over_threshold, read_partition, validate_and_record,
+    validate_in_step, validated_input)
 
 
 
@@ -58,15 +62,10 @@ def source_asset(table, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         description=f"One day of {what} (rows by `{cursor}`).",
     )
     def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
-        window = context.partition_time_window
         # Rows in no partition (updated_at missing, not a timestamp, or outside the partitions
         # that exist; CSV lines that cannot be read) come along with every partition (flagged
         # `_no_partition`) so the syncs quarantine them.
-        first = partitions.get_first_partition_window()
-        last = partitions.get_last_partition_window()  # today's (end_offset=1)
-        reader = sync_source(sync, source) if sync else SyncSource(source, table)
-        frame = reader.read_partition(window.start, window.end, include_unpartitioned=True,
-                                      bounds=(first.start, last.end) if first and last else None)
+        frame = read_partition(sync or table, source, partitions, context.partition_time_window)
         context.add_output_metadata(_orphan_report(context, table, frame))
         return frame
 
@@ -127,12 +126,7 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         )],
     )
     def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame, store: StoreResource):
-        result = validate_partition(sync, rows, partition=context.partition_key)
-        store.get().record_results(sync.name, succeeded=[], quarantined=result.failures)
-        # Every partition run sees all of the table's unreadable lines: earlier ones that no
-        # longer fail (fixed, or removed) leave the quarantine.
-        store.get().drop_quarantined(sync.name, "MALFORMED_SOURCE_ROW", keep=[
-            f.source_key for f in result.failures if f.error_code == "MALFORMED_SOURCE_ROW"])
+        result = validate_and_record(sync, rows, context.partition_key, store.get())
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
@@ -148,17 +142,12 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
             metadata["warning_unknown_attributes"] = dg.MetadataValue.int(len(result.warnings))
             metadata["unknown_attributes"] = dg.MetadataValue.text(names)
         yield dg.Output(result.valid, metadata=metadata)
-        share = result.share_quarantined
-        passed = share <= sync.quarantine_threshold
+        share, why = result.share_quarantined, over_threshold(sync, result)
         yield dg.AssetCheckResult(
             check_name=check_name,
-            passed=passed,
+            passed=why is None,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=None if passed else (
-                f"{len(result.failures)} of {result.rows_in} rows ({share:.0%}) failed "
-                f"validation, over the sync's threshold of {sync.quarantine_threshold:.0%}: the "
-                f"upsert does not run. See the quarantine; fix the source or raise "
-                f"`quarantine_threshold` for {sync.name!r} in the sync spec."),
+            description=why,
             metadata={"share_quarantined": dg.MetadataValue.float(round(share, 4)),
                       "threshold": dg.MetadataValue.float(sync.quarantine_threshold)},
         )
@@ -184,10 +173,25 @@ def _by_error_code(quarantined: pd.DataFrame) -> str:
     return markdown_table(counts)
 
 
+def _upsert_definition_metadata(sync: SyncSpec) -> dict:
+    """The sync spec, shown on the upsert asset's page."""
+    return {
+        "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
+        "mode": sync.mode,
+        "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
+        "source": f"{sync.source} (key: {sync.source_key})",
+        "dagster/column_schema": _field_schema(sync),
+        **({"associations": ", ".join(  # spec `associations:` (crm_sync/spec_links.py)
+            f"{name} -> {link.sync} (by {link.column})"
+            for name, link in sync.associations.items())} if sync.associations else {}),
+    }
+
+
 def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=sync.name,
-        ins={"valid": dg.AssetIn(f"validated_{sync.name}")},
+        ins=validated_input(sync),  # the stored rows, or None (validated_rows.py)
+        resource_defs=VALIDATED_ROWS_RESOURCES,
         # the targets of its associations are upserted first, same partition (spec_links.py)
         deps=[dg.AssetKey(name) for name in target_syncs(sync)],
         partitions_def=partitions,
@@ -195,25 +199,17 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         kinds={PROFILES[sync.crm].kind},
         tags={"crm": sync.crm},
         pool=f"crm_{sync.crm}",  # one pool per CRM: parallel backfills share its rate limit
-        required_resource_keys={sync.crm, "store"},
+        required_resource_keys={sync.crm, "store", "source"},
         description=sync.description or f"Upsert of `{sync.source}` into {sync.crm} "
                                         f"`{sync.object}`.",
         check_specs=[alert_check_spec(sync)],  # alert_threshold, WARN (pipeline/alerts.py)
-        metadata={
-            "crm": sync.crm, "object": sync.object, "matching_key": sync.matching_key,
-            "mode": sync.mode,
-            "mapped_fields": ", ".join(f"{k} <- {m.column}" for k, m in sync.fields.items()),
-            "source": f"{sync.source} (key: {sync.source_key})",
-            "dagster/column_schema": _field_schema(sync),
-            **({"associations": ", ".join(  # spec `associations:` (crm_sync/spec_links.py)
-                f"{name} -> {link.sync} (by {link.column})"
-                for name, link in sync.associations.items())} if sync.associations else {}),
-        },
+        metadata=_upsert_definition_metadata(sync),
     )
     @readable_crm_errors(sync)  # FatalCrmError -> one readable dagster.Failure
     @one_run_per_partition(sync.name)  # one run at a time per sync partition, across processes
     def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
-                valid: pd.DataFrame) -> dg.MaterializeResult:
+                valid: pd.DataFrame | None) -> dg.MaterializeResult:
+        valid = validate_in_step(context, sync, partitions) if valid is None else valid
         resource = getattr(context.resources, sync.crm)
         store = context.resources.store.get()
         report = run_upsert(sync, valid, resource, store, partition=context.partition_key,
@@ -297,15 +293,19 @@ def _masked_preview_columns(sync: SyncSpec) -> set[str]:
 
 def quarantine_asset(upstream: list[dg.AssetKey],
                      masked_keys: frozenset[str] = frozenset()) -> dg.AssetsDefinition:
-    """`masked_keys`: the syncs whose source key column is sensitive (masked in the preview)."""
+    """`upstream`: the sync steps that write quarantine entries; `masked_keys`: the syncs
+    whose source key column is sensitive (masked in the preview). Updated after them by its
+    automation condition (quarantine_table.py)."""
     @dg.asset(
         name="quarantine",
         deps=upstream,
         group_name="quarantine",
-        kinds={"sqlite"},
+        kinds={"table"},  # the store's table: SQLite or PostgreSQL (StoreResource)
         description="Every row a check or a CRM rejected, with its sync, source key, stage "
                     "(`validation` or `crm`), error code, message and payload. Table "
                     "`quarantine` of the sync store (SQLite or PostgreSQL).",
+        metadata={"dagster/column_schema": quarantine_table.column_schema()},
+        automation_condition=quarantine_table.updates_after_a_sync(),
     )
     def _quarantine(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
         sync_store = store.get()
@@ -315,11 +315,9 @@ def quarantine_asset(upstream: list[dg.AssetKey],
             "rows": dg.MetadataValue.int(len(frame)),
             "rows_transient": dg.MetadataValue.int(int(frame["transient"].sum()) if len(frame) else 0),
             "store_path": _where(sync_store),
+            "store_backend": dg.MetadataValue.text(sync_store.location.kind),
             "by_error_code": dg.MetadataValue.md(markdown_table(counts)),
-            "preview": dg.MetadataValue.md(markdown_table(
-                frame[["sync", "source_key", "stage", "error_code", "message"]].head(50).assign(
-                    source_key=lambda f: f["source_key"].where(~f["sync"].isin(list(masked_keys)),
-                                                               MASK)))),
+            **quarantine_table.table_metadata(frame, masked_keys),
         }
         for sync_name, n in frame.groupby("sync").size().items():
             metadata[f"rows_{sync_name}"] = dg.MetadataValue.int(int(n))
@@ -336,10 +334,13 @@ def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     assets = [source_asset(readers[name], partitions)
               for name in dict.fromkeys(s.source_asset for s in spec.syncs)]
     assets += [validated_asset(s, partitions) for s in syncs]
-    assets += [upsert_asset(s, partitions) for s in syncs]
+    with warnings.catch_warnings():  # `resource_defs` of @asset is beta in dagster 1.13; the
+        warnings.simplefilter("ignore", dg.BetaWarning)  # upsert binds one (validated_rows.py)
+        assets += [upsert_asset(s, partitions) for s in syncs]
     assets += [step for s in syncs for step in step_assets(s, partitions)]
-    # after each sync's last step: the quarantine then holds what replay and mirror recorded
-    last_steps = [dg.AssetKey(sync_asset_names(s)[-1]) for s in syncs]
-    assets.append(quarantine_asset(last_steps, frozenset(
+    # after every step that writes quarantine entries (all but the source), the last included:
+    # the quarantine then holds what replay and mirror recorded
+    steps = [dg.AssetKey(name) for s in syncs for name in sync_asset_names(s)[1:]]
+    assets.append(quarantine_asset(steps, frozenset(
         s.name for s in syncs if s.source_key in sensitive_names(s))))
     return assets

@@ -1,5 +1,6 @@
 """Jobs, schedules and sensors generated from the sync spec. Schedules and sensors are off by
-default; switch them on in the UI (Automation) or with `dagster schedule start`."""
+default (switch them on in the UI, Automation, or with `dagster schedule start`), except the
+quarantine's automation sensor, which only ever updates the quarantine asset."""
 
 
 import json
@@ -71,6 +72,26 @@ def source_sensor(sync: SyncSpec, job, partitions: dg.PartitionsDefinition,
             yield dg.SkipReason(f"no day of `{sync.source}` changed")
 
     return _sensor
+
+
+def quarantine_sensor(assets) -> list[dg.AutomationConditionSensorDefinition]:
+    """The sensor that evaluates the quarantine asset's automation condition
+    (quarantine_table.py), running by default: Dagster's own default automation sensor is
+    stopped. `assets`: crm_sync's assets, prefixed or not; named after the quarantine's key
+    (`crm_sync_quarantine_automation`, under a key prefix `team__crm_sync_quarantine_automation`),
+    its only target: Dagster refuses two automation sensors on one asset (docs.dagster.io
+    "Declarative Automation": AutomationConditionSensorDefinition). The sync jobs leave the
+    quarantine out (one more step process per run, and per partition of a backfill): this
+    sensor updates it once after the runs."""
+    keys = [key for a in assets for key in a.keys if key.path[-1] == "quarantine"]
+    return [dg.AutomationConditionSensorDefinition(
+        name=prefixed_name(key.path[:-1], "crm_sync_quarantine_automation"),
+        target=dg.AssetSelection.assets(key),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description=f"Updates `{key.to_user_string()}` after sync steps were materialized "
+                    f"(a job, a backfill, an asset's page), once they are done: nothing else.",
+    ) for key in keys]
 
 
 def build_automation(spec: Spec, partitions, synced: set[str], prefix: KeyPrefix = ()):
