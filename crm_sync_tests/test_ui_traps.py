@@ -78,6 +78,22 @@ def test_an_upsert_materialized_alone_validates_its_partition_itself(sandbox, sa
     assert instance.get_latest_materialization_event(dg.AssetKey(f"validated_{SYNC}")) is None
 
 
+def test_materialize_all_at_lineage_depth_one_reads_the_source_itself(sandbox, sandbox_url,
+                                                                      tmp_path, instance):
+    """The upstream lineage opens at depth 1: Materialize all selects validated + upsert, not
+    the source, whose partition was never stored: validated reads it itself."""
+    rows = _rows()
+    expected = validate_partition(bundled_unlinked().sync(SYNC), rows, partition=PARTITION)
+    result = _launch(_defs(sandbox_url, tmp_path), instance, f"validated_{SYNC}", SYNC)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    [validated] = result.asset_materializations_for_node(f"validated_{SYNC}")
+    assert validated.metadata["rows_in"].value == len(rows)
+    assert validated.metadata["rows_quarantined"].value == len(expected.failures) > 0
+    assert {r["external_id"] for r in stored(sandbox, "superleap", "lead")} \
+        == set(expected.valid["_key"])
+    assert instance.get_latest_materialization_event(dg.AssetKey("source_leads")) is None
+
+
 def test_an_upsert_alone_under_a_key_prefix_validates_itself(sandbox, sandbox_url, tmp_path,
                                                            instance):
     resources = sandbox_resources(sandbox_url, tmp_path / "store.sqlite", tokens=DEFAULT_TOKENS)

@@ -27,7 +27,7 @@ from crm_sync.load.runner import run_upsert
 from crm_sync.pipeline.sync_steps import (  # UpsertConfig re-exported: its old home
     UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
 from crm_sync.pipeline.validated_rows import (
-    VALIDATED_ROWS_RESOURCES, over_threshold, read_partition, validate_and_record,
+    STORED_OR_MISSING, VALIDATED_ROWS_RESOURCES, over_threshold, read_partition, validate_and_record,
     validate_in_step, validated_input)
 
 
@@ -112,7 +112,11 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
 
     @dg.asset(
         name=f"validated_{sync.name}",
-        ins={"rows": dg.AssetIn(sync.source_asset)},
+        # the stored source frame, or None: then read here (the lineage's Materialize all at
+        # depth 1 selects validated + upsert without the source; validated_rows.py)
+        ins={"rows": dg.AssetIn(sync.source_asset, input_manager_key=STORED_OR_MISSING)},
+        resource_defs=VALIDATED_ROWS_RESOURCES,
+        required_resource_keys={"store", "source"},
         partitions_def=partitions,
         group_name=sync.crm,
         kinds={"pandera", "pandas"},
@@ -125,8 +129,12 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
                         f"{sync.quarantine_threshold:.0%} of the partition's rows fail validation.",
         )],
     )
-    def _validated(context: dg.AssetExecutionContext, rows: pd.DataFrame, store: StoreResource):
-        result = validate_and_record(sync, rows, context.partition_key, store.get())
+    def _validated(context: dg.AssetExecutionContext, rows):
+        if rows is None:  # source_<table> [day] never stored in this instance: read it here
+            rows = read_partition(sync, context.resources.source, partitions,
+                                  context.partition_time_window)
+        result = validate_and_record(sync, rows, context.partition_key,
+                                     context.resources.store.get())
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
@@ -333,9 +341,9 @@ def build_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     syncs = [s for s in spec.syncs if s.crm in RESOURCE_CLASSES]
     assets = [source_asset(readers[name], partitions)
               for name in dict.fromkeys(s.source_asset for s in spec.syncs)]
-    assets += [validated_asset(s, partitions) for s in syncs]
     with warnings.catch_warnings():  # `resource_defs` of @asset is beta in dagster 1.13; the
-        warnings.simplefilter("ignore", dg.BetaWarning)  # upsert binds one (validated_rows.py)
+        warnings.simplefilter("ignore", dg.BetaWarning)  # validated and upsert steps bind one
+        assets += [validated_asset(s, partitions) for s in syncs]  # (validated_rows.py)
         assets += [upsert_asset(s, partitions) for s in syncs]
     assets += [step for s in syncs for step in step_assets(s, partitions)]
     # after every step that writes quarantine entries (all but the source), the last included:

@@ -1,4 +1,4 @@
-"""The validated rows of one sync partition, defined once.
+"""The rows of one sync partition, read and validated, defined once.
 
 `validated_<sync>` computes them from its source asset's frame; the upsert asset `<sync>`
 computes them itself when that partition of `validated_<sync>` was never stored in this
@@ -6,7 +6,9 @@ instance (the UI's asset-page **Materialize...** on the upsert alone, one partit
 `valid` input is loaded by `stored_or_missing`, which hands over the stored frame through the
 run's `io_manager` when there is one and None otherwise, and the upsert then reads the
 partition from the `source` resource and validates it here, exactly as the two steps before it
-would have (same reader, same checks, same quarantine entries, same threshold).
+would have (same reader, same checks, same quarantine entries, same threshold). Likewise
+`validated_<sync>` reads its partition from the `source` resource when `source_<table>` [day]
+was never stored (the lineage's **Materialize all** at depth 1: validated + upsert).
 
 Dagster has no setting that makes a run materialize a missing upstream partition first (the UI
 only warns, dagster-io/dagster#14229, #14502); an input manager is Dagster's documented way to
