@@ -6,7 +6,8 @@
                                        2026-11-01 --end 2026-11-07); exit code 0: all synced,
                                        1: some sync partition failed, 3: none failed but some
                                        were skipped (another run was syncing them)
-    crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
+    crm-sync ui                        the sandbox + the Dagster UI (dg dev) on
+                                       http://127.0.0.1:3000, on the demo's instance and store
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
     crm-sync bench                     is the CRM the bottleneck? figures in BENCHMARKS.md
     crm-sync schema pull [SYNC...]     fetch each sync's CRM field schema into crm_schemas/
@@ -36,14 +37,19 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="sync the bundled data into a local sandbox")
-    demo.add_argument("--workdir", help="where the demo keeps its sandbox and store files")
+    demo.add_argument("--workdir", help="keep the sandbox database, the sync store and (unless "
+                                        "$DAGSTER_HOME is set) the Dagster instance in this "
+                                        "folder, not the project's .crm_sync/ (crm-sync ui "
+                                        "--workdir shows them)")
     demo.add_argument("--port", type=int, help="sandbox port (default: a free one)")
 
     _add_sandbox_parser(sub)
     _add_backfill_parser(sub)
-    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
+    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dg dev)")
     ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     ui.add_argument("--sandbox-port", type=int, default=8765)
+    ui.add_argument("--workdir", help="the demo's --workdir: its sandbox database, store and "
+                                      "instance (default: the project's .crm_sync/)")
 
     gen = sub.add_parser("generate", help="write deterministic source tables")
     gen.add_argument("--out", default="data")
@@ -206,7 +212,7 @@ def _sandbox(parser, args, extra) -> int:
 def _ui(parser, args, extra) -> int:
     from crm_sync.devtools.ui import run_ui
 
-    return run_ui(args.port, args.sandbox_port)
+    return run_ui(args.port, args.sandbox_port, workdir=args.workdir)
 
 
 def _generate(parser, args, extra) -> int:
