@@ -64,9 +64,9 @@ def _valid_keys(frame: pd.DataFrame, days: list[str], sync: str = SYNC) -> set[s
 def _cli(args: list[str], store_path, timeout: float = 300) -> subprocess.Popen:
     env = {**os.environ, "CRM_SYNC_STORE": str(store_path),
            "PYTHONPATH": str(PROJECT_ROOT),  # this checkout's crm_sync, not an installed one
-           # a Dagster instance of its own, as on another machine sharing only the sync store
-           # (in one instance the CRM's pool, one slot, would put the upserts one after the
-           # other: the lease and the write-ahead log are what these runs test)
+           # a Dagster instance of its own (the CLI records its runs in $DAGSTER_HOME's), as on
+           # another machine sharing only the sync store: the lease and the write-ahead log
+           # are what these runs test, not two processes writing one SQLite instance
            "DAGSTER_HOME": tempfile.mkdtemp(dir=os.environ["DAGSTER_HOME"])}
     return subprocess.Popen(  # nosec B603  # fixed argument list, no shell
         [sys.executable, "-m", "crm_sync.cli", *args], env=env, text=True,
@@ -83,6 +83,9 @@ def _new_store(backend: str, request, path) -> str:
 
 # -- item 9: one run per sync partition ----------------------------------------------------------
 @ON_BOTH
+# Each run is recorded in a SQLite Dagster instance (an event is a commit): 4 trials of two
+# backfills take more than the default 300 s on a loaded machine.
+@pytest.mark.timeout(600)
 def test_two_backfills_of_the_same_days_at_once_create_each_lead_once(sandbox, tmp_path,
                                                                       data_dir, store_backend,
                                                                       request):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from crm_sync import paths
 
@@ -72,11 +73,28 @@ def local_files(workdir: str | os.PathLike | None = None) -> LocalFiles:
 
 
 @contextmanager
-def local_instance(home: Path | None = None) -> Iterator[dg.DagsterInstance]:
+def local_instance(home: Path | None = None, *,
+                   pool_slots: bool = False) -> Iterator[dg.DagsterInstance]:
     """The persistent Dagster instance of `home` (default: the project's), created with
     INSTANCE_CONFIG if it has no dagster.yaml yet: what `dagster dev` opens for the same
-    DAGSTER_HOME (DagsterInstance.get() reads the same file)."""
+    DAGSTER_HOME (DagsterInstance.get() reads the same file).
+
+    `pool_slots`: whether this process's in-process runs claim the CRM pools' slots as the
+    UI's runs do. Off by default: the demo and the CLI run one step after the other anyway,
+    a claim costs each run seconds of polling (Dagster's claim loop), and a process killed
+    while holding a slot would leave it claimed for every later run of the instance. Off, the
+    file's `concurrency` is read with pool granularity `run`, which a run executed in process
+    (not launched through the run queue) does not wait on."""
+    from dagster._core.instance.ref import InstanceRef
+
     home = home or paths.dagster_home()
     prepare_home(home)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    overrides = None
+    if not pool_slots:
+        file = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+        concurrency = dict(file.get("concurrency") or {})
+        concurrency["pools"] = {**(concurrency.get("pools") or {}), "granularity": "run"}
+        overrides = {"concurrency": concurrency}
+    ref = InstanceRef.from_dir(str(home), overrides=overrides)
+    with dg.DagsterInstance.from_ref(ref) as instance:
         yield instance
