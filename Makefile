@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed  # its runs in .crm_sync/dagster_home ($$DAGSTER_HOME): `make ui` shows them
 	$(BIN)/crm-sync demo
 
 test: $(VENV)/.installed
@@ -22,7 +22,7 @@ test: $(VENV)/.installed
 test-slow: $(VENV)/.installed  # the `slow` tests `make test` leaves out (CI runs both)
 	$(BIN)/pytest -q -m slow
 
-ui: $(VENV)/.installed
+ui: $(VENV)/.installed  # the sandbox + `dg dev` on :3000, on the demo's instance and store
 	$(BIN)/crm-sync ui
 
 sandbox: $(VENV)/.installed

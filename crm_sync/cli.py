@@ -2,11 +2,15 @@
 
     crm-sync demo                      sync the bundled data into a local sandbox, print a summary
     crm-sync sandbox [--port 8765]     run the CRM sandbox on its own
-    crm-sync backfill SYNC... --start D --end D   sync those days (1-7 November: --start
-                                       2026-11-01 --end 2026-11-07); exit code 0: all synced,
-                                       1: some sync partition failed, 3: none failed but some
-                                       were skipped (another run was syncing them)
-    crm-sync ui                        the sandbox + the Dagster UI on http://127.0.0.1:3000
+    crm-sync backfill SYNC... --start D --end D [--sandbox]   sync those days (1-7 November:
+                                       --start 2026-11-01 --end 2026-11-07), as runs of the
+                                       Dagster instance of $DAGSTER_HOME (the UI's); --sandbox:
+                                       into the local sandbox; exit code 0: all synced,
+                                       1: some sync partition failed, 2: a CRM it needs has no
+                                       token or cannot be reached (nothing ran), 3: none failed
+                                       but some were skipped (another run was syncing them)
+    crm-sync ui                        the sandbox + the Dagster UI (dg dev) on
+                                       http://127.0.0.1:3000, on the demo's instance and store
     crm-sync generate --out DIR        write source tables (--scale 250 for ~1M rows)
     crm-sync bench                     is the CRM the bottleneck? figures in BENCHMARKS.md
     crm-sync schema pull [SYNC...]     fetch each sync's CRM field schema into crm_schemas/
@@ -20,6 +24,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 
@@ -36,14 +42,19 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="sync the bundled data into a local sandbox")
-    demo.add_argument("--workdir", help="where the demo keeps its sandbox and store files")
+    demo.add_argument("--workdir", help="keep the sandbox database, the sync store and (unless "
+                                        "$DAGSTER_HOME is set) the Dagster instance in this "
+                                        "folder, not the project's .crm_sync/ (crm-sync ui "
+                                        "--workdir shows them)")
     demo.add_argument("--port", type=int, help="sandbox port (default: a free one)")
 
     _add_sandbox_parser(sub)
     _add_backfill_parser(sub)
-    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dagster dev)")
+    ui = sub.add_parser("ui", help="start the sandbox and the Dagster UI (dg dev)")
     ui.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     ui.add_argument("--sandbox-port", type=int, default=8765)
+    ui.add_argument("--workdir", help="the demo's --workdir: its sandbox database, store and "
+                                      "instance (default: the project's .crm_sync/)")
 
     gen = sub.add_parser("generate", help="write deterministic source tables")
     gen.add_argument("--out", default="data")
@@ -172,6 +183,9 @@ def _add_backfill_parser(sub) -> None:
                                "before skipping it (default 120)")
     backfill.add_argument("--verbose", action="store_true",
                           help="print the traceback of each failed partition")
+    backfill.add_argument("--sandbox", action="store_true",
+                          help="start the local CRM sandbox for this command (on the database "
+                               "crm-sync ui uses) and sync into it, with its tokens")
 
 
 def _demo(parser, args, extra) -> int:
@@ -206,7 +220,7 @@ def _sandbox(parser, args, extra) -> int:
 def _ui(parser, args, extra) -> int:
     from crm_sync.devtools.ui import run_ui
 
-    return run_ui(args.port, args.sandbox_port)
+    return run_ui(args.port, args.sandbox_port, workdir=args.workdir)
 
 
 def _generate(parser, args, extra) -> int:
@@ -223,7 +237,8 @@ def _bench(parser, args, extra) -> int:
     return bench_main(extra + args.options)
 
 
-BACKFILL_EXIT_FAILED, BACKFILL_EXIT_SKIPPED = 1, 3
+BACKFILL_EXIT_FAILED, BACKFILL_EXIT_UNUSABLE, BACKFILL_EXIT_SKIPPED = 1, 2, 3
+BACKFILL_TAGS = {"crm_sync/source": "cli-backfill"}  # on each of its runs, as the UI shows them
 
 
 def _step_config(syncs: list[str], config: dict) -> dict:
@@ -237,34 +252,115 @@ def _step_config(syncs: list[str], config: dict) -> dict:
                     for name, entry in sync_run_config(sync, **config).items()}}
 
 
+def _crm_problems(syncs: list[str]) -> list[str]:
+    """Why the CRMs the named syncs send to cannot be used, before any partition runs: a
+    token variable that is not set (and no OAuth settings), an address nothing listens at."""
+    from crm_sync.connectors import RESOURCE_CLASSES, SANDBOX_URL, TOKEN_ENV, crm_label
+    from crm_sync.spec import load_spec
+
+    problems = []
+    for crm in sorted({s.crm for s in load_spec().syncs if s.name in syncs}):
+        label, token_env = crm_label(crm), TOKEN_ENV.get(crm)
+        if token_env and not os.environ.get(token_env) and \
+                not RESOURCE_CLASSES[crm].oauth_from_env():
+            problems.append(f"{token_env} is not set; set it to your {label} token, or run "
+                            f"with --sandbox to sync into the local sandbox")
+            continue
+        base_url = os.environ.get(f"{crm.upper()}_BASE_URL") or SANDBOX_URL
+        reason = _unreachable(base_url)
+        if reason:
+            problems.append(f"cannot reach {label} at {base_url} ({reason}); start the CRM "
+                            f"(crm-sync sandbox), check {crm.upper()}_BASE_URL, or pass "
+                            f"--sandbox")
+    return problems
+
+
+def _unreachable(base_url: str) -> str | None:
+    """Why nothing answers at `base_url` (a TCP connection: no request reaches the CRM), or
+    None. Through a proxy (HTTPS_PROXY ...) the run itself finds out."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http:// or https:// URL"
+    if parts.scheme in urllib.request.getproxies() and \
+            not urllib.request.proxy_bypass(parts.hostname):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=5):
+            return None
+    except (OSError, ValueError) as exc:
+        return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _backfill_resources(args: argparse.Namespace):
+    """The CRMs of the backfill: the live ones (None: build_resources()), or, with --sandbox,
+    a sandbox of this command on the database, store and data `crm-sync ui` uses."""
+    if not args.sandbox:
+        yield None
+        return
+    from crm_sync.devtools.local import local_files
+    from crm_sync.project import sandbox_resources
+    from crm_sync.sandbox.server import sandbox_process
+    from crm_sync.sandbox.state import tokens_from_env
+
+    files = local_files()
+    files.sandbox_db.parent.mkdir(parents=True, exist_ok=True)
+    with sandbox_process(files.sandbox_db) as url:
+        print(f"CRM sandbox at {url} (data in {files.sandbox_db})", flush=True)
+        yield sandbox_resources(url, files.store, tokens=tokens_from_env())
+
+
 def _backfill(parser: argparse.ArgumentParser, args: argparse.Namespace,
               extra=()) -> int:
-    """Each sync and partition on its own; a summary at the end; non-zero if any failed."""
+    """Each sync and partition on its own, as runs of the project's Dagster instance; a
+    summary at the end; non-zero if any failed."""
+    from crm_sync.devtools.local import local_instance
     from crm_sync.pipeline.in_process import day_range, sync_partitions
-    from crm_sync.devtools.demo import SUMMARY_COLUMNS
-    from crm_sync.pipeline.reporting import text_table
 
     try:
         days = day_range(args.start, args.end)
+        run_config = _step_config(args.syncs, _backfill_options(args))
+        problems = [] if args.sandbox else _crm_problems(args.syncs)
     except ValueError as exc:
         parser.error(str(exc))
-    config = {"full_resync": args.full_resync, "dry_run": args.dry_run}
-    if args.lease_wait is not None:
-        config["lease_wait_seconds"] = args.lease_wait
+    for problem in problems:
+        print(f"crm-sync backfill: {problem}", file=sys.stderr)
+    if problems:
+        return BACKFILL_EXIT_UNUSABLE
     try:
-        run_config = _step_config(args.syncs, config)
-        summary = sync_partitions(days, syncs=args.syncs, run_config=run_config,
-                                  verbose=args.verbose)
+        with _backfill_resources(args) as resources, local_instance() as instance:
+            summary = sync_partitions(days, syncs=args.syncs, run_config=run_config,
+                                      verbose=args.verbose, resources=resources,
+                                      instance=instance, tags=BACKFILL_TAGS)
     except ValueError as exc:
         parser.error(str(exc))
-    print(text_table(summary, SUMMARY_COLUMNS[:3] + [
-        "partitions_ok", "partitions_failed", "partitions_skipped", *SUMMARY_COLUMNS[3:-1],
-        "superseded", SUMMARY_COLUMNS[-1]]))
+    _print_backfill_summary(summary)
     if any(row["partitions_failed"] for row in summary):
         return BACKFILL_EXIT_FAILED
     if any(row["partitions_skipped"] for row in summary):
         return BACKFILL_EXIT_SKIPPED
     return 0
+
+
+def _backfill_options(args: argparse.Namespace) -> dict:
+    config = {"full_resync": args.full_resync, "dry_run": args.dry_run}
+    if args.lease_wait is not None:
+        config["lease_wait_seconds"] = args.lease_wait
+    return config
+
+
+def _print_backfill_summary(summary: list[dict]) -> None:
+    from crm_sync.devtools.demo import SUMMARY_COLUMNS
+    from crm_sync.pipeline.reporting import text_table
+
+    print(text_table(summary, SUMMARY_COLUMNS[:3] + [
+        "partitions_ok", "partitions_failed", "partitions_skipped", *SUMMARY_COLUMNS[3:-1],
+        "superseded", SUMMARY_COLUMNS[-1]]))
 
 
 # Each subcommand's handler: (parser, parsed arguments, bench's own options) -> exit code.

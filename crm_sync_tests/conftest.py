@@ -16,11 +16,14 @@ CRMS = tuple(TOKEN_ENV)
 
 @pytest.fixture(scope="session", autouse=True)
 def _environment(tmp_path_factory):
-    """Sandbox tokens and an isolated sync store for the whole session."""
+    """Sandbox tokens, an isolated sync store and Dagster instance for the whole session (the
+    CLI's backfill and the demo record their runs in $DAGSTER_HOME's instance, never the
+    checkout's .crm_sync/dagster_home)."""
     saved = dict(os.environ)
     for crm, name in TOKEN_ENV.items():
         os.environ[name] = DEFAULT_TOKENS[crm]
     os.environ["CRM_SYNC_STORE"] = str(tmp_path_factory.mktemp("store") / "crm_sync.sqlite")
+    os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
     yield
     os.environ.clear()
     os.environ.update(saved)

@@ -95,3 +95,81 @@ def test_two_partitions_at_once_in_separate_processes(sandbox, store, data_dir):
     days = leads[leads["updated_at"].str[:10].isin(DAYS)]
     quarantined = set(store.quarantine_frame("leads_to_superleap")["source_key"])
     assert quarantined == set(days["lead_id"]) - valid
+
+
+def _runs_in(home):
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return instance.get_runs()
+
+
+def test_backfill_without_a_token_says_so_and_runs_nothing(sandbox, store, data_dir,
+                                                          tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HUBSPOT_TOKEN")
+    code = main(["backfill", "leads_to_superleap", "contacts_to_hubspot",
+                 "--start", DAYS[0], "--end", DAYS[1]])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert ("crm-sync backfill: HUBSPOT_TOKEN is not set; set it to your HubSpot token, or "
+            "run with --sandbox to sync into the local sandbox") in err
+    assert "daemon" not in err and "webserver" not in err
+    assert stored(sandbox, "superleap", "lead") == []  # checked before any partition ran
+    assert not (tmp_path / "home").exists() or not _runs_in(tmp_path / "home")
+
+
+def test_backfill_with_an_unreachable_crm_says_so_and_runs_nothing(sandbox, store, data_dir,
+                                                                  tmp_path, monkeypatch,
+                                                                  capsys):
+    from crm_sync.sandbox.server import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("SUPERLEAP_BASE_URL", closed)
+    code = main(["backfill", "leads_to_superleap", "--start", DAYS[0], "--end", DAYS[1]])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"crm-sync backfill: cannot reach Superleap at {closed} (" in err
+    assert "start the CRM (crm-sync sandbox), check SUPERLEAP_BASE_URL, or pass --sandbox" in err
+    assert store.state_frame("leads_to_superleap").empty
+
+
+def test_backfill_with_sandbox_runs_in_the_instance_of_dagster_home(data_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    """--sandbox: its own sandbox, on the database `crm-sync ui` uses, with the sandbox's
+    tokens (none set here, the CRM's address pointing nowhere); the runs are in the UI's
+    instance, tagged and named after their sync, with their materializations."""
+    import sqlite3
+
+    import dagster as dg
+
+    from crm_sync.sandbox.server import free_port
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "syncs.yaml", project / "syncs.yaml")
+    monkeypatch.chdir(project)  # the project: its .crm_sync/ holds the sandbox database
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("SUPERLEAP_TOKEN")
+    monkeypatch.setenv("SUPERLEAP_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    code = main(["backfill", "leads_to_superleap", "--start", DAYS[0], "--end", DAYS[1],
+                 "--sandbox"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "leads_to_superleap" in out and "partitions_ok" in out
+    leads = pd.read_csv(data_dir / "leads.csv", dtype=str, keep_default_na=False)
+    with sqlite3.connect(project / ".crm_sync" / "sandbox.sqlite") as conn:
+        sent = {row[0] for row in conn.execute(
+            "SELECT json_extract(data, '$.external_id') FROM records WHERE crm = 'superleap'")}
+    assert sent == _valid_keys(leads)
+
+    runs = _runs_in(home)
+    syncs = [run for run in runs if run.job_name == "sync_leads_to_superleap"]
+    assert sorted(run.tags["dagster/partition"] for run in syncs) == DAYS
+    assert all(run.tags["crm_sync/source"] == "cli-backfill" for run in runs)
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for name in ("leads_to_superleap", "validated_leads_to_superleap"):
+            assert instance.get_materialized_partitions(dg.AssetKey(name)) == set(DAYS)
+        assert instance.get_latest_materialization_event(dg.AssetKey("quarantine")) is not None

@@ -123,3 +123,41 @@ def test_the_demo_links_projects_to_their_companies_and_counts_the_links(tmp_pat
         assert records.get((row["crm"], row["object"]), 0) == row["created"]
     second = run_demo(tmp_path / "demo")
     assert all(row["created"] == 0 and row["linked"] == 0 for row in second), second
+
+
+def test_the_demos_runs_and_materializations_are_in_the_instance_of_dagster_home(
+        tmp_path, monkeypatch):
+    """`make demo` then `crm-sync ui`: the demo's runs are recorded in the instance of
+    $DAGSTER_HOME (what the UI opens), under the code location's asset keys, and its frames
+    under DAGSTER_HOME/storage, where the UI's own runs find them."""
+    import dagster as dg
+
+    from crm_sync.definitions import defs
+    from crm_sync.devtools.demo import demo_files, partitions_with_data
+    from crm_sync.spec import load_spec
+
+    _few_rows(tmp_path, monkeypatch, lines=12)
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    summary = run_demo(tmp_path / "demo")
+    assert not (tmp_path / "demo" / "dagster_home").exists()  # $DAGSTER_HOME wins
+    partitions = set(partitions_with_data(load_spec(demo_files()[0]), tmp_path / "data"))
+    assert partitions
+
+    location_keys = {key for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert runs and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        assert all(run.tags.get("crm_sync/source") == "demo" for run in runs)
+        assert {run.job_name for run in runs} == \
+            {f"sync_{row['sync']}" for row in summary} | {"refresh_quarantine"}
+        for name in ("contacts_to_hubspot", "leads_to_superleap", "quarantine"):
+            key = dg.AssetKey(name)
+            assert key in location_keys  # the same key as the code location's asset
+            event = instance.get_latest_materialization_event(key)
+            assert event is not None, name
+        recorded = instance.get_materialized_partitions(dg.AssetKey("contacts_to_hubspot"))
+        assert recorded == partitions
+    # the validated frames, where Dagster's default IO manager of this instance keeps them
+    day = sorted(partitions)[0]
+    assert (home / "storage" / "validated_contacts_to_hubspot" / day).is_file()

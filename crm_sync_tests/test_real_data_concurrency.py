@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess  # nosec B404  # our own CLI, fixed argument list
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -62,7 +63,11 @@ def _valid_keys(frame: pd.DataFrame, days: list[str], sync: str = SYNC) -> set[s
 
 def _cli(args: list[str], store_path, timeout: float = 300) -> subprocess.Popen:
     env = {**os.environ, "CRM_SYNC_STORE": str(store_path),
-           "PYTHONPATH": str(PROJECT_ROOT)}  # this checkout's crm_sync, not an installed one
+           "PYTHONPATH": str(PROJECT_ROOT),  # this checkout's crm_sync, not an installed one
+           # a Dagster instance of its own (the CLI records its runs in $DAGSTER_HOME's), as on
+           # another machine sharing only the sync store: the lease and the write-ahead log
+           # are what these runs test, not two processes writing one SQLite instance
+           "DAGSTER_HOME": tempfile.mkdtemp(dir=os.environ["DAGSTER_HOME"])}
     return subprocess.Popen(  # nosec B603  # fixed argument list, no shell
         [sys.executable, "-m", "crm_sync.cli", *args], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -78,6 +83,9 @@ def _new_store(backend: str, request, path) -> str:
 
 # -- item 9: one run per sync partition ----------------------------------------------------------
 @ON_BOTH
+# Each run is recorded in a SQLite Dagster instance (an event is a commit): 4 trials of two
+# backfills take more than the default 300 s on a loaded machine.
+@pytest.mark.timeout(600)
 def test_two_backfills_of_the_same_days_at_once_create_each_lead_once(sandbox, tmp_path,
                                                                       data_dir, store_backend,
                                                                       request):
@@ -252,13 +260,17 @@ def test_a_partition_over_its_threshold_fails_alone_and_the_backfill_goes_on(san
 
 def test_verbose_backfill_shows_the_traceback_of_a_failure(sandbox, store, data_dir, tmp_path,
                                                            capsys, monkeypatch):
-    monkeypatch.setenv("SUPERLEAP_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    # A CRM that refuses the token fails the run (one that cannot be reached, or a token not
+    # set, is refused before any run, exit code 2: test_backfill.py).
+    wrong = "wrong-superleap-token-0000"
+    monkeypatch.setenv("SUPERLEAP_TOKEN", wrong)
     code = main(["backfill", SYNC, "--start", "2026-11-01", "--end", "2026-11-01"])
     quiet = capsys.readouterr()
     assert code == 1
     assert "Traceback" not in quiet.out + quiet.err and "Stack Trace" not in quiet.err
-    assert "error: leads_to_superleap [2026-11-01]: cannot reach Superleap" in quiet.out
-    assert (quiet.out + quiet.err).count("cannot reach Superleap") == 1  # once, not 3 times
+    assert "error: leads_to_superleap [2026-11-01]: Superleap (" in quiet.out
+    assert (quiet.out + quiet.err).count("refused the sync") == 1  # once, not 3 times
+    assert wrong not in quiet.out + quiet.err
     # (a store of its own: the first run left its creates open in the write-ahead log)
     monkeypatch.setenv("CRM_SYNC_STORE", str(tmp_path / "verbose.sqlite"))
     code = main(["backfill", SYNC, "--start", "2026-11-01", "--end", "2026-11-01", "--verbose"])

@@ -30,26 +30,29 @@ def day_range(start: str, end: str) -> list[str]:
 def sync_partitions(partitions: list[str], spec: Spec | None = None,
                     instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
                     log=print, syncs: list[str] | None = None,
-                    resources: dict | None = None, verbose: bool = False) -> list[dict]:
+                    resources: dict | None = None, verbose: bool = False,
+                    tags: dict[str, str] | None = None) -> list[dict]:
     """Materialize the partitioned assets of `syncs` (default: all; each sync's steps are
     `sync_asset_names`) for each partition, one partition after the other, then the quarantine
     asset. Returns one summary row per sync, with its partitions ok / failed / skipped. Each
     sync partition is a run of its own: one that fails is logged once (`log`; with `verbose`,
     its traceback too) and the backfill goes on. `resources` replaces the default ones
-    (`build_resources()`, e.g. `sandbox_resources(...)` or other rate limits)."""
+    (`build_resources()`, e.g. `sandbox_resources(...)` or other rate limits).
+
+    `instance`: where the runs are recorded; a persistent one (the project's DAGSTER_HOME,
+    crm_sync/devtools/local.py) shows them in the UI, each named as the code location's job of
+    its sync (`sync_<sync>`) and tagged with `tags` (e.g. `crm_sync/source: cli-backfill`).
+    Default: a throwaway instance."""
     from crm_sync.project import build_resources
 
     spec = spec or load_spec()
     runs, quarantine = _runs(spec, syncs)
-    # Every partition is one in-process run whose assets read only what the same run produced:
-    # outputs are handed over in memory (Dagster keeps every output of an in-process run until
-    # it ends anyway), not pickled to disk and read back as a second copy.
-    resources = {"io_manager": dg.mem_io_manager, **(resources or build_resources())}
+    instance = instance or dg.DagsterInstance.ephemeral()
+    resources = {**_io_manager(instance), **(resources or build_resources())}
     totals: dict[str, dict] = defaultdict(lambda: defaultdict(int))
     # Dagster's per-event debug log drowns the summary; warnings and errors still show.
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
                   **(run_config or {})}
-    instance = instance or dg.DagsterInstance.ephemeral()
     # Syncs whose records others link to (spec `associations:`) run first, every partition of
     # them: a project of one day may link to a company of any day (crm_sync/load/links.py).
     for wave in _waves(runs):
@@ -60,16 +63,31 @@ def sync_partitions(partitions: list[str], spec: Spec | None = None,
                 # objects): free them before this run allocates its own (bounded memory).
                 gc.collect()
                 outcome = _run_one(sync.name, selection, partition, resources, instance,
-                                   _config_for(run_config, selection))
+                                   _config_for(run_config, selection), tags)
                 totals[sync.name][f"partitions_{outcome.status}"] += 1
                 _report(outcome, sync.name, partition, log, verbose)
                 if outcome.result is not None:
                     _add_counts(totals[sync.name], outcome.result, sync.name)
     _materialize(quarantine, resources=resources, instance=instance,
-                 run_config={"loggers": run_config["loggers"]}, raise_on_error=True)
+                 run_config={"loggers": run_config["loggers"]}, raise_on_error=True,
+                 job_name=QUARANTINE_JOB, tags=tags)
     return [{"crm": s.crm, "object": s.object, "sync": s.name,
              **{f"partitions_{k}": 0 for k in ("ok", "failed", "skipped")}, **totals[s.name]}
             for s in spec.syncs if s.name in totals]
+
+
+def _io_manager(instance: dg.DagsterInstance) -> dict:
+    """In a throwaway instance, outputs are handed over in memory (Dagster keeps every output
+    of an in-process run until it ends anyway), not pickled to disk and read back as a second
+    copy. In a persistent one, Dagster's default IO manager keeps each step's frame under the
+    instance's storage (DAGSTER_HOME/storage/<asset>/<partition>), where the UI's own runs
+    of the same assets find them (one of its runs may materialize an upsert asset alone)."""
+    return {"io_manager": dg.mem_io_manager} if instance.is_ephemeral else {}
+
+
+# The name of the runs that refresh the quarantine asset (the sync runs: `sync_<sync>`, the
+# code location's job of the same assets, crm_sync/pipeline/automation.py)
+QUARANTINE_JOB = "refresh_quarantine"
 
 
 def _runs(spec: Spec, syncs: list[str] | None):
@@ -143,11 +161,12 @@ def _config_for(run_config: dict, selection: list[dg.AssetsDefinition]) -> dict:
 
 
 def _run_one(sync: str, selection, partition: str, resources, instance,
-             run_config: dict) -> RunOutcome:
+             run_config: dict, tags: dict | None = None) -> RunOutcome:
     """Materialize one sync partition; its failure is this run's only (the backfill goes on)."""
     try:
         result = _materialize(selection, partition_key=partition, resources=resources,
-                              instance=instance, run_config=run_config)
+                              instance=instance, run_config=run_config,
+                              job_name=f"sync_{sync}", tags=tags)
     except Exception as exc:  # refused before it ran (config, definitions): this run only
         return RunOutcome("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     if result.success:
@@ -204,14 +223,16 @@ def _report(outcome: RunOutcome, sync: str, partition: str, log, verbose: bool) 
 
 
 def _materialize(assets, resources, instance, run_config, partition_key=None,
-                 raise_on_error=False) -> dg.ExecuteInProcessResult:
-    """`dg.materialize`, with the terminal logger below as the run's console logger."""
+                 raise_on_error=False, job_name: str = "__ephemeral_asset_job__",
+                 tags: dict | None = None) -> dg.ExecuteInProcessResult:
+    """`dg.materialize` as a job named `job_name`, with the terminal logger below as the run's
+    console logger."""
     defs = dg.Definitions(assets=assets, resources=resources,
-                          jobs=[dg.define_asset_job("__ephemeral_asset_job__")],
+                          jobs=[dg.define_asset_job(job_name)],
                           loggers={"console": terminal_logger})
-    return defs.resolve_job_def("__ephemeral_asset_job__").execute_in_process(
+    return defs.resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=instance, partition_key=partition_key,
-        raise_on_error=raise_on_error)
+        raise_on_error=raise_on_error, tags=tags)
 
 
 class _TerminalFormatter(logging.Formatter):
