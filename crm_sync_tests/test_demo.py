@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 
+import pytest
+
 from crm_sync.devtools.demo import run_demo
 
 
@@ -15,6 +17,8 @@ def _records(db) -> dict[tuple[str, str], int]:
             "SELECT crm, object, COUNT(*) FROM records GROUP BY crm, object")}
 
 
+@pytest.mark.slow  # minutes: every partition of every sync, twice (CI runs it: make test-slow)
+@pytest.mark.timeout(900)
 def test_demo_twice_gives_the_same_end_state(tmp_path, capsys):
     saved = dict(os.environ)
     try:

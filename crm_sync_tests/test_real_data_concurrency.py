@@ -84,7 +84,8 @@ def _new_store(backend: str, request, path) -> str:
 # -- item 9: one run per sync partition ----------------------------------------------------------
 @ON_BOTH
 # Each run is recorded in a SQLite Dagster instance (an event is a commit): 4 trials of two
-# backfills take more than the default 300 s on a loaded machine.
+# backfills take more than the default 300 s on a loaded machine: `slow` (CI runs it).
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_backfills_of_the_same_days_at_once_create_each_lead_once(sandbox, tmp_path,
                                                                       data_dir, store_backend,
