@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +110,24 @@ def open_backend(location: Location) -> SqliteBackend | PostgresBackend:
     return PostgresBackend(location)
 
 
+def _use_wal(conn: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """Put the file in WAL mode (a property of the file: set once, kept). Processes that open
+    a new store at the same moment race to switch it, and SQLite can answer a loser `database
+    is locked` at once, without waiting on busy_timeout (seen in
+    test_concurrent_first_opens_of_a_new_store_all_succeed): it asks again until the file is
+    WAL, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SqliteBackend:
     """One SQLite file in WAL mode: several processes read and write it; BEGIN IMMEDIATE takes
     the file's one write lock, so write transactions run one at a time."""
@@ -126,8 +145,8 @@ class SqliteBackend:
         """A connection in autocommit mode (each statement its own transaction unless BEGIN)."""
         conn = sqlite3.connect(self.location.path, timeout=60, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
         finally:
