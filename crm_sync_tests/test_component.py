@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 import crm_sync
@@ -74,6 +75,7 @@ def shared_dg(*args: str, project: Path, **extra):
 
 # --- a project of its own, crm_sync installed from the wheel --------------------------------
 
+@pytest.mark.slow  # tens of seconds: a whole demo / a fresh venv / dg dev (CI runs it)
 def test_a_fresh_project_lists_scaffolds_checks_and_syncs_the_component(
         tmp_path, sandbox, sandbox_url):
     python, venv = install_package(tmp_path)

@@ -71,6 +71,7 @@ def test_the_demo_passes_its_resources_and_leaves_the_environment_unchanged(tmp_
     assert (tmp_path / "demo" / "crm_sync.sqlite").exists()  # the store it was given
 
 
+@pytest.mark.slow  # tens of seconds: a whole demo / a fresh venv / dg dev (CI runs it)
 def test_the_demo_twice_on_postgresql_sends_nothing_the_second_time(tmp_path, monkeypatch,
                                                                     postgres, postgres_url):
     """CRM_SYNC_STORE=postgresql+psycopg://...: the demo's store is that database, and its
@@ -90,6 +91,7 @@ def test_the_demo_twice_on_postgresql_sends_nothing_the_second_time(tmp_path, mo
     assert held == sum(row["quarantined"] for row in first)
 
 
+@pytest.mark.slow  # tens of seconds: a whole demo / a fresh venv / dg dev (CI runs it)
 def test_the_demo_links_projects_to_their_companies_and_counts_the_links(tmp_path, monkeypatch):
     import pandas as pd
 
@@ -129,6 +131,7 @@ def test_the_demo_links_projects_to_their_companies_and_counts_the_links(tmp_pat
     assert all(row["created"] == 0 and row["linked"] == 0 for row in second), second
 
 
+@pytest.mark.slow  # tens of seconds: a whole demo / a fresh venv / dg dev (CI runs it)
 def test_the_demos_runs_and_materializations_are_in_the_instance_of_dagster_home(
         tmp_path, monkeypatch):
     """`make demo` then `crm-sync ui`: the demo's runs are recorded in the instance of

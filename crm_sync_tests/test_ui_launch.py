@@ -58,6 +58,7 @@ def _wait_for_location(url: str, proc: subprocess.Popen, log) -> dict[str, str]:
                 f"{log.read_text()[-4000:]}")
 
 
+@pytest.mark.slow  # tens of seconds: a whole demo / a fresh venv / dg dev (CI runs it)
 def test_crm_sync_ui_serves_the_code_location_crm_sync_with_dg_dev(tmp_path):
     port, sandbox_port = free_port(), free_port()
     home = tmp_path / "dagster_home"
