@@ -62,7 +62,8 @@ class SourceResource(dg.ConfigurableResource):
     def read_partition(self, table: str, start: datetime, end: datetime,
                        include_unpartitioned: bool = False,
                        bounds: tuple[datetime, datetime] | None = None,
-                       cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
+                       cursor: str = "updated_at", query: str | None = None,
+                       arrow: bool = False):
         """The rows whose `updated_at` falls in [start, end), compared as timestamps (naive ones
         are UTC). With `include_unpartitioned`, also the rows of the whole table that fall in
         no daily partition, flagged by a boolean column `_no_partition`, so that they are
@@ -71,7 +72,15 @@ class SourceResource(dg.ConfigurableResource):
         outside them too, `_out_of_range` saying why; and for a CSV file the lines that cannot
         be read (`_malformed_key`, `_malformed`: their identity and what is wrong).
         `cursor`: the column read instead of `updated_at` (the frame's `updated_at` is then a
-        copy of it); `query`: a SQL query read instead of the table (`table` names it)."""
+        copy of it); `query`: a SQL query read instead of the table (`table` names it).
+        `arrow`: the same rows and columns as a pyarrow Table (text columns, the flags boolean)
+        instead of a pandas DataFrame."""
+        frame = self._read_partition_frame(table, start, end, include_unpartitioned, bounds,
+                                           cursor, query)
+        return _to_arrow(frame) if arrow else frame
+
+    def _read_partition_frame(self, table, start, end, include_unpartitioned, bounds, cursor,
+                              query) -> pd.DataFrame:
         _check_names(table, cursor)
         if self.url:
             return _as_cursor(self._read_sql(table, start, end, include_unpartitioned, bounds,
@@ -315,6 +324,12 @@ class SourceResource(dg.ConfigurableResource):
         if sqlite:
             params = {k: _sqlite_time(v) for k, v in params.items()}
         return pd.read_sql(sql, conn, params=params)
+
+
+def _to_arrow(frame: pd.DataFrame):
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _check_names(table: str, cursor: str) -> None:
