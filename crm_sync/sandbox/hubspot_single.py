@@ -25,8 +25,6 @@ record a batch upsert by `email` (or `crm_sync_id`) updates, and the other way r
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -34,7 +32,7 @@ from starlette.routing import Route
 from crm_sync.sandbox.hubspot import CRM, HubSpotBatchHandlers, whole_batch_error
 from crm_sync.sandbox.hubspot_objects import ObjectType
 from crm_sync.sandbox.hubspot_rules import (
-    as_text, conflict_error, error, input_error, property_problems,
+    as_text, conflict_error, error, input_error, json_body, property_problems,
 )
 from crm_sync.sandbox.state import now_ms
 
@@ -52,12 +50,9 @@ _UPDATE_FIELDS = {"properties", "objectWriteTraceId"}
 def parse_body(raw: bytes, allowed: set[str]) -> tuple[dict | None, str | None]:
     """(body, None) or (None, the message of the 400): a JSON object of `allowed` fields with
     `properties` an object of name -> string, number, boolean or null."""
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return None, f"Invalid input JSON on line {exc.lineno}, column {exc.colno}: {exc.msg}"
-    except UnicodeDecodeError:
-        return None, "Invalid input JSON: the body is not UTF-8"
+    body, problem = json_body(raw)
+    if problem:
+        return None, problem
     if not isinstance(body, dict):
         return None, 'Invalid input JSON: expected an object {"properties": {...}}'
     unknown = set(body) - allowed

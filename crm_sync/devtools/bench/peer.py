@@ -52,6 +52,10 @@ def peer_version() -> str | None:
         return None
 
 
+def _per(amount: float, unit: float) -> float:
+    return amount / unit if unit else 0.0
+
+
 @dataclass
 class Side:
     """One tool's sync of the rows."""
@@ -67,15 +71,15 @@ class Side:
 
     @property
     def rows_per_request(self) -> float:
-        return self.rows / self.requests if self.requests else 0.0
+        return _per(self.rows, self.requests)
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds else 0.0
+        return _per(self.rows, self.seconds)
 
     @property
     def cpu_per_1000(self) -> float:
-        return self.cpu / self.rows * 1000 if self.rows else 0.0
+        return 1000 * _per(self.cpu, self.rows)
 
     def allowance_rows_per_second(self, allowance: int, window: float) -> float:
         """The rows per second HubSpot's allowance lets this tool carry at most."""
