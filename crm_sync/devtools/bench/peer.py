@@ -166,8 +166,8 @@ def _ours(sync: SyncSpec, folder: Path, url: str, workdir: Path, allowance: int,
         valid = validate_partition(sync, read_table(folder, sync.source)).valid
         report = run_upsert(sync, valid, resource, store, partition="bench")
     report.check()
-    side = Side("crm_sync", rows=report.sent, seconds=watch.wall, cpu=watch.cpu,
-                failed=report.failed)
+    side = Side("crm_sync", rows=report.created + report.updated, seconds=watch.wall,
+                cpu=watch.cpu, failed=report.failed)
     _count(side, url, before)
     side.records = _records(url, sync)
     return side
