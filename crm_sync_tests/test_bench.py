@@ -13,7 +13,7 @@ from crm_sync.devtools.bench.report import COLUMNS, rows, table
 def results(tmp_path_factory):
     options = Options(workdir=tmp_path_factory.mktemp("bench"), rows=1000, full_rows=3000,
                       small_rows=1000, rate_seconds=2, rate_allowance=10, rate_window=1.0,
-                      partitions=["2026-11-01"], repeat=1)
+                      partitions=["2026-11-01"], repeat=1, peer_rows=20)
     return run(options, log=lambda *_: None)
 
 
@@ -68,7 +68,8 @@ def test_the_incremental_sync_sends_exactly_the_changed_rows(results):
 
 def test_one_table_holds_every_figure(results):
     figures = rows(results)
-    assert {r["#"] for r in figures} == {1, 2, 3, 4, 5, 6}
-    assert len(figures) == 4 + 4 + 3 + 2 + 2 + 2
+    assert {r["#"] for r in figures} == {1, 2, 3, 4, 5, 6, 7}
+    # section 7 (the peer): one "skipped" row without drt-core, four with it
+    assert len(figures) == 4 + 4 + 3 + 2 + 2 + 2 + (1 if results.peer.version is None else 4)
     text = table(results)
     assert all(column in text.splitlines()[0] for column in COLUMNS)

@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from crm_sync.sandbox import (admin, brevo, hubspot, hubspot_associations, oauth, salesforce,
-                              salesforce_bulk, superleap, superleap_objects)
+from crm_sync.sandbox import (admin, brevo, hubspot, hubspot_associations, hubspot_single, oauth,
+                              salesforce, salesforce_bulk, superleap, superleap_objects)
 from crm_sync.sandbox.db import SandboxDB
 from crm_sync.sandbox.state import (
     DEFAULT_TOKENS, TOKEN_ENV, RollingWindow, SandboxState, tokens_from_env,
@@ -57,6 +57,7 @@ def create_app(
         *superleap_objects.routes(state),
         *brevo.routes(state),
         *hubspot.routes(state),
+        *hubspot_single.routes(state),  # single-object create and update
         *hubspot_associations.routes(state),  # associations v4
         *salesforce.routes(state),
         *salesforce_bulk.routes(state),  # Bulk API 2.0 ingest jobs
@@ -102,6 +103,8 @@ def _route_name(path: str) -> str:
     if path.startswith("/v3/processes/"):
         return "brevo processes"
     if path.startswith("/crm/v3/objects/"):
+        if len(parts) == 5:  # one record: GET, or a single update (PATCH)
+            return "hubspot object"
         return "hubspot " + "/".join(parts[4:]) if len(parts) > 4 else "hubspot objects"
     if path.startswith("/crm/v4/associations/"):
         return "hubspot associations " + "/".join(parts[5:])

@@ -198,8 +198,8 @@ class HubSpotBatchHandlers(HubSpotAPI):
             if self.state.db.get(CRM, obj.name, candidate) is None:
                 return candidate
 
-    def write(self, obj: ObjectType, record_id: str | None, id_property: str, id_value: str,
-              properties: dict[str, str | None], ts: int) -> dict:
+    def write(self, obj: ObjectType, record_id: str | None, id_property: str | None,
+              id_value: str | None, properties: dict[str, str | None], ts: int) -> dict:
         db, stamp = self.state.db, iso(ts)
         record = db.get(CRM, obj.name, record_id) if record_id else None
         created = record is None
@@ -209,7 +209,8 @@ class HubSpotBatchHandlers(HubSpotAPI):
                                                       "createdate": stamp},
                       "createdAt": stamp, "updatedAt": stamp, "archived": False}
         props = record["properties"]
-        props[id_property] = obj.normalize(id_property, id_value)
+        if id_property is not None:  # None: a single create/update (hubspot_single.py)
+            props[id_property] = obj.normalize(id_property, id_value)
         for prop, value in properties.items():
             if value in (None, ""):
                 props.pop(prop, None)  # "" clears a value (documented for batch update)

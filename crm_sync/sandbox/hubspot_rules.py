@@ -77,15 +77,22 @@ def conflict_error(obj: ObjectType, prop: str, owner: str, trace_id: str | None)
 
 
 # -- request parsing ------------------------------------------------------------------------------
-def batch_inputs(raw: bytes) -> tuple[list | None, str | None]:
-    """The `inputs` list of a batch request body, or (None, the message of its 400): JSON, an
-    object with a list of `inputs`, at least one and at most HUBSPOT_MAX_INPUTS of them."""
+def json_body(raw: bytes) -> tuple[object, str | None]:
+    """(the decoded body, None) or (None, the message of the 400 for a body that is not JSON)."""
     try:
-        body = json.loads(raw)
+        return json.loads(raw), None
     except json.JSONDecodeError as exc:
         return None, f"Invalid input JSON on line {exc.lineno}, column {exc.colno}: {exc.msg}"
     except UnicodeDecodeError:
         return None, "Invalid input JSON: the body is not UTF-8"
+
+
+def batch_inputs(raw: bytes) -> tuple[list | None, str | None]:
+    """The `inputs` list of a batch request body, or (None, the message of its 400): JSON, an
+    object with a list of `inputs`, at least one and at most HUBSPOT_MAX_INPUTS of them."""
+    body, problem = json_body(raw)
+    if problem:
+        return None, problem
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         return None, 'Invalid input JSON: expected an object {"inputs": [...]}'
     inputs = body["inputs"]

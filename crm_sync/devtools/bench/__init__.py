@@ -10,7 +10,8 @@ sandbox on 127.0.0.1, and prints one table, every figure measured in the same ru
 4. pandera validation against the same rules hand-written in pandas (handwritten.py), with
    identical verdicts row for row;
 5. peak RSS and rows/s of full syncs of two sizes, each in a child process (child.py);
-6. an incremental sync after 1% of the rows changed.
+6. an incremental sync after 1% of the rows changed;
+7. a peer side by side (peer.py): drt-core, when installed, syncing the same HubSpot rows.
 
 BENCHMARKS.md holds the figures of a full run. Not part of the test suite (test_bench.py runs a
 small version to check that it works and that its accounting holds, never a time).

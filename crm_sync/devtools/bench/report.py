@@ -66,7 +66,34 @@ def rows(results) -> list[dict]:
         add(6, "incremental: time / full sync time",
             f"{c.second.seconds:.1f} s / {c.first.seconds:.1f} s = {c.time_ratio:.1%}",
             "<= 10%", c.time_ratio <= 0.10)
+    _peer_rows(results, add)
     return out
+
+
+def _peer_rows(results, add) -> None:
+    """Section 7: crm_sync and a peer (drt-core) syncing the same rows to HubSpot."""
+    p = getattr(results, "peer", None)
+    if p is None:
+        return
+    if p.version is None:
+        from crm_sync.devtools.bench.peer import ENABLE, PEER
+        add(7, f"peer ({PEER}) side by side", f"skipped: not installed ({ENABLE})", "-", True)
+        return
+    ours, theirs = p.ours, p.theirs
+    name = f"{theirs.tool} {p.version}"
+    add(7, f"HubSpot rows per request, crm_sync vs {name}",
+        f"{ours.rows_per_request:,.1f} vs {theirs.rows_per_request:,.2f} ({ours.requests:,} / "
+        f"{theirs.requests:,} requests for {p.rows:,} rows)", "-", True)
+    add(7, f"rows/s under HubSpot's {p.allowance}/{p.window_seconds:g} s, crm_sync vs {name}",
+        f"{ours.rows_per_second:,.1f} vs {theirs.rows_per_second:,.1f} (the allowance carries "
+        f"at most {ours.allowance_rows_per_second(p.allowance, p.window_seconds):,.0f} vs "
+        f"{theirs.allowance_rows_per_second(p.allowance, p.window_seconds):,.0f}; "
+        f"{ours.rate_limited} / {theirs.rate_limited} 429s)", "-", True)
+    add(7, f"client CPU s per 1,000 rows, crm_sync vs {name}",
+        f"{ours.cpu_per_1000:.3f} vs {theirs.cpu_per_1000:.3f}", "-", True)
+    add(7, "same records in the CRM; requests off 127.0.0.1",
+        f"{'yes' if p.same_records else 'NO: ' + ', '.join(map(str, p.differing))}; "
+        f"{len(p.refused_hosts)}", "yes; 0", p.same_records and not p.refused_hosts)
 
 
 def table(results) -> str:

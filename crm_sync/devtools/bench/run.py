@@ -27,6 +27,7 @@ class Options:
     rate_window: float = 10.0
     partitions: list[str] | None = None  # sections 5-6: default every day with data
     repeat: int = 2  # sections 1 and 4: best of N (alternating)
+    peer_rows: int = 1000  # section 7 (drt-core, when installed): ~2 min at its 9 requests/s
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Results:
     small: object = None
     large: object = None
     incremental: object = None
+    peer: object = None  # section 7
     seconds: float = 0.0
 
 
@@ -78,6 +80,11 @@ def run(options: Options, log=print) -> Results:
         results.saturation = rate_limit_saturation(spec, large, url, workdir,
                                                    options.rate_seconds,
                                                    options.rate_allowance, options.rate_window)
+        if options.peer_rows:
+            from crm_sync.devtools.bench.peer import side_by_side
+            log(f"7. a peer side by side: {options.peer_rows:,} rows to HubSpot, same allowance")
+            results.peer = side_by_side(spec, large, options.peer_rows, url, workdir,
+                                        options.rate_allowance, options.rate_window, log=log)
     log("4. validation: pandera vs hand-written pandas")
     # The large tables were changed by section 6 (1% of one column): same rules, same size.
     results.validation = validation_cost(spec, large, options.full_rows, options.repeat,
@@ -110,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-rows", type=int, default=Options.small_rows)
     parser.add_argument("--rate-seconds", type=float, default=Options.rate_seconds)
     parser.add_argument("--repeat", type=int, default=Options.repeat)
+    parser.add_argument("--peer-rows", type=int, default=Options.peer_rows,
+                        help="rows of section 7, the peer (drt-core) side by side; 0 skips it")
     args = parser.parse_args(argv)
     from crm_sync.devtools.bench.report import table
 
     options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
                       small_rows=args.small_rows, rate_seconds=args.rate_seconds,
-                      repeat=args.repeat)
+                      repeat=args.repeat, peer_rows=args.peer_rows)
     results = run(options)
     print()
     print(f"machine: {machine()}")
