@@ -66,7 +66,58 @@ def rows(results) -> list[dict]:
         add(6, "incremental: time / full sync time",
             f"{c.second.seconds:.1f} s / {c.first.seconds:.1f} s = {c.time_ratio:.1%}",
             "<= 10%", c.time_ratio <= 0.10)
+    _apicalls_rows(results, add)
+    _stores_rows(results, add)
     return out
+
+
+def _apicalls_rows(results, add) -> None:
+    """Section 7 (apicalls.py): Salesforce API calls per 100,000 rows and the share of a
+    100,000-call daily allocation a 1,000,000-row sync uses, on each path, from the law
+    measured at two sizes."""
+    from crm_sync.devtools.bench.apicalls import (
+        BULK, COLLECTIONS, DAILY_ALLOCATION, LARGE_SYNC,
+    )
+
+    a = results.apicalls
+    if a is None:
+        return
+    for path in (COLLECTIONS, BULK):
+        small, large = a.small[path], a.large[path]
+        fixed, per = a.law(path)
+        unit = "request of 200 rows" if path == COLLECTIONS else \
+            f"job + {a.polls_per_job():g} polls per job"
+        add(7, f"Salesforce {path}: API calls per 100,000 rows",
+            f"{a.per_100k(path):,.0f} (measured {small.client_total} for {small.rows:,} rows, "
+            f"{large.client_total} for {large.rows:,}: {fixed:g} + {per:g} per {unit}; "
+            f"sandbox counted {small.sandbox_total} and {large.sandbox_total})",
+            "client = sandbox", small.agree and large.agree and a.linear(path))
+    for path in (COLLECTIONS, BULK):
+        add(7, f"{path}: share of {DAILY_ALLOCATION:,} calls/day, {LARGE_SYNC:,} rows",
+            f"{a.daily_share(path):.2%} ({a.predicted(path, LARGE_SYNC):,.0f} calls by the "
+            f"measured law{'' if path == COLLECTIONS else '; 250,000 rows per job'})",
+            "bulk < collections" if path == BULK else "-",
+            path == COLLECTIONS or a.daily_share(BULK) < a.daily_share(COLLECTIONS))
+
+
+def _stores_rows(results, add) -> None:
+    """Section 8 (stores.py): the same upsert on the PostgreSQL and the SQLite store."""
+    from crm_sync.state.backends import POSTGRESQL, SQLITE
+
+    s = results.stores
+    if s is None:
+        return
+    if s.skipped:
+        add(8, "store backends: PostgreSQL rows/s / SQLite's", f"skipped: {s.skipped}",
+            ">= 80%", False)
+        return
+    pg, lite = s.runs[POSTGRESQL], s.runs[SQLITE]
+    add(8, f"store backends ({s.crm}): PostgreSQL rows/s / SQLite's",
+        f"{pg.rows_per_second:,.0f} / {lite.rows_per_second:,.0f} = {s.ratio:.1%} "
+        f"({lite.rows:,} rows)", ">= 80%", s.ratio >= 0.8)
+    add(8, "store time per chunk of 10,000 rows, PostgreSQL / SQLite",
+        f"{pg.store_ms_per_chunk:,.0f} ms / {lite.store_ms_per_chunk:,.0f} ms "
+        f"(of {pg.seconds:.1f} s / {lite.seconds:.1f} s wall)", "-", True)
 
 
 def table(results) -> str:

@@ -27,6 +27,8 @@ class Options:
     rate_window: float = 10.0
     partitions: list[str] | None = None  # sections 5-6: default every day with data
     repeat: int = 2  # sections 1 and 4: best of N (alternating)
+    apicall_rows: int = 20_000  # section 7: Salesforce's two paths at this size and half
+    store_rows: int = 30_000  # section 8: the upsert on each store backend
 
 
 @dataclass
@@ -38,11 +40,15 @@ class Results:
     small: object = None
     large: object = None
     incremental: object = None
+    apicalls: object = None  # section 7 (apicalls.py)
+    stores: object = None  # section 8 (stores.py)
     seconds: float = 0.0
 
 
 def run(options: Options, log=print) -> Results:
+    from crm_sync.devtools.bench.apicalls import api_calls
     from crm_sync.devtools.bench.fullsync import scale_and_incremental
+    from crm_sync.devtools.bench.stores import store_backends
     from crm_sync.devtools.bench.throughput import rate_limit_saturation, upsert_vs_ceiling
     from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
     from crm_sync.devtools.bench.validation import validation_cost
@@ -70,6 +76,11 @@ def run(options: Options, log=print) -> Results:
         log("5-6. full syncs in child processes, then 1% changed")
         results.small, results.large, results.incremental = scale_and_incremental(
             spec, small, large, url, workdir, options.partitions, log=log)
+        log("7. Salesforce API calls per row: collections vs Bulk API 2.0")
+        results.apicalls = api_calls(options.apicall_rows, url, workdir / "apicalls", log=log)
+        log("8. the same upsert on the PostgreSQL and the SQLite store")
+        results.stores = store_backends(spec, large, options.store_rows, url, workdir,
+                                        options.repeat, log=log)
     log(f"3. HubSpot rolling window ({options.rate_allowance} per {options.rate_window:g} s) "
         f"for {options.rate_seconds:g} s")
     with sandbox(workdir / "sandbox-limited.sqlite", "--hubspot-rate-limit",
@@ -110,12 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-rows", type=int, default=Options.small_rows)
     parser.add_argument("--rate-seconds", type=float, default=Options.rate_seconds)
     parser.add_argument("--repeat", type=int, default=Options.repeat)
+    parser.add_argument("--apicall-rows", type=int, default=Options.apicall_rows,
+                        help="Salesforce rows per path for the API-call count (and half)")
+    parser.add_argument("--store-rows", type=int, default=Options.store_rows,
+                        help="rows of the upsert on each store backend")
     args = parser.parse_args(argv)
     from crm_sync.devtools.bench.report import table
 
     options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
                       small_rows=args.small_rows, rate_seconds=args.rate_seconds,
-                      repeat=args.repeat)
+                      repeat=args.repeat, apicall_rows=args.apicall_rows,
+                      store_rows=args.store_rows)
     results = run(options)
     print()
     print(f"machine: {machine()}")
