@@ -12,6 +12,11 @@ from crm_sync.devtools.bench.apicalls import BULK, COLLECTIONS
 from crm_sync.devtools.bench.report import COLUMNS, rows, table
 
 
+# The module's one fixture runs every section of the bench, small (eight since issue 19): more
+# than pytest's default 300 s on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(600)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     options = Options(workdir=tmp_path_factory.mktemp("bench"), rows=1000, full_rows=3000,
