@@ -11,6 +11,9 @@ sandbox on 127.0.0.1, and prints one table, every figure measured in the same ru
    identical verdicts row for row;
 5. peak RSS and rows/s of full syncs of two sizes, each in a child process (child.py);
 6. an incremental sync after 1% of the rows changed.
+7. Salesforce API calls per 100,000 rows on the collections and the Bulk API 2.0 path, and the
+   share of a daily allocation a 1,000,000-row sync uses (apicalls.py);
+8. the same upsert on the PostgreSQL and the SQLite sync store (stores.py).
 
 BENCHMARKS.md holds the figures of a full run. Not part of the test suite (test_bench.py runs a
 small version to check that it works and that its accounting holds, never a time).
