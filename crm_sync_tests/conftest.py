@@ -63,9 +63,9 @@ def validation_checks(result) -> list:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL server for the session (crm_sync_tests/pg_server.py). Without
+    """A throwaway PostgreSQL server for the session (crm_sync/devtools/pg_server.py). Without
     the server programs: skipped, except under CI=true, where that is a failure."""
-    from crm_sync_tests.pg_server import postgres_server
+    from crm_sync.devtools.pg_server import postgres_server
 
     try:
         with postgres_server() as server:

@@ -11,7 +11,10 @@ sandbox on 127.0.0.1, and prints one table, every figure measured in the same ru
    identical verdicts row for row;
 5. peak RSS and rows/s of full syncs of two sizes, each in a child process (child.py);
 6. an incremental sync after 1% of the rows changed;
-7. a peer side by side (peer.py): drt-core, when installed, syncing the same HubSpot rows.
+7. a peer side by side (peer.py): drt-core, when installed, syncing the same HubSpot rows;
+8. Salesforce API calls per 100,000 rows on the collections and the Bulk API 2.0 path, and the
+   share of a daily allocation a 1,000,000-row sync uses (apicalls.py);
+9. the same upsert on the PostgreSQL and the SQLite sync store (stores.py).
 
 BENCHMARKS.md holds the figures of a full run. Not part of the test suite (test_bench.py runs a
 small version to check that it works and that its accounting holds, never a time).

@@ -32,23 +32,7 @@ def rows(results) -> list[dict]:
         add(2, f"{t.crm}: rows/s per core / allowance",
             f"{t.rows_per_core_second:,.0f} / {allowance:,.0f} = {t.headroom:,.1f}x{scale}",
             ">= 10x", t.headroom >= 10)
-    s = results.saturation
-    if s is not None:
-        add(3, f"HubSpot {s.allowance}/{s.window_seconds:g} s: requests per window / allowance",
-            f"{s.per_window:.1f} / {s.allowance} = {s.saturation:.1%} ({s.upserts} requests in "
-            f"{s.syncing_seconds:.1f} s; {s.per_window_overall:.1f} counting the run's "
-            f"{s.seconds:.1f} s)", ">= 95%", s.saturation >= 0.95)
-        add(3, "429 answers per minute", f"{s.limited_per_minute:.2f} ({s.rate_limited} in "
-            f"{s.seconds:.0f} s)", "<= 1", s.limited_per_minute <= 1)
-        add(3, "rows lost", f"{s.lost} of {s.rows_in:,} ({s.confirmed:,} in the CRM, "
-            f"{s.quarantined} quarantined)", "0", s.lost == 0)
-    v = results.validation
-    if v is not None:
-        add(4, "validation: pandera / hand-written pandas",
-            f"{v.pandera_seconds:.2f} s / {v.handwritten_seconds:.2f} s = {v.ratio:.2f}x "
-            f"({v.rows:,} rows)", "<= 2x", v.ratio <= 2)
-        add(4, "verdicts identical row for row", f"yes ({v.failing:,} rows failing)", "yes",
-            v.identical)
+    _saturation_and_validation_rows(results, add)
     a, b = results.small, results.large
     if a is not None and b is not None:
         add(5, "peak RSS, large / small full sync",
@@ -67,7 +51,30 @@ def rows(results) -> list[dict]:
             f"{c.second.seconds:.1f} s / {c.first.seconds:.1f} s = {c.time_ratio:.1%}",
             "<= 10%", c.time_ratio <= 0.10)
     _peer_rows(results, add)
+    _apicalls_rows(results, add)
+    _stores_rows(results, add)
     return out
+
+
+def _saturation_and_validation_rows(results, add) -> None:
+    """Sections 3 (HubSpot's rolling window) and 4 (pandera vs hand-written pandas)."""
+    s = results.saturation
+    if s is not None:
+        add(3, f"HubSpot {s.allowance}/{s.window_seconds:g} s: requests per window / allowance",
+            f"{s.per_window:.1f} / {s.allowance} = {s.saturation:.1%} ({s.upserts} requests in "
+            f"{s.syncing_seconds:.1f} s; {s.per_window_overall:.1f} counting the run's "
+            f"{s.seconds:.1f} s)", ">= 95%", s.saturation >= 0.95)
+        add(3, "429 answers per minute", f"{s.limited_per_minute:.2f} ({s.rate_limited} in "
+            f"{s.seconds:.0f} s)", "<= 1", s.limited_per_minute <= 1)
+        add(3, "rows lost", f"{s.lost} of {s.rows_in:,} ({s.confirmed:,} in the CRM, "
+            f"{s.quarantined} quarantined)", "0", s.lost == 0)
+    v = results.validation
+    if v is not None:
+        add(4, "validation: pandera / hand-written pandas",
+            f"{v.pandera_seconds:.2f} s / {v.handwritten_seconds:.2f} s = {v.ratio:.2f}x "
+            f"({v.rows:,} rows)", "<= 2x", v.ratio <= 2)
+        add(4, "verdicts identical row for row", f"yes ({v.failing:,} rows failing)", "yes",
+            v.identical)
 
 
 def _peer_rows(results, add) -> None:
@@ -94,6 +101,55 @@ def _peer_rows(results, add) -> None:
     add(7, "same records in the CRM; requests off 127.0.0.1",
         f"{'yes' if p.same_records else 'NO: ' + ', '.join(map(str, p.differing))}; "
         f"{len(p.refused_hosts)}", "yes; 0", p.same_records and not p.refused_hosts)
+
+
+def _apicalls_rows(results, add) -> None:
+    """Section 8 (apicalls.py): Salesforce API calls per 100,000 rows and the share of a
+    100,000-call daily allocation a 1,000,000-row sync uses, on each path, from the law
+    measured at two sizes."""
+    from crm_sync.devtools.bench.apicalls import (
+        BULK, COLLECTIONS, DAILY_ALLOCATION, LARGE_SYNC,
+    )
+
+    a = results.apicalls
+    if a is None:
+        return
+    for path in (COLLECTIONS, BULK):
+        small, large = a.small[path], a.large[path]
+        fixed, per = a.law(path)
+        unit = "request of 200 rows" if path == COLLECTIONS else \
+            f"job + {a.polls_per_job():g} polls per job"
+        add(8, f"Salesforce {path}: API calls per 100,000 rows",
+            f"{a.per_100k(path):,.0f} (measured {small.client_total} for {small.rows:,} rows, "
+            f"{large.client_total} for {large.rows:,}: {fixed:g} + {per:g} per {unit}; "
+            f"sandbox counted {small.sandbox_total} and {large.sandbox_total})",
+            "client = sandbox", small.agree and large.agree and a.linear(path))
+    for path in (COLLECTIONS, BULK):
+        add(8, f"{path}: share of {DAILY_ALLOCATION:,} calls/day, {LARGE_SYNC:,} rows",
+            f"{a.daily_share(path):.2%} ({a.predicted(path, LARGE_SYNC):,.0f} calls by the "
+            f"measured law{'' if path == COLLECTIONS else '; 250,000 rows per job'})",
+            "bulk < collections" if path == BULK else "-",
+            path == COLLECTIONS or a.daily_share(BULK) < a.daily_share(COLLECTIONS))
+
+
+def _stores_rows(results, add) -> None:
+    """Section 9 (stores.py): the same upsert on the PostgreSQL and the SQLite store."""
+    from crm_sync.state.backends import POSTGRESQL, SQLITE
+
+    s = results.stores
+    if s is None:
+        return
+    if s.skipped:
+        add(9, "store backends: PostgreSQL rows/s / SQLite's", f"skipped: {s.skipped}",
+            ">= 80%", False)
+        return
+    pg, lite = s.runs[POSTGRESQL], s.runs[SQLITE]
+    add(9, f"store backends ({s.crm}): PostgreSQL rows/s / SQLite's",
+        f"{pg.rows_per_second:,.0f} / {lite.rows_per_second:,.0f} = {s.ratio:.1%} "
+        f"({lite.rows:,} rows)", ">= 80%", s.ratio >= 0.8)
+    add(9, "store time per chunk of 10,000 rows, PostgreSQL / SQLite",
+        f"{pg.store_ms_per_chunk:,.0f} ms / {lite.store_ms_per_chunk:,.0f} ms "
+        f"(of {pg.seconds:.1f} s / {lite.seconds:.1f} s wall)", "-", True)
 
 
 def table(results) -> str:

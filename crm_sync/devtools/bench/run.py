@@ -28,6 +28,8 @@ class Options:
     partitions: list[str] | None = None  # sections 5-6: default every day with data
     repeat: int = 2  # sections 1 and 4: best of N (alternating)
     peer_rows: int = 1000  # section 7 (drt-core, when installed): ~2 min at its 9 requests/s
+    apicall_rows: int = 20_000  # section 8: Salesforce's two paths at this size and half
+    store_rows: int = 30_000  # section 9: the upsert on each store backend
 
 
 @dataclass
@@ -40,11 +42,15 @@ class Results:
     large: object = None
     incremental: object = None
     peer: object = None  # section 7
+    apicalls: object = None  # section 8 (apicalls.py)
+    stores: object = None  # section 9 (stores.py)
     seconds: float = 0.0
 
 
 def run(options: Options, log=print) -> Results:
+    from crm_sync.devtools.bench.apicalls import api_calls
     from crm_sync.devtools.bench.fullsync import scale_and_incremental
+    from crm_sync.devtools.bench.stores import store_backends
     from crm_sync.devtools.bench.throughput import rate_limit_saturation, upsert_vs_ceiling
     from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
     from crm_sync.devtools.bench.validation import validation_cost
@@ -72,6 +78,11 @@ def run(options: Options, log=print) -> Results:
         log("5-6. full syncs in child processes, then 1% changed")
         results.small, results.large, results.incremental = scale_and_incremental(
             spec, small, large, url, workdir, options.partitions, log=log)
+        log("8. Salesforce API calls per row: collections vs Bulk API 2.0")
+        results.apicalls = api_calls(options.apicall_rows, url, workdir / "apicalls", log=log)
+        log("9. the same upsert on the PostgreSQL and the SQLite store")
+        results.stores = store_backends(spec, large, options.store_rows, url, workdir,
+                                        options.repeat, log=log)
     log(f"3. HubSpot rolling window ({options.rate_allowance} per {options.rate_window:g} s) "
         f"for {options.rate_seconds:g} s")
     with sandbox(workdir / "sandbox-limited.sqlite", "--hubspot-rate-limit",
@@ -119,12 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=Options.repeat)
     parser.add_argument("--peer-rows", type=int, default=Options.peer_rows,
                         help="rows of section 7, the peer (drt-core) side by side; 0 skips it")
+    parser.add_argument("--apicall-rows", type=int, default=Options.apicall_rows,
+                        help="Salesforce rows per path for the API-call count (and half)")
+    parser.add_argument("--store-rows", type=int, default=Options.store_rows,
+                        help="rows of the upsert on each store backend")
     args = parser.parse_args(argv)
     from crm_sync.devtools.bench.report import table
 
     options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
                       small_rows=args.small_rows, rate_seconds=args.rate_seconds,
-                      repeat=args.repeat, peer_rows=args.peer_rows)
+                      repeat=args.repeat, peer_rows=args.peer_rows,
+                      apicall_rows=args.apicall_rows, store_rows=args.store_rows)
     results = run(options)
     print()
     print(f"machine: {machine()}")

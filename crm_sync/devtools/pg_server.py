@@ -1,10 +1,12 @@
-"""A throwaway PostgreSQL server for the tests: `initdb` and `pg_ctl` on a temporary directory,
-listening on a free port of 127.0.0.1 only, stopped (and its files removed) at the end.
+"""A throwaway PostgreSQL server for the tests and the benchmark (`crm-sync bench`'s store
+section): `initdb` and `pg_ctl` on a temporary directory, listening on a free port of 127.0.0.1
+only, stopped (and its files removed) at the end.
 
 Debian's `postgresql` packages (installed by `.ci/run`) put the programs under
 /usr/lib/postgresql/<version>/bin. The server refuses to run as root, so as root (CI) it runs
-as Debian's `postgres` user. No server programs: the tests that need one are skipped with the
-reason, except under `CI=true`, where that is a failure (CI must test both store backends).
+as Debian's `postgres` user. No server programs: `postgres_server` raises FileNotFoundError; the
+tests that need one are then skipped with the reason, except under `CI=true`, where that is a
+failure (CI must test both store backends), and the benchmark's store section says so.
 """
 
 from __future__ import annotations
