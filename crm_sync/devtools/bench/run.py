@@ -10,10 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crm_sync.devtools.generate import BASE_SIZES, generate
+from crm_sync.devtools.generate import ALL_ROWS, BASE_SIZES, generate
 from crm_sync.spec import PROJECT_ROOT
-
-ALL_ROWS = sum(BASE_SIZES.values())  # rows of all four tables at scale 1
 
 
 @dataclass
@@ -22,6 +20,9 @@ class Options:
     rows: int = 100_000  # source rows per CRM for sections 1-2
     full_rows: int = 1_000_000  # section 5's large sync (all tables) and section 4
     small_rows: int = 100_000  # section 5's small sync
+    # section 6's smaller table (the larger: the large one); None: only the large one
+    incremental_rows: int | None = 200_000
+    largest_rows: int | None = None  # section 5: one more full sync this big (opt-in)
     rate_seconds: float = 60.0  # section 3
     rate_allowance: int = 100
     rate_window: float = 10.0
@@ -35,14 +36,13 @@ class Results:
     throughput: list = field(default_factory=list)
     saturation: object = None
     validation: object = None
-    small: object = None
-    large: object = None
-    incremental: object = None
+    growth: object = None  # section 5 (growth.Growth)
+    incremental: list = field(default_factory=list)  # section 6 (fullsync.Incremental each)
     seconds: float = 0.0
 
 
 def run(options: Options, log=print) -> Results:
-    from crm_sync.devtools.bench.fullsync import scale_and_incremental
+    from crm_sync.devtools.bench.growth import growth_and_incremental
     from crm_sync.devtools.bench.throughput import rate_limit_saturation, upsert_vs_ceiling
     from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
     from crm_sync.devtools.bench.validation import validation_cost
@@ -55,21 +55,19 @@ def run(options: Options, log=print) -> Results:
     sandbox_tokens()
     spec = bench_spec()  # the four syncs it measures (util.py)
     results = Results(options)
-    large, small = workdir / "data-large", workdir / "data-small"
+    large = workdir / "data-large"
     # The large tables hold at least `rows` rows in every table (the smallest is projects).
     scale = max(options.full_rows / ALL_ROWS, options.rows / min(BASE_SIZES.values()))
-    log(f"generating {scale * ALL_ROWS:,.0f} rows (scale {scale:g}) and "
-        f"{options.small_rows:,} rows ...")
+    log(f"generating {scale * ALL_ROWS:,.0f} rows (scale {scale:g}) ...")
     generate(large, scale=scale)
-    generate(small, scale=options.small_rows / ALL_ROWS)
 
     log("1-2. upsert stage vs the ceiling (sandbox rate limits off)")
     with sandbox(workdir / "sandbox-open.sqlite", "--hubspot-rate-limit", "0") as (url, pid):
         results.throughput = upsert_vs_ceiling(spec, large, options.rows, url, pid, workdir,
                                                options.repeat, log=log)
-        log("5-6. full syncs in child processes, then 1% changed")
-        results.small, results.large, results.incremental = scale_and_incremental(
-            spec, small, large, url, workdir, options.partitions, log=log)
+        log("5-6. full syncs in child processes; then 1% changed, then nothing changed")
+        results.growth, results.incremental = growth_and_incremental(
+            spec, large, scale, url, pid, workdir, options, log=log)
     log(f"3. HubSpot rolling window ({options.rate_allowance} per {options.rate_window:g} s) "
         f"for {options.rate_seconds:g} s")
     with sandbox(workdir / "sandbox-limited.sqlite", "--hubspot-rate-limit",
@@ -108,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-rows", type=int, default=Options.full_rows,
                         help="rows (all tables) of the large full sync and of validation")
     parser.add_argument("--small-rows", type=int, default=Options.small_rows)
+    parser.add_argument("--incremental-rows", type=int, default=Options.incremental_rows,
+                        help="rows (all tables) of the smaller incremental sync (0: none)")
+    parser.add_argument("--largest-rows", type=int, default=Options.largest_rows,
+                        help="one more full sync this big for section 5 (off by default)")
     parser.add_argument("--rate-seconds", type=float, default=Options.rate_seconds)
     parser.add_argument("--repeat", type=int, default=Options.repeat)
     args = parser.parse_args(argv)
     from crm_sync.devtools.bench.report import table
 
     options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
-                      small_rows=args.small_rows, rate_seconds=args.rate_seconds,
+                      small_rows=args.small_rows, incremental_rows=args.incremental_rows or None,
+                      largest_rows=args.largest_rows, rate_seconds=args.rate_seconds,
                       repeat=args.repeat)
     results = run(options)
     print()
