@@ -8,6 +8,11 @@ import pytest
 from crm_sync.devtools.bench import Options, run
 from crm_sync.devtools.bench.report import COLUMNS, rows, table
 
+# The module's fixture runs the whole small bench inside the first test: 5 child syncs for
+# sections 5-6 (two full ones, the 1% and the nothing-changed runs, the one-day control), each
+# a Python process that imports Dagster; on a loaded 2-core machine that can pass 300 s.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):

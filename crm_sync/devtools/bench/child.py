@@ -8,12 +8,15 @@ partition's source, validated and upsert assets) with the client-side rate limit
 throwaway Dagster instance of this process (as `sync_partitions` makes by default) whose event
 log is read as it is written: each step's wall time from its STEP_START and STEP_SUCCESS (or
 STEP_FAILURE) events' timestamps, this process's CPU time at the same moments, and each run's
-span from its first event to its last. The last line printed is a JSON object: seconds, RSS
-before the sync and at its peak, the per-sync summary and `steps` (below).
+span from its first event to its last; and the garbage collections between runs (the
+backfill's own `gc.collect()` before each run, Python's automatic ones). The last line printed
+is a JSON object: seconds, RSS before the sync and at its peak, the per-sync summary and
+`steps` (EventClock.totals).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -21,6 +24,8 @@ import time
 from collections import defaultdict
 
 _STEP_END = ("STEP_SUCCESS", "STEP_FAILURE")
+# (DagsterEventType names: their values are the old PIPELINE_* ones)
+_RUN_END = ("RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED")
 
 
 class EventClock:
@@ -32,6 +37,10 @@ class EventClock:
         self.runs: dict[str, list[float]] = {}
         self.steps: list[tuple[str, str, float, float]] = []  # (run id, step, wall, cpu)
         self._open: dict[tuple[str, str], tuple[float, float]] = {}
+        self.gc_between_runs = 0.0  # seconds of garbage collection while no run was on
+        self._live: set[str] = set()  # runs that have begun and not ended
+        self._gc_started: float | None = None
+        gc.callbacks.append(self._gc)
         handle = instance.handle_new_event
 
         def noted(event, **kwargs):
@@ -40,16 +49,26 @@ class EventClock:
 
         instance.handle_new_event = noted
 
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = None if self._live else time.perf_counter()
+        elif self._gc_started is not None:
+            self.gc_between_runs += time.perf_counter() - self._gc_started
+            self._gc_started = None
+
     def note(self, event) -> None:
         cpu, kind = time.process_time(), event.dagster_event_type
         span = self.runs.setdefault(event.run_id, [event.timestamp, event.timestamp])
         span[1] = event.timestamp
+        self._live.add(event.run_id)
+        if kind is not None and kind.name in _RUN_END:
+            self._live.discard(event.run_id)
         step = event.step_key
         if kind is None or step is None:
             return
-        if kind.value == "STEP_START":
+        if kind.name == "STEP_START":
             self._open[(event.run_id, step)] = (event.timestamp, cpu)
-        elif kind.value in _STEP_END and (event.run_id, step) in self._open:
+        elif kind.name in _STEP_END and (event.run_id, step) in self._open:
             wall0, cpu0 = self._open.pop((event.run_id, step))
             self.steps.append((event.run_id, step, event.timestamp - wall0, cpu - cpu0))
 
@@ -64,7 +83,7 @@ class EventClock:
             total["count"] += 1
         return {"runs": len(self.runs),
                 "run_seconds": sum(end - start for start, end in self.runs.values()),
-                "steps": dict(steps)}
+                "gc_between_runs": self.gc_between_runs, "steps": dict(steps)}
 
 
 def step_kinds(spec) -> dict[str, str]:

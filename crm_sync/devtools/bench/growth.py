@@ -97,7 +97,8 @@ def growth_and_incremental(spec: Spec, large: Path, large_scale: float, url: str
         incrementals.append(incremental_after(growth.points[0].sync, spec, small,
                                               workdir / "full-small.sqlite", url, parts,
                                               crm_pid, log))
-    elif options.incremental_rows:  # (None: only the large table's)
+    elif options.incremental_rows and options.incremental_rows < large_scale * ALL_ROWS:
+        # (None, or the large table's size or more: the large table's incremental only)
         incrementals.append(synced_and_incremental(
             "incremental-small", spec, data("data-incremental", options.incremental_rows),
             url, workdir, parts, crm_pid, log))
@@ -112,3 +113,39 @@ def growth_and_incremental(spec: Spec, large: Path, large_scale: float, url: str
         growth.points.append(point("largest", spec, data("data-largest", options.largest_rows),
                                    url, workdir, DAYS, parts, crm_pid, log))
     return growth, incrementals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Sections 5-6 alone: `python -m crm_sync.devtools.bench.growth --small-rows 20000
+    --incremental-rows 20000 --full-rows 50000` (run.py's flags of the same names)."""
+    import argparse
+    import shutil
+
+    from crm_sync.devtools.bench.report import COLUMNS, rows
+    from crm_sync.devtools.bench.run import Options, Results
+    from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
+    from crm_sync.pipeline.reporting import text_table
+
+    parser = argparse.ArgumentParser(prog="python -m crm_sync.devtools.bench.growth")
+    for flag in ("workdir", "small-rows", "incremental-rows", "full-rows", "largest-rows"):
+        name = flag.replace("-", "_")
+        parser.add_argument(f"--{flag}", type=Path if name == "workdir" else int,
+                            default=getattr(Options, name))
+    args = parser.parse_args(argv)
+    options = Options(**vars(args))
+    shutil.rmtree(options.workdir, ignore_errors=True)
+    options.workdir.mkdir(parents=True)
+    sandbox_tokens()
+    scale, results = options.full_rows / ALL_ROWS, Results(options)
+    generate(options.workdir / "data-large", scale=scale)
+    with sandbox(options.workdir / "sandbox-open.sqlite", "--hubspot-rate-limit", "0") as (
+            url, pid):
+        results.growth, results.incremental = growth_and_incremental(
+            bench_spec(), options.workdir / "data-large", scale, url, pid, options.workdir,
+            options)
+    print(text_table(rows(results), COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
