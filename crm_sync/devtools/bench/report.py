@@ -62,10 +62,10 @@ def _growth_rows(results, add) -> None:
     add(5, "full sync rows/s as the table grows", "; ".join(
         f"{p.sync.rows:,} rows: {p.sync.rows_per_second:,.0f} ({p.sync.seconds:.0f} s)"
         for p in g.points), "never falls", g.rows_per_second_holds)
-    add(5, "peak RSS (above the process's own before the sync), largest partition",
+    add(5, "peak RSS (+ what the sync added to the process's own) by largest partition",
         "; ".join(f"{p.sync.rows:,} rows: {p.sync.peak_rss_mb:,.0f} MB "
-                  f"({p.sync.sync_rss_mb:+,.0f}), {p.largest_partition:,}" for p in g.points),
-        "-", True)
+                  f"({p.sync.sync_rss_mb:+,.0f}), partition {p.largest_partition:,} rows"
+                  for p in g.points), "-", True)
     c, large = g.control, g.large
     if c is not None:
         add(5, f"memory a sync adds, same partition, table {large.days}x / over 1 day",
