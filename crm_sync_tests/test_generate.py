@@ -36,3 +36,18 @@ def test_scale_writes_larger_tables(tmp_path):
     sizes = generate(tmp_path, scale=3)
     assert sizes["leads"] == 4500
     assert len(pd.read_csv(tmp_path / "leads.csv")) == 4500
+
+
+def test_days_spreads_the_same_rows_over_fewer_or_more_days(tmp_path):
+    """The benchmark's partition-size control (bench/growth.py): the same tables, other days;
+    other columns as with the default."""
+    generate(tmp_path / "seven")
+    generate(tmp_path / "one", days=1)
+    generate(tmp_path / "three", days=3)
+    seven, one, three = (pd.read_csv(tmp_path / d / "leads.csv", dtype=str,
+                                     keep_default_na=False) for d in ("seven", "one", "three"))
+    assert one["updated_at"].str[:10].unique().tolist() == ["2026-11-01"]
+    assert three["updated_at"].str[:10].nunique() == 3 and len(three) == len(seven)
+    same = [c for c in seven.columns if c != "updated_at"]
+    assert one[same].equals(seven[same]) and three[same].equals(seven[same])
+    assert (one["updated_at"].str[10:] == seven["updated_at"].str[10:]).all()  # same seconds

@@ -21,6 +21,7 @@ from pathlib import Path
 
 # Rows per table at scale 1 (the committed demo data: 4,000 rows in all).
 BASE_SIZES = {"leads": 1500, "contacts": 1500, "companies": 600, "projects": 400}
+ALL_ROWS = sum(BASE_SIZES.values())  # rows of all four tables at scale 1
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DAYS = 7
 BAD_SHARE = 0.03
@@ -40,9 +41,9 @@ TITLES = ["CTO", "Data Engineer", "VP Sales", "Analyst", "Founder", "Office Mana
 ALNUM = string.ascii_letters + string.digits
 
 
-def _timestamp(rng: random.Random, index: int, total: int) -> str:
-    # Spread rows over DAYS days; within a day, a random second.
-    day = index * DAYS // max(total, 1)
+def _timestamp(rng: random.Random, index: int, total: int, days: int = DAYS) -> str:
+    # Spread rows over `days` days; within a day, a random second.
+    day = index * days // max(total, 1)
     moment = START + timedelta(days=day, seconds=rng.randrange(86400))
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -63,7 +64,7 @@ def _bad(rng: random.Random) -> bool:
     return rng.random() < BAD_SHARE
 
 
-def leads(rng: random.Random, n: int):
+def leads(rng: random.Random, n: int, days: int = DAYS):
     for i in range(n):
         first, last, email = _person(rng, i)
         row = {
@@ -74,7 +75,7 @@ def leads(rng: random.Random, n: int):
             "phone": _phone(rng),
             "status": rng.choice(LEAD_STATUS),
             "source": rng.choice(["web", "referral", "event", "partner"]),
-            "updated_at": _timestamp(rng, i, n),
+            "updated_at": _timestamp(rng, i, n, days),
         }
         if _bad(rng):
             kind = rng.randrange(3)
@@ -87,7 +88,7 @@ def leads(rng: random.Random, n: int):
         yield row
 
 
-def contacts(rng: random.Random, n: int, n_companies: int):
+def contacts(rng: random.Random, n: int, n_companies: int, days: int = DAYS):
     emails: list[str] = []
     for i in range(n):
         first, last, email = _person(rng, i)
@@ -100,7 +101,7 @@ def contacts(rng: random.Random, n: int, n_companies: int):
             "job_title": rng.choice(TITLES),
             "lifecycle_stage": rng.choice(STAGES),
             "company_id": f"CO-{rng.randrange(max(n_companies, 1)):07d}",
-            "updated_at": _timestamp(rng, i, n),
+            "updated_at": _timestamp(rng, i, n, days),
         }
         if _bad(rng):
             kind = rng.randrange(4)
@@ -116,7 +117,7 @@ def contacts(rng: random.Random, n: int, n_companies: int):
         yield row
 
 
-def companies(rng: random.Random, n: int):
+def companies(rng: random.Random, n: int, days: int = DAYS):
     for i in range(n):
         name = f"{rng.choice(LAST)} {rng.choice(['Labs', 'Systems', 'Group', 'GmbH', 'Inc'])} {i}"
         row = {
@@ -128,7 +129,7 @@ def companies(rng: random.Random, n: int):
             "phone": _phone(rng),
             "country": rng.choice(COUNTRIES),
             "annual_revenue": f"{rng.randrange(10**5, 10**9)}.00",
-            "updated_at": _timestamp(rng, i, n),
+            "updated_at": _timestamp(rng, i, n, days),
         }
         if _bad(rng):
             if rng.random() < 0.5:
@@ -138,7 +139,7 @@ def companies(rng: random.Random, n: int):
         yield row
 
 
-def projects(rng: random.Random, n: int, n_companies: int):
+def projects(rng: random.Random, n: int, n_companies: int, days: int = DAYS):
     for i in range(n):
         extra = {f"cf_{k}": rng.randrange(1000) for k in range(rng.randrange(0, 4))}
         row = {
@@ -149,7 +150,7 @@ def projects(rng: random.Random, n: int, n_companies: int):
             "start_date": (START.date() + timedelta(days=rng.randrange(-90, 90))).isoformat(),
             "company_id": f"CO-{rng.randrange(max(n_companies, 1)):07d}",
             "custom_fields": "",
-            "updated_at": _timestamp(rng, i, n),
+            "updated_at": _timestamp(rng, i, n, days),
         }
         if _bad(rng):
             if rng.random() < 0.5:  # over Brevo's 500-attributes-per-record limit
@@ -165,18 +166,21 @@ def _rng(seed: int, table: str) -> random.Random:
     return random.Random(f"{seed}-{table}")  # nosec B311  # reproducible test data, no secrets
 
 
-def generate(out: str | Path, scale: float = 1.0, seed: int = 42) -> dict[str, int]:
-    """Write leads/contacts/companies/projects CSVs into ``out``; return rows per table."""
+def generate(out: str | Path, scale: float = 1.0, seed: int = 42,
+             days: int = DAYS) -> dict[str, int]:
+    """Write leads/contacts/companies/projects CSVs into ``out``; return rows per table. The
+    rows' `updated_at` spread over `days` days from START (the benchmark varies it to tell a
+    partition's size from the table's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = {name: max(1, int(size * scale)) for name, size in BASE_SIZES.items()}
     tables = {
-        "leads": leads(_rng(seed, "leads"), sizes["leads"]),
+        "leads": leads(_rng(seed, "leads"), sizes["leads"], days),
         "contacts": contacts(_rng(seed, "contacts"), sizes["contacts"],
-                             sizes["companies"]),
-        "companies": companies(_rng(seed, "companies"), sizes["companies"]),
+                             sizes["companies"], days),
+        "companies": companies(_rng(seed, "companies"), sizes["companies"], days),
         "projects": projects(_rng(seed, "projects"), sizes["projects"],
-                             sizes["companies"]),
+                             sizes["companies"], days),
     }
     for name, rows in tables.items():
         with open(out / f"{name}.csv", "w", newline="", encoding="utf-8") as fh:

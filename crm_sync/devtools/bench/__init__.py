@@ -9,8 +9,11 @@ sandbox on 127.0.0.1, and prints one table, every figure measured in the same ru
 3. HubSpot's rolling window kept full without 429s or lost rows;
 4. pandera validation against the same rules hand-written in pandas (handwritten.py), with
    identical verdicts row for row;
-5. peak RSS and rows/s of full syncs of two sizes, each in a child process (child.py);
-6. an incremental sync after 1% of the rows changed;
+5. how cost grows: rows/s and peak RSS of full syncs of 100,000 and 1,000,000 rows (2,000,000
+   opt-in), each in a child process (child.py), memory against the largest partition and a
+   control sync with the same partition in a table a seventh the size (growth.py);
+6. incremental syncs at two sizes after 1% of the rows changed and after nothing changed, and
+   where their time goes, from Dagster's event log (fullsync.py);
 7. a peer side by side (peer.py): drt-core, when installed, syncing the same HubSpot rows;
 8. Salesforce API calls per 100,000 rows on the collections and the Bulk API 2.0 path, and the
    share of a daily allocation a 1,000,000-row sync uses (apicalls.py);

@@ -33,27 +33,61 @@ def rows(results) -> list[dict]:
             f"{t.rows_per_core_second:,.0f} / {allowance:,.0f} = {t.headroom:,.1f}x{scale}",
             ">= 10x", t.headroom >= 10)
     _saturation_and_validation_rows(results, add)
-    a, b = results.small, results.large
-    if a is not None and b is not None:
-        add(5, "peak RSS, large / small full sync",
-            f"{b.peak_rss_mb:,.0f} / {a.peak_rss_mb:,.0f} MB = {b.peak_rss_mb / a.peak_rss_mb:.2f}x"
-            f" ({b.rows:,} / {a.rows:,} rows)", "<= 2x", b.peak_rss_mb <= 2 * a.peak_rss_mb)
-        add(5, "full sync rows/s, large vs small",
-            f"{b.rows_per_second:,.0f} vs {a.rows_per_second:,.0f} ({b.seconds:.0f} s / "
-            f"{a.seconds:.0f} s)", "large >= small", b.rows_per_second >= a.rows_per_second)
-    c = results.incremental
+    for section in (_growth_rows, _incremental_rows, _peer_rows, _apicalls_rows, _stores_rows):
+        section(results, add)
+    return out
+
+
+def _growth_rows(results, add) -> None:
+    """Section 5: rows/s at each size; the memory a sync adds against its largest partition."""
+    g = results.growth
+    if g is None:
+        return
+    add(5, "full sync rows/s as the table grows", "; ".join(
+        f"{p.sync.rows:,} rows: {p.sync.rows_per_second:,.0f} ({p.sync.seconds:.0f} s)"
+        for p in g.points), "never falls", g.rows_per_second_holds)
+    add(5, "peak RSS (+ what the sync added to the process's own) by largest partition",
+        "; ".join(f"{p.sync.rows:,} rows: {p.sync.peak_rss_mb:,.0f} MB "
+                  f"({p.sync.sync_rss_mb:+,.0f}), partition {p.largest_partition:,} rows"
+                  for p in g.points), "-", True)
+    c, large = g.control, g.large
     if c is not None:
+        add(5, f"memory a sync adds, same partition, table {large.days}x / over 1 day",
+            f"{large.sync.sync_rss_mb:,.0f} / {c.sync.sync_rss_mb:,.0f} MB = "
+            f"{g.same_partition_ratio:.2f}x ({large.sync.rows:,} rows over {large.days} days"
+            f" / {c.sync.rows:,} over {c.days}; largest partition {large.largest_partition:,}"
+            f" / {c.largest_partition:,})", "<= 1.5x", 0 < g.same_partition_ratio <= 1.5)
+
+
+def breakdown_text(sync) -> str:
+    """Where a child's wall time went (FullSync.breakdown), one string."""
+    parts = sync.breakdown()
+    runs = sync.steps.get("runs", 0)
+    text = ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items()
+                     if seconds >= 0.05 or name == "Dagster per run")
+    per_run = parts["Dagster per run"] / runs * 1000 if runs else 0.0
+    return (f"{sync.wall:.1f} s: {text} s ({runs} runs, {per_run:.0f} ms each); "
+            f"the CRM's CPU {sync.crm_cpu:.1f} s")
+
+
+def _incremental_rows(results, add) -> None:
+    """Section 6, per table size: rows sent against rows changed, the time of the run after
+    1% changed and after nothing changed against the full sync's, and where it went."""
+    for c in results.incremental:
+        size = f"{c.first.rows:,} rows"
         changed, sent = sum(c.changed.values()), sum(c.sent.values())
-        add(6, "incremental: rows sent / rows changed",
-            f"{sent:,} / {changed:,} = {c.sent_per_changed:.2f}", "1.00",
-            sent == changed)
-        add(6, "incremental: time / full sync time",
+        add(6, f"{size}, 1% changed: rows sent / rows changed",
+            f"{sent:,} / {changed:,} = {c.sent_per_changed:.2f}", "1.00", sent == changed)
+        add(6, f"{size}, 1% changed: time / full sync time",
             f"{c.second.seconds:.1f} s / {c.first.seconds:.1f} s = {c.time_ratio:.1%}",
             "<= 10%", c.time_ratio <= 0.10)
-    _peer_rows(results, add)
-    _apicalls_rows(results, add)
-    _stores_rows(results, add)
-    return out
+        idle = sum(c.sent_idle.values())
+        add(6, f"{size}, nothing changed: rows sent", f"{idle:,}", "0", idle == 0)
+        add(6, f"{size}, nothing changed: time / full sync time",
+            f"{c.idle.seconds:.1f} s / {c.first.seconds:.1f} s = {c.idle_ratio:.1%}",
+            "<= 5%", c.idle_ratio <= 0.05)
+        for label, run in (("1% changed", c.second), ("nothing changed", c.idle)):
+            add(6, f"{size}, {label}: where the time goes", breakdown_text(run), "-", True)
 
 
 def _saturation_and_validation_rows(results, add) -> None:

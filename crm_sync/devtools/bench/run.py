@@ -10,10 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crm_sync.devtools.generate import BASE_SIZES, generate
+from crm_sync.devtools.generate import ALL_ROWS, BASE_SIZES, generate
 from crm_sync.spec import PROJECT_ROOT
-
-ALL_ROWS = sum(BASE_SIZES.values())  # rows of all four tables at scale 1
 
 
 @dataclass
@@ -22,6 +20,9 @@ class Options:
     rows: int = 100_000  # source rows per CRM for sections 1-2
     full_rows: int = 1_000_000  # section 5's large sync (all tables) and section 4
     small_rows: int = 100_000  # section 5's small sync
+    # section 6's smaller table (the larger: the large one); None: only the large one
+    incremental_rows: int | None = 200_000
+    largest_rows: int | None = None  # section 5: one more full sync this big (opt-in)
     rate_seconds: float = 60.0  # section 3
     rate_allowance: int = 100
     rate_window: float = 10.0
@@ -38,9 +39,8 @@ class Results:
     throughput: list = field(default_factory=list)
     saturation: object = None
     validation: object = None
-    small: object = None
-    large: object = None
-    incremental: object = None
+    growth: object = None  # section 5 (growth.Growth)
+    incremental: list = field(default_factory=list)  # section 6 (fullsync.Incremental each)
     peer: object = None  # section 7
     apicalls: object = None  # section 8 (apicalls.py)
     stores: object = None  # section 9 (stores.py)
@@ -48,9 +48,7 @@ class Results:
 
 
 def run(options: Options, log=print) -> Results:
-    from crm_sync.devtools.bench.apicalls import api_calls
-    from crm_sync.devtools.bench.fullsync import scale_and_incremental
-    from crm_sync.devtools.bench.stores import store_backends
+    from crm_sync.devtools.bench.growth import growth_and_incremental
     from crm_sync.devtools.bench.throughput import rate_limit_saturation, upsert_vs_ceiling
     from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
     from crm_sync.devtools.bench.validation import validation_cost
@@ -63,26 +61,20 @@ def run(options: Options, log=print) -> Results:
     sandbox_tokens()
     spec = bench_spec()  # the four syncs it measures (util.py)
     results = Results(options)
-    large, small = workdir / "data-large", workdir / "data-small"
+    large = workdir / "data-large"
     # The large tables hold at least `rows` rows in every table (the smallest is projects).
     scale = max(options.full_rows / ALL_ROWS, options.rows / min(BASE_SIZES.values()))
-    log(f"generating {scale * ALL_ROWS:,.0f} rows (scale {scale:g}) and "
-        f"{options.small_rows:,} rows ...")
+    log(f"generating {scale * ALL_ROWS:,.0f} rows (scale {scale:g}) ...")
     generate(large, scale=scale)
-    generate(small, scale=options.small_rows / ALL_ROWS)
 
     log("1-2. upsert stage vs the ceiling (sandbox rate limits off)")
     with sandbox(workdir / "sandbox-open.sqlite", "--hubspot-rate-limit", "0") as (url, pid):
         results.throughput = upsert_vs_ceiling(spec, large, options.rows, url, pid, workdir,
                                                options.repeat, log=log)
-        log("5-6. full syncs in child processes, then 1% changed")
-        results.small, results.large, results.incremental = scale_and_incremental(
-            spec, small, large, url, workdir, options.partitions, log=log)
-        log("8. Salesforce API calls per row: collections vs Bulk API 2.0")
-        results.apicalls = api_calls(options.apicall_rows, url, workdir / "apicalls", log=log)
-        log("9. the same upsert on the PostgreSQL and the SQLite store")
-        results.stores = store_backends(spec, large, options.store_rows, url, workdir,
-                                        options.repeat, log=log)
+        log("5-6. full syncs in child processes; then 1% changed, then nothing changed")
+        results.growth, results.incremental = growth_and_incremental(
+            spec, large, scale, url, pid, workdir, options, log=log)
+        _calls_and_stores(results, spec, large, url, workdir, log)
     log(f"3. HubSpot rolling window ({options.rate_allowance} per {options.rate_window:g} s) "
         f"for {options.rate_seconds:g} s")
     with sandbox(workdir / "sandbox-limited.sqlite", "--hubspot-rate-limit",
@@ -102,6 +94,20 @@ def run(options: Options, log=print) -> Results:
                                          log=log)
     results.seconds = time.perf_counter() - started
     return results
+
+
+def _calls_and_stores(results: Results, spec, large: Path, url: str, workdir: Path,
+                      log) -> None:
+    """Sections 8 and 9, on the open sandbox."""
+    from crm_sync.devtools.bench.apicalls import api_calls
+    from crm_sync.devtools.bench.stores import store_backends
+
+    options = results.options
+    log("8. Salesforce API calls per row: collections vs Bulk API 2.0")
+    results.apicalls = api_calls(options.apicall_rows, url, workdir / "apicalls", log=log)
+    log("9. the same upsert on the PostgreSQL and the SQLite store")
+    results.stores = store_backends(spec, large, options.store_rows, url, workdir,
+                                    options.repeat, log=log)
 
 
 def machine() -> str:
@@ -126,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-rows", type=int, default=Options.full_rows,
                         help="rows (all tables) of the large full sync and of validation")
     parser.add_argument("--small-rows", type=int, default=Options.small_rows)
+    parser.add_argument("--incremental-rows", type=int, default=Options.incremental_rows,
+                        help="rows (all tables) of the smaller incremental sync (0: none)")
+    parser.add_argument("--largest-rows", type=int, default=Options.largest_rows,
+                        help="one more full sync this big for section 5 (off by default)")
     parser.add_argument("--rate-seconds", type=float, default=Options.rate_seconds)
     parser.add_argument("--repeat", type=int, default=Options.repeat)
     parser.add_argument("--peer-rows", type=int, default=Options.peer_rows,
@@ -138,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     from crm_sync.devtools.bench.report import table
 
     options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
-                      small_rows=args.small_rows, rate_seconds=args.rate_seconds,
+                      small_rows=args.small_rows, incremental_rows=args.incremental_rows or None,
+                      largest_rows=args.largest_rows, rate_seconds=args.rate_seconds,
                       repeat=args.repeat, peer_rows=args.peer_rows,
                       apicall_rows=args.apicall_rows, store_rows=args.store_rows)
     results = run(options)
