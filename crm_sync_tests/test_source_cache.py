@@ -56,7 +56,7 @@ VARIED = "\n".join([
 
 
 def _windows():
-    for day in range(6):
+    for day in (1, 2, 3):  # 11-02 (ties, formats), 11-03 (an offset), 11-04 (+09:00: 11-03)
         start = FIRST + timedelta(days=day)
         yield start, start + timedelta(days=1)
     yield datetime(2026, 11, 3, 12, tzinfo=UTC), datetime(2026, 11, 3, 13, tzinfo=UTC)  # empty
@@ -174,7 +174,7 @@ def test_two_processes_building_the_copy_at_once_build_it_once(tmp_path):
     folder, cache = tmp_path / "data", tmp_path / "cache"
     folder.mkdir()
     lines = [HEADER] + [_line(i, f"2026-11-0{1 + i % 7}T{i % 24:02d}:00:00Z")
-                        for i in range(60_000)]
+                        for i in range(20_000)]
     (folder / "leads.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(WORKTREE)}
     children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(folder), str(cache)],

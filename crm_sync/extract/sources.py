@@ -120,28 +120,26 @@ class SourceResource(dg.ConfigurableResource):
             sql, params = partition_sql(f"read_parquet({quoted})", columnar.TS, cursor, start,
                                         end, include_unpartitioned, bounds, row=columnar.ROW,
                                         drop=(columnar.ROW, columnar.TS), prune=True)
-            total, malformed = (lambda: copy.rows), copy.malformed
-        else:
-            row = columnar.ROW if path is not None else None
-            source = (f"(SELECT *, row_number() OVER () AS {row} FROM {relation})"  # nosec B608
-                      if row else relation)
-            sql, params = partition_sql(source, _on(_TS, cursor), cursor, start, end,
-                                        include_unpartitioned, bounds, row=row,
-                                        drop=(row,) if row else ())
-            malformed = None
-            # B608 (nosec below): the relation is built from a validated table name
-            count = f"SELECT count(*) FROM {relation}"  # nosec B608
-            total = lambda: conn.execute(count).fetchone()[0]  # noqa: E731
-        result = conn.sql(sql, params=params or None)
-        rows = result.to_arrow_table() if arrow else result.df()
-        if malformed is None:
-            malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
-        if malformed and rows.shape[0] == 0 and not total():
-            # Not one line fits the header: the file is wrong, not some of its lines.
-            raise SourceError(
-                f"source table {table!r}: none of its {len(malformed)} line(s) can be "
-                f"read with the header's columns ({malformed[0]['description']}); check "
-                f"the header and the delimiter (a comma)")
+            try:
+                rows = _fetch(conn, sql, params, arrow)
+            except duckdb.IOException:
+                if copy.parquet.exists():
+                    raise
+                # Removed since by a process that copied a newer version: read the file.
+            else:
+                _check_readable(table, rows, copy.malformed, lambda: copy.rows)
+                return rows, copy.malformed
+        row = columnar.ROW if path is not None else None  # a file's line order
+        source = (f"(SELECT *, row_number() OVER () AS {row} FROM {relation})"  # nosec B608
+                  if row else relation)
+        sql, params = partition_sql(source, _on(_TS, cursor), cursor, start, end,
+                                    include_unpartitioned, bounds, row=row,
+                                    drop=(row,) if row else ())
+        rows = _fetch(conn, sql, params, arrow)
+        malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
+        # B608 (nosec below): the relation is built from a validated table name
+        count = f"SELECT count(*) FROM {relation}"  # nosec B608
+        _check_readable(table, rows, malformed, lambda: conn.execute(count).fetchone()[0])
         return rows, malformed
 
     def read_keys(self, table: str, key_column: str, keys: list[str],
@@ -343,6 +341,22 @@ class SourceResource(dg.ConfigurableResource):
         if sqlite:
             params = {k: _sqlite_time(v) for k, v in params.items()}
         return pd.read_sql(sql, conn, params=params)
+
+
+def _fetch(conn, sql: str, params: dict, arrow: bool):
+    """The rows of a query, as an Arrow Table (DuckDB's own) or a DataFrame."""
+    result = conn.sql(sql, params=params or None)
+    return result.to_arrow_table() if arrow else result.df()
+
+
+def _check_readable(table: str, rows, malformed: list[dict], total) -> None:
+    """Refuse a CSV file none of whose lines fits the header (`total()`: its rows)."""
+    if malformed and rows.shape[0] == 0 and not total():
+        # Not one line fits the header: the file is wrong, not some of its lines.
+        raise SourceError(
+            f"source table {table!r}: none of its {len(malformed)} line(s) can be "
+            f"read with the header's columns ({malformed[0]['description']}); check "
+            f"the header and the delimiter (a comma)")
 
 
 def _check_names(table: str, cursor: str) -> None:
