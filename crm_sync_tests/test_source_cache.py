@@ -213,3 +213,19 @@ def test_ties_are_in_file_order_so_the_last_line_wins_validation(tmp_path, use_c
     assert len(result.valid) == 2_500
     assert all(name.startswith("last ") for name in result.valid["name"])
     assert {f.error_code for f in result.failures} == {"DUPLICATE_MATCHING_KEY"}
+
+
+def test_day_fingerprints_from_the_copy_are_those_of_the_file(tmp_path):
+    """The sensor's fingerprints read the copy (which the partition runs it starts then read)
+    and are the ones a read of the file gives, so nothing is started again by the change."""
+    folder, cache = tmp_path / "data", tmp_path / "cache"
+    folder.mkdir()
+    (folder / "leads.csv").write_text(VARIED, encoding="utf-8")
+    cached = SourceResource(data_dir=str(folder), cache_dir=str(cache))
+    builds = columnar.builds
+    prints = cached.day_fingerprints("leads")
+    assert prints == SourceResource(data_dir=str(folder), use_cache=False).day_fingerprints(
+        "leads")
+    assert "2026-11-02" in prints and columnar.builds == builds + 1
+    cached.read_partition("leads", *BOUNDS)
+    assert columnar.builds == builds + 1  # the runs read the copy the sensor made

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import pandas as pd
 
+from crm_sync.errors import SourceError
+
 
 def range_notes(bounds: tuple[datetime, datetime]) -> tuple[str, str]:
     """Why a row is outside `bounds` (the first partition's start, the last one's end)."""
@@ -71,6 +73,26 @@ def _pruned(relation: str, ts: str, start: datetime, end: datetime,
     # B608 (nosec below): relation and ts come from the caller, the bounds are datetimes
     return "(" + " UNION ALL ".join(f"SELECT * FROM {relation} WHERE {r}"  # nosec B608
                                     for r in ranges) + ")"
+
+
+def quoted(path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"  # a literal, quotes doubled
+
+
+def fetch(conn, sql: str, params: dict, arrow: bool):
+    """The rows of a query, as an Arrow Table (DuckDB's own) or a DataFrame."""
+    result = conn.sql(sql, params=params or None)
+    return result.to_arrow_table() if arrow else result.df()
+
+
+def check_readable(table: str, rows, malformed: list[dict], total) -> None:
+    """Refuse a CSV file none of whose lines fits the header (`total()`: its rows)."""
+    if malformed and rows.shape[0] == 0 and not total():
+        # Not one line fits the header: the file is wrong, not some of its lines.
+        raise SourceError(
+            f"source table {table!r}: none of its {len(malformed)} line(s) can be "
+            f"read with the header's columns ({malformed[0]['description']}); check "
+            f"the header and the delimiter (a comma)")
 
 
 def as_cursor(rows, cursor: str):

@@ -17,8 +17,9 @@ from pydantic import Field
 from crm_sync import paths
 from crm_sync.extract import columnar, csvsource
 from crm_sync.extract.frames import (arrow_with_malformed, as_cursor as _as_cursor,
-                                     partition_sql, range_notes, to_arrow as _to_arrow,
-                                     with_malformed as _with_malformed)
+                                     check_readable as _check_readable, fetch as _fetch,
+                                     partition_sql, quoted as _quoted, range_notes,
+                                     to_arrow as _to_arrow, with_malformed as _with_malformed)
 from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
 from crm_sync.extract.sql_errors import duckdb_error_text, sql_error_text
 
@@ -110,16 +111,12 @@ class SourceResource(dg.ConfigurableResource):
         relation = self._relation(table, query)
         path = None if query is not None else self._file_path(table)
         csv_path = path if path is not None and path.suffix == ".csv" else None
-        copy = None
-        if path is not None and self.use_cache:
-            copy = columnar.copy_of(conn, paths.source_cache_dir(self.cache_dir), path,
-                                    relation, cursor, csvsource.header(csv_path)
-                                    if csv_path else None)
+        copy = self._copy(conn, table, relation, cursor) if path is not None else None
         if copy is not None:
-            quoted = "'" + str(copy.parquet).replace("'", "''") + "'"
-            sql, params = partition_sql(f"read_parquet({quoted})", columnar.TS, cursor, start,
-                                        end, include_unpartitioned, bounds, row=columnar.ROW,
-                                        drop=(columnar.ROW, columnar.TS), prune=True)
+            sql, params = partition_sql(f"read_parquet({_quoted(copy.parquet)})", columnar.TS,
+                                        cursor, start, end, include_unpartitioned, bounds,
+                                        row=columnar.ROW, drop=(columnar.ROW, columnar.TS),
+                                        prune=True)
             try:
                 rows = _fetch(conn, sql, params, arrow)
             except duckdb.IOException:
@@ -223,6 +220,13 @@ class SourceResource(dg.ConfigurableResource):
                 return {str(d): f"{n}:{m}" for d, n, m in conn.execute(sql) if d}
         relation = self._relation(table, query)
         with self._connect() as conn:
+            try:  # the copy the partition runs then read (rows DuckDB could read: the same)
+                copy = None if query is not None else self._copy(conn, table, relation, cursor)
+            except CsvFileError:  # a line not UTF-8: fingerprinted without it, as it was
+                copy = None
+            if copy is not None:
+                relation = (f"(SELECT * EXCLUDE ({columnar.ROW}, {columnar.TS}) "  # nosec B608
+                            f"FROM read_parquet({_quoted(copy.parquet)}))")
             rows = conn.execute(
                 f"SELECT strftime(TRY_CAST({cursor} AS TIMESTAMPTZ) AT TIME ZONE 'UTC', "
                 f"'%Y-%m-%d') AS day, COUNT(*), MAX({cursor}), "
@@ -230,6 +234,14 @@ class SourceResource(dg.ConfigurableResource):
                 f"SUM(hash(CAST(t AS VARCHAR))) FROM {relation} t GROUP BY 1"  # nosec B608
             ).fetchall()
         return {d: f"{n}:{m}:{h}" for d, n, m, h in rows if d}
+
+    def _copy(self, conn, table: str, relation: str, cursor: str):
+        """The columnar copy of the table's data_dir file (None: read the file itself)."""
+        path = None if not self.use_cache else self._file_path(table)
+        if path is None:
+            return None
+        return columnar.copy_of(conn, paths.source_cache_dir(self.cache_dir), path, relation,
+                                cursor, csvsource.header(path) if path.suffix == ".csv" else None)
 
     def _connect(self):
         conn = duckdb.connect(self.duckdb_path or ":memory:", read_only=bool(self.duckdb_path))
@@ -272,10 +284,9 @@ class SourceResource(dg.ConfigurableResource):
                         return csvsource.reader(path)
                     except CsvFileError as exc:
                         raise SourceError(f"source table {table!r} ({path}): {exc}") from None
-                quoted = "'" + str(path).replace("'", "''") + "'"  # a literal, quotes doubled
                 # B608 (nosec below): the only value is the file path, quoted as a literal
                 return (f"(SELECT CAST(COLUMNS(*) AS VARCHAR) "  # nosec B608
-                        f"FROM read_parquet({quoted}))")
+                        f"FROM read_parquet({_quoted(path)}))")
         raise SourceError(f"source table {table!r} not found: no {table}.csv or {table}.parquet "
                           f"in {folder}")
 
@@ -341,22 +352,6 @@ class SourceResource(dg.ConfigurableResource):
         if sqlite:
             params = {k: _sqlite_time(v) for k, v in params.items()}
         return pd.read_sql(sql, conn, params=params)
-
-
-def _fetch(conn, sql: str, params: dict, arrow: bool):
-    """The rows of a query, as an Arrow Table (DuckDB's own) or a DataFrame."""
-    result = conn.sql(sql, params=params or None)
-    return result.to_arrow_table() if arrow else result.df()
-
-
-def _check_readable(table: str, rows, malformed: list[dict], total) -> None:
-    """Refuse a CSV file none of whose lines fits the header (`total()`: its rows)."""
-    if malformed and rows.shape[0] == 0 and not total():
-        # Not one line fits the header: the file is wrong, not some of its lines.
-        raise SourceError(
-            f"source table {table!r}: none of its {len(malformed)} line(s) can be "
-            f"read with the header's columns ({malformed[0]['description']}); check "
-            f"the header and the delimiter (a comma)")
 
 
 def _check_names(table: str, cursor: str) -> None:
