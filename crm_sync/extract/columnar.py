@@ -6,9 +6,10 @@ a backfill of 7 days read it 7 times per sync. The copy is a Parquet file with t
 columns (as text, as the CSV is read), the line's ordinal (`ROW`) and the cursor parsed as a
 timestamp (`TS`), ordered by that timestamp then by the line: a day's rows are then a few
 consecutive row groups, and DuckDB skips the others on their min/max statistics of `TS`
-(https://duckdb.org/docs/data/parquet/overview: filter pushdown uses the row groups'
-statistics). The rows in no partition (no timestamp, +-infinity, before the first partition,
-after today's) sort to the two ends, so they are pruned row groups too.
+(filter pushdown into the Parquet scan, zonemaps:
+https://duckdb.org/docs/current/data/parquet/overview). The rows in no partition (no
+timestamp, +-infinity, before the first partition, after today's) sort to the two ends, so
+they are pruned row groups too.
 
 A copy is keyed by the file's identity (absolute path, size, mtime_ns, inode, header) and the
 cursor column: a file changed in place gets a new copy at its next read and the older copies of
@@ -108,8 +109,9 @@ def _build(conn, folder: Path, path: Path, relation: str, cursor: str,
     global builds
     temp = folder / f"{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
-        # The line order: DuckDB keeps a scan's order (preserve_insertion_order, on by
-        # default), and row_number() OVER () numbers the rows in it.
+        # The line order: a scan, a subquery of one and a window with an empty OVER keep the
+        # rows' order, and row_number() OVER () makes it a column
+        # (https://duckdb.org/docs/2.0/sql/dialect/order_preservation.html).
         # B608 (nosec below): relation is built from validated names, cursor matched a pattern
         (rows,) = conn.execute(
             f"COPY (SELECT *, TRY_CAST({cursor} AS TIMESTAMPTZ) AS {TS} FROM "  # nosec B608
