@@ -117,12 +117,17 @@ def test_a_bom_a_parquet_source_and_a_cursor_column_read_the_same(tmp_path):
     assert _assert_same(folder, tmp_path / "cache", "items", cursor="changed_at") > 0
 
 
-def test_the_file_changed_in_place_rebuilds_the_copy_and_drops_the_old_one(tmp_path):
+def _varied(tmp_path):
+    """A data folder holding VARIED as leads.csv, a cache folder and a source reading both."""
     folder, cache = tmp_path / "data", tmp_path / "cache"
     folder.mkdir()
     path = folder / "leads.csv"
     path.write_text(VARIED, encoding="utf-8")
-    source = SourceResource(data_dir=str(folder), cache_dir=str(cache))
+    return folder, cache, path, SourceResource(data_dir=str(folder), cache_dir=str(cache))
+
+
+def test_the_file_changed_in_place_rebuilds_the_copy_and_drops_the_old_one(tmp_path):
+    folder, cache, path, source = _varied(tmp_path)
     day = (datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
     assert "Ada 1" in set(source.read_partition("leads", *day)["name"])
     builds = columnar.builds
@@ -141,11 +146,7 @@ def test_a_second_read_does_not_read_the_csv_again(tmp_path):
     """Proof: the file's bytes are changed behind the cache's back (same size, inode, mtime and
     header: the same identity), and the second read still returns the first version's rows:
     it did not read the CSV's rows. No second copy is built."""
-    folder, cache = tmp_path / "data", tmp_path / "cache"
-    folder.mkdir()
-    path = folder / "leads.csv"
-    path.write_text(VARIED, encoding="utf-8")
-    source = SourceResource(data_dir=str(folder), cache_dir=str(cache))
+    folder, cache, path, source = _varied(tmp_path)
     day = (datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
     first = source.read_partition("leads", *day)
     builds, stat = columnar.builds, path.stat()
