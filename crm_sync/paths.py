@@ -84,3 +84,9 @@ def dagster_home() -> Path:
 def state_dir() -> Path:
     """The project's own working folder (the demo's and the UI's files)."""
     return project_dir() / ".crm_sync"
+
+
+def source_cache_dir(value: str | os.PathLike | None = None) -> Path:
+    """The columnar copies of the source files (crm_sync/extract/columnar.py): `value`, else
+    $CRM_SYNC_SOURCE_CACHE, else .crm_sync/source_cache in the project."""
+    return _resolve(value, "CRM_SYNC_SOURCE_CACHE", ".crm_sync/source_cache")

@@ -15,7 +15,11 @@ import pandas as pd
 from pydantic import Field
 
 from crm_sync import paths
-from crm_sync.extract import csvsource
+from crm_sync.extract import columnar, csvsource
+from crm_sync.extract.frames import (arrow_with_malformed, as_cursor as _as_cursor,
+                                     check_readable as _check_readable, fetch as _fetch,
+                                     partition_sql, quoted as _quoted, range_notes,
+                                     to_arrow as _to_arrow, with_malformed as _with_malformed)
 from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
 from crm_sync.extract.sql_errors import duckdb_error_text, sql_error_text
 
@@ -41,14 +45,6 @@ def _on(fragment: str, cursor: str) -> str:
 _UTC_SESSION = {"postgresql": "SET TIME ZONE 'UTC'", "mysql": "SET time_zone = '+00:00'"}
 
 
-def range_notes(bounds: tuple[datetime, datetime]) -> tuple[str, str]:
-    """Why a row is outside `bounds` (the first partition's start, the last one's end)."""
-    lo, hi = bounds
-    return (f"it is before {lo:%Y-%m-%d}, where the first daily partition (start_date) begins",
-            f"it is at or after {hi:%Y-%m-%dT%H:%M:%SZ}, where the last daily partition that "
-            f"exists now (today's) ends")
-
-
 class SourceResource(dg.ConfigurableResource):
     """Reads one day of a source table (rows whose `updated_at` falls in the partition)."""
 
@@ -58,6 +54,11 @@ class SourceResource(dg.ConfigurableResource):
     duckdb_path: str | None = Field(default=None, description="read tables from this DuckDB file")
     url: str | None = Field(default=None, description="SQLAlchemy URL of a SQL database",
                             repr=False)
+    cache_dir: str | None = Field(
+        default=None, description="folder of the columnar copies of the data_dir files "
+        "($CRM_SYNC_SOURCE_CACHE, else .crm_sync/source_cache)")
+    use_cache: bool = Field(default=True, description="read a data_dir file's partitions from "
+                            "its columnar copy (made at the first read of each file version)")
 
     def read_partition(self, table: str, start: datetime, end: datetime,
                        include_unpartitioned: bool = False,
@@ -75,49 +76,16 @@ class SourceResource(dg.ConfigurableResource):
         copy of it); `query`: a SQL query read instead of the table (`table` names it).
         `arrow`: the same rows and columns as a pyarrow Table (text columns, the flags boolean)
         instead of a pandas DataFrame."""
-        frame = self._read_partition_frame(table, start, end, include_unpartitioned, bounds,
-                                           cursor, query)
-        return _to_arrow(frame) if arrow else frame
-
-    def _read_partition_frame(self, table, start, end, include_unpartitioned, bounds, cursor,
-                              query) -> pd.DataFrame:
         _check_names(table, cursor)
         if self.url:
-            return _as_cursor(self._read_sql(table, start, end, include_unpartitioned, bounds,
-                                             cursor, query), cursor)
-        ts, no_partition = _on(_TS, cursor), _on(_NO_PARTITION, cursor)
-        relation = self._relation(table, query)
-        # Every column as text: the schemas check formats, the connectors convert types.
-        flag = orphans = ""
-        params = {"start": start.isoformat(), "end": end.isoformat()}
-        if include_unpartitioned:
-            out = "NULL"
-            if bounds:
-                out = (f"(CASE WHEN isinf({ts}) THEN NULL WHEN {ts} < CAST($lo AS TIMESTAMPTZ) "
-                       f"THEN $before WHEN {ts} >= CAST($hi AS TIMESTAMPTZ) THEN $after END)")
-                params.update(lo=bounds[0].isoformat(), hi=bounds[1].isoformat(),
-                              **dict(zip(("before", "after"), range_notes(bounds))))
-            flag = (f", ({no_partition} OR {out} IS NOT NULL) AS _no_partition, "
-                    f"CAST({out} AS VARCHAR) AS _out_of_range")
-            orphans = f" OR {no_partition} OR {out} IS NOT NULL"
-        sql = (f"SELECT *{flag} FROM {relation} "  # nosec B608  # relation is validated above
-               f"WHERE ({ts} >= CAST($start AS TIMESTAMPTZ) "
-               f"AND {ts} < CAST($end AS TIMESTAMPTZ)){orphans} ORDER BY {cursor}")
+            frame = _as_cursor(self._read_sql(table, start, end, include_unpartitioned, bounds,
+                                              cursor, query), cursor)
+            return _to_arrow(frame) if arrow else frame
         with self._connect() as conn:
             try:
-                frame = conn.execute(sql, params).df()
-                csv_path = None if query is not None else self._csv_path(table)
-                malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
-                # B608 (nosec below): the relation is built from a validated table name
-                count = f"SELECT count(*) FROM {relation}"  # nosec B608
-                if malformed and frame.empty and not conn.execute(count).fetchone()[0]:
-                    # Not one line fits the header: the file is wrong, not some of its lines.
-                    raise SourceError(
-                        f"source table {table!r}: none of its {len(malformed)} line(s) can be "
-                        f"read with the header's columns ({malformed[0]['description']}); check "
-                        f"the header and the delimiter (a comma)")
-                frame = _as_cursor(frame, cursor)
-                return _with_malformed(frame, malformed) if include_unpartitioned else frame
+                rows, malformed = self._read_duckdb(conn, table, start, end,
+                                                    include_unpartitioned, bounds, cursor,
+                                                    query, arrow)
             except CsvFileError as exc:
                 raise SourceError(f"source table {table!r}: {exc}") from None
             except duckdb.BinderException as exc:
@@ -128,6 +96,48 @@ class SourceResource(dg.ConfigurableResource):
                 raise SourceError(f"cannot read source table {table!r}: {duckdb_error_text(exc)}") from None
             except duckdb.Error as exc:
                 raise SourceError(f"cannot read source table {table!r}: {duckdb_error_text(exc)}") from None
+        rows = _as_cursor(rows, cursor)
+        if not include_unpartitioned:
+            return rows
+        return arrow_with_malformed(rows, malformed) if arrow else _with_malformed(rows, malformed)
+
+    def _read_duckdb(self, conn, table, start, end, include_unpartitioned, bounds, cursor,
+                     query, arrow):
+        """One partition of a DuckDB source (the rows, as a DataFrame or an Arrow Table) and
+        the CSV lines that cannot be read. A data_dir file is read from its columnar copy
+        (crm_sync/extract/columnar.py), else from the file; either way ordered by the cursor,
+        ties in the file's line order (validation keeps the last of rows sharing a key and an
+        updated_at)."""
+        relation = self._relation(table, query)
+        path = None if query is not None else self._file_path(table)
+        csv_path = path if path is not None and path.suffix == ".csv" else None
+        copy = self._copy(conn, table, relation, cursor) if path is not None else None
+        if copy is not None:
+            sql, params = partition_sql(f"read_parquet({_quoted(copy.parquet)})", columnar.TS,
+                                        cursor, start, end, include_unpartitioned, bounds,
+                                        row=columnar.ROW, drop=(columnar.ROW, columnar.TS),
+                                        prune=True)
+            try:
+                rows = _fetch(conn, sql, params, arrow)
+            except duckdb.IOException:
+                if copy.parquet.exists():
+                    raise
+                # Removed since by a process that copied a newer version: read the file.
+            else:
+                _check_readable(table, rows, copy.malformed, lambda: copy.rows)
+                return rows, copy.malformed
+        row = columnar.ROW if path is not None else None  # a file's line order
+        source = (f"(SELECT *, row_number() OVER () AS {row} FROM {relation})"  # nosec B608
+                  if row else relation)
+        sql, params = partition_sql(source, _on(_TS, cursor), cursor, start, end,
+                                    include_unpartitioned, bounds, row=row,
+                                    drop=(row,) if row else ())
+        rows = _fetch(conn, sql, params, arrow)
+        malformed = csvsource.rejected_lines(conn, csv_path) if csv_path else []
+        # B608 (nosec below): the relation is built from a validated table name
+        count = f"SELECT count(*) FROM {relation}"  # nosec B608
+        _check_readable(table, rows, malformed, lambda: conn.execute(count).fetchone()[0])
+        return rows, malformed
 
     def read_keys(self, table: str, key_column: str, keys: list[str],
                   cursor: str = "updated_at", query: str | None = None) -> pd.DataFrame:
@@ -210,6 +220,13 @@ class SourceResource(dg.ConfigurableResource):
                 return {str(d): f"{n}:{m}" for d, n, m in conn.execute(sql) if d}
         relation = self._relation(table, query)
         with self._connect() as conn:
+            try:  # the copy the partition runs then read (rows DuckDB could read: the same)
+                copy = None if query is not None else self._copy(conn, table, relation, cursor)
+            except CsvFileError:  # a line not UTF-8: fingerprinted without it, as it was
+                copy = None
+            if copy is not None:
+                relation = (f"(SELECT * EXCLUDE ({columnar.ROW}, {columnar.TS}) "  # nosec B608
+                            f"FROM read_parquet({_quoted(copy.parquet)}))")
             rows = conn.execute(
                 f"SELECT strftime(TRY_CAST({cursor} AS TIMESTAMPTZ) AT TIME ZONE 'UTC', "
                 f"'%Y-%m-%d') AS day, COUNT(*), MAX({cursor}), "
@@ -218,21 +235,33 @@ class SourceResource(dg.ConfigurableResource):
             ).fetchall()
         return {d: f"{n}:{m}:{h}" for d, n, m, h in rows if d}
 
+    def _copy(self, conn, table: str, relation: str, cursor: str):
+        """The columnar copy of the table's data_dir file (None: read the file itself)."""
+        path = None if not self.use_cache else self._file_path(table)
+        if path is None:
+            return None
+        return columnar.copy_of(conn, paths.source_cache_dir(self.cache_dir), path, relation,
+                                cursor, csvsource.header(path) if path.suffix == ".csv" else None)
+
     def _connect(self):
         conn = duckdb.connect(self.duckdb_path or ":memory:", read_only=bool(self.duckdb_path))
         # Naive timestamps are UTC: DuckDB would otherwise cast them in the process's zone.
         conn.execute("SET TimeZone = 'UTC'")
         return conn
 
-    def _csv_path(self, table: str) -> Path | None:
-        """The CSV file the table is read from, if it is (a Parquet file of the name wins)."""
+    def _csv_path(self, table: str) -> Path | None:  # a Parquet file of the name wins
+        path = self._file_path(table)
+        return path if path is not None and path.suffix == ".csv" else None
+
+    def _file_path(self, table: str) -> Path | None:
+        """The data_dir file the table is read from (<table>.parquet, else <table>.csv)."""
         if self.duckdb_path:
             return None
         folder = Path(self.data_dir)
-        if (folder / f"{table}.parquet").exists():
-            return None
-        path = folder / f"{table}.csv"
-        return path if path.exists() else None
+        for suffix in (".parquet", ".csv"):
+            if (path := folder / f"{table}{suffix}").exists():
+                return path
+        return None
 
     def _relation(self, table: str, query: str | None = None) -> str:
         if query is not None:  # the user's own SQL (their spec), every column as text
@@ -255,10 +284,9 @@ class SourceResource(dg.ConfigurableResource):
                         return csvsource.reader(path)
                     except CsvFileError as exc:
                         raise SourceError(f"source table {table!r} ({path}): {exc}") from None
-                quoted = "'" + str(path).replace("'", "''") + "'"  # a literal, quotes doubled
                 # B608 (nosec below): the only value is the file path, quoted as a literal
                 return (f"(SELECT CAST(COLUMNS(*) AS VARCHAR) "  # nosec B608
-                        f"FROM read_parquet({quoted}))")
+                        f"FROM read_parquet({_quoted(path)}))")
         raise SourceError(f"source table {table!r} not found: no {table}.csv or {table}.parquet "
                           f"in {folder}")
 
@@ -326,12 +354,6 @@ class SourceResource(dg.ConfigurableResource):
         return pd.read_sql(sql, conn, params=params)
 
 
-def _to_arrow(frame: pd.DataFrame):
-    import pyarrow as pa
-
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
 def _check_names(table: str, cursor: str) -> None:
     if not _TABLE_NAME.match(table):
         raise SourceError(f"invalid table name {table!r}")
@@ -342,14 +364,6 @@ def _check_names(table: str, cursor: str) -> None:
 def _sql_from(table: str, query: str | None) -> str:
     """What a SQL source reads: the table (a validated name) or the spec's query."""
     return table if query is None else f"({query}) AS source_query"
-
-
-def _as_cursor(frame: pd.DataFrame, cursor: str) -> pd.DataFrame:
-    """The frame with `updated_at` holding the cursor column (what validation and the runner
-    read as the row's day and version)."""
-    if cursor != "updated_at" and cursor in frame.columns:
-        frame["updated_at"] = frame[cursor]
-    return frame
 
 
 def _sqlite_time(value):
@@ -367,17 +381,3 @@ def _utc_session(conn) -> None:
         import sqlalchemy as sa
 
         conn.execute(sa.text(statement))
-
-
-def _with_malformed(frame: pd.DataFrame, lines: list[dict]) -> pd.DataFrame:
-    """`frame` plus one row per CSV line that could not be read: every table column empty,
-    flagged `_no_partition` (it belongs to no partition: its updated_at is unknown)."""
-    if not lines:
-        return frame
-    bad = pd.DataFrame({column: [None] * len(lines) for column in frame.columns})
-    bad["_no_partition"] = True
-    bad["_malformed_key"] = [line["key"] for line in lines]
-    bad["_malformed"] = [line["description"] for line in lines]
-    frame = frame.assign(_malformed_key=None, _malformed=None)
-    return pd.concat([frame, bad], ignore_index=True).astype(
-        {c: object for c in frame.columns if c not in ("_no_partition",)})
