@@ -17,10 +17,12 @@ def rows(results) -> list[dict]:
                     "met": "yes" if met else "NO"})
 
     for t in results.throughput:
-        add(1, f"{t.crm}: upsert rows/s, pipeline vs ceiling",
-            f"{t.pipeline_rps:,.0f} vs {t.ceiling_rps:,.0f} = {t.share_of_ceiling:.1%} "
-            f"(CRM busy {t.crm_cpu / t.pipeline_seconds:.0%}; {t.replayed} requests)", ">= 85%",
-            t.share_of_ceiling >= 0.85)
+        # Met when every run reaches the target (the worse of the two counts), not the best.
+        runs = ", ".join(f"{share:.1%}" for share in t.shares)
+        add(1, f"{t.crm}: upsert rows/s, pipeline vs ceiling (each run; the worse counts)",
+            f"runs {runs} (spread {t.spread * 100:.1f} pts); best {t.pipeline_rps:,.0f} vs "
+            f"{t.ceiling_rps:,.0f} rows/s (CRM busy {t.crm_cpu / t.pipeline_seconds:.0%}; "
+            f"{t.replayed} requests)", ">= 85% in every run", t.worst_share >= 0.85)
     for t in results.throughput:
         allowance, _ = ALLOWANCES[t.crm]
         if allowance is None:
