@@ -47,8 +47,8 @@ def path_segment(value) -> str:
 # 20 digits in a row: a number that may be beyond 64 bits, which orjson would read as a float.
 # Looked for as 20 zeros in a copy of the answer where every digit is b"0" and every other byte
 # a space: bytes.translate and `in` are C loops over the bytes (~4 ns a byte), where the regex
-# `\d{20}` tried a match at every digit (~60 ns a byte, a third of crm_sync's CPU per Superleap
-# row in a profile of issue 19; BENCHMARKS.md "Round 2").
+# `\d{20}` tried a match at every digit (~60 ns a byte: ~12% of crm_sync's client CPU per
+# Superleap or Brevo row, measured in issue 19; BENCHMARKS.md "Round 2").
 _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))  # 0-9 -> "0"
 _LONG_RUN = b"0" * 20
 
