@@ -31,3 +31,24 @@ def test_a_batch_fills_up_to_exactly_the_byte_limit():
     batches, too_large = make_batches(items, max_records=10, max_bytes=limit,
                                       envelope_bytes=envelope)
     assert [len(b) for b in batches] == [2, 1] and too_large == []
+
+
+def test_long_digit_runs_are_found_exactly_as_the_regex_finds_them():
+    # parse_json sends an answer holding 20 digits in a row to the stdlib (integers beyond 64
+    # bits read exactly); the check is a translate, not the regex it replaced: same verdicts.
+    import random
+    import re
+
+    from crm_sync.connectors.wire import has_long_digit_run, parse_json
+
+    regex = re.compile(rb"\d{20}")
+    rng = random.Random(19)
+    alphabet = b"0123456789" * 6 + b'-.:," e+\x00\xff\xd9\xb0'  # \xd9\xb0: an Arabic-Indic 0
+    for _ in range(3000):
+        content = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        assert has_long_digit_run(content) == (regex.search(content) is not None), content
+    assert has_long_digit_run(b'{"n":' + b"9" * 20 + b"}")
+    assert not has_long_digit_run(b'{"n":' + b"9" * 19 + b',"m":' + b"9" * 19 + b"}")
+    big = 123456789012345678901234
+    assert parse_json(b'{"budget": %d, "n": 1.5}' % big) == {"budget": big, "n": 1.5}
+    assert type(parse_json(b'{"budget": %d}' % big)["budget"]) is int

@@ -380,3 +380,62 @@ def test_a_429_whose_reset_is_an_hour_away_stops_sending(brevo, sandbox_url):
     assert all(o.transient for o in outcomes)
     assert "3600" in outcomes[0].message or "hour" in outcomes[0].message, outcomes[0].message
     assert elapsed < 5.0 and requests <= 2, (elapsed, requests)
+
+
+def test_read_backs_of_batches_read_new_pages_at_once_and_no_full_page_twice(brevo, sandbox_url,
+                                                                              monkeypatch):
+    # 1,500 records from before the run: the run's records start in the middle of page 2.
+    before, _ = resource(sandbox_url).run(SPEC, rows(1500, start=900_000))
+    assert statuses(before) == {("created", None): 1500}
+    reads, in_flight, most = [], [0], [0]
+    original = HttpCore.call
+
+    async def call(core, method, path, **options):
+        if method != "GET" or not path.endswith("/records"):
+            return await original(core, method, path, **options)
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            answer = await original(core, method, path, **options)
+        finally:
+            in_flight[0] -= 1
+        reads.append((options["params"]["page_num"], options["params"]["sort"],
+                      len(answer[1]["records"])))
+        return answer
+
+    monkeypatch.setattr(HttpCore, "call", call)
+    data = rows(4500)
+
+    async def scenario():
+        async with resource(sandbox_url).open(SPEC) as connector:
+            # Three batches complete before anyone reads them back; then one read-back (the
+            # first batch's) finds all three, the later two are served from what it saw.
+            batches = [[connector.item(*row) for row in data[i:i + 1000]]
+                       for i in range(0, 3000, 1000)]
+            await connector._note_boundary()
+            for batch in batches:
+                response, payload, _ = await connector.core.call(
+                    "POST", connector.path, content=connector.body(batch))
+                assert await connector._wait_for(payload["processId"]) == "completed"
+            first = len(reads)
+            outcomes = [o for batch in batches
+                        for o in await connector._confirm(batch, time.monotonic(), 1)]
+            assert statuses(outcomes) == {("created", None): 3000}
+            scan = reads[first:]
+            # page 2 first (the count), then pages 3-5 at once: 4 reads for 3 batches
+            assert [(p, s) for p, s, _ in scan][:1] == [(2, "asc")] and len(scan) == 4
+            assert sorted(p for p, _, _ in scan) == [2, 3, 4, 5] and most[0] >= 3
+            # the rest through the connector: 2 more batches
+            more = await connector.upsert([connector.item(*row) for row in data[3000:]])
+            assert statuses(more) == {("created", None): 1500}
+            return outcomes + more
+
+    outcomes = asyncio.run(scenario())
+    stored_ids = {ext: str(r["identifiers"]["id"]) for ext, r in by_ext_id(brevo).items()}
+    assert {o.key: o.crm_id for o in outcomes} == {k: stored_ids[k] for k, _, _ in data}
+    full_reads = Counter(page for page, sort, n in reads if sort == "asc" and n == 1000)
+    assert all(n == 1 for n in full_reads.values()), reads  # no full page read twice
+    # a page read once full is not read again afterwards
+    for position, (page, sort, n) in enumerate(reads):
+        if sort == "asc" and n == 1000:
+            assert page not in [p for p, s, _ in reads[position + 1:] if s == "asc"], reads

@@ -26,9 +26,10 @@ batch would cost O(n^2) requests over a large sync):
 - a row whose Brevo id is known (the sync state keeps the id each confirmation returned, or the
   row is sent by `id`) is looked for on the pages that hold that id, found by bisecting the
   pages in creation order (Brevo ids grow with creation): ~1 page per page of rows;
-- the other rows are looked for among the records this run created, newest first
-  (`sort=desc`), stopping as soon as the batch's records are all found (a batch's records are
-  among the newest when its process completes) or at the newest record from before the run;
+- the other rows are looked for among the records this run created: in creation order
+  (`sort=asc`, pages records created meanwhile do not shift), from the first page not yet read
+  in full onwards, all those pages at once; one such read serves every batch that completed
+  before it, and a full page is never read again (only the last, partly filled page is);
 - only a row found by neither (a record made outside crm_sync, an id that moved because records
   were deleted meanwhile, an unknown id) costs one read of the whole object, shared by the
   batches that complete before it starts.
@@ -94,6 +95,8 @@ class BrevoConnector(ProcessReadBack, Connector):
         # Records this run created, seen while looking for a batch's records but not claimed yet
         # (ext_id -> id, attributes): concurrent batches complete together, one read serves all.
         self._created_seen: dict[str, tuple[int, dict]] = {}
+        self._frontier = 1  # the first page (ascending) not read in full since the boundary
+        self._newest_seen = 0  # the highest Brevo id noted in _created_seen so far
         self._scan_lock = asyncio.Lock()
         self._latest: Snapshot | None = None
         self._rejections: dict[str, Outcome] = {}

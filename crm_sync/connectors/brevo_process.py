@@ -79,6 +79,9 @@ class ProcessReadBack:
             if self._boundary is UNREAD:
                 records = await self._page(1, "desc", limit=1)
                 self._boundary = records[0][0] if records else None
+                # Records created from now on come after the `_count` there are, in creation
+                # order: on this page (ascending) and after it. (Count unknown: from page 1.)
+                self._frontier = self._count // PAGE_SIZE + 1
 
     async def _page(self, page: int, sort: str, limit: int = PAGE_SIZE
                     ) -> list[tuple[int, str | None, dict]]:
@@ -129,26 +132,51 @@ class ProcessReadBack:
         return found
 
     async def _created(self, wanted: set[str]) -> dict[str, tuple[int, dict]]:
-        """Records this run created with these ext_ids: newest first, down to the boundary or
-        until all are found. (Within a run no two batches share an ext_id, so a record above
-        the boundary is the one this run's batch wrote, whenever it was seen.)"""
+        """Records this run created with these ext_ids. (Within a run no two batches share an
+        ext_id, so a record above the boundary is the one this run's batch wrote.) Those not
+        seen yet are read with every record created since the last read (`_read_new`): one
+        read serves every batch that completed before it, whichever batch started it."""
         async with self._scan_lock:
             seen = self._created_seen
             found = {ext_id: seen.pop(ext_id) for ext_id in wanted & seen.keys()}
-            page = 1
-            while len(found) < len(wanted):
-                records = await self._page(page, "desc")
-                for record_id, ext_id, attributes in records:
-                    if record_id == self._boundary:
-                        return found
-                    if ext_id in wanted:
-                        found.setdefault(ext_id, (record_id, attributes))
-                    elif ext_id is not None:
-                        seen[ext_id] = (record_id, attributes)
-                if len(records) < PAGE_SIZE:
-                    break
-                page += 1
+            if len(found) < len(wanted):
+                await self._read_new()
+                found.update({ext_id: seen.pop(ext_id)
+                              for ext_id in (wanted - found.keys()) & seen.keys()})
             return found
+
+    async def _read_new(self) -> None:
+        """The records created since the last read, in creation order (ascending pages, which
+        records created meanwhile do not shift): the first page not yet read in full, whose
+        answer gives the object's count, then every page after it at once (up to the core's
+        concurrency in flight), instead of one page at a time. A full page is never read again;
+        the last, partly filled one is read again by the next read (records are appended to
+        it). Records at or below the newest one handled (by id: Brevo ids grow with creation),
+        or from before the run, are not noted again."""
+        first, count = await self._fetch_page(self._frontier, "asc")
+        pages = [first]
+        if count is None:  # no count: page on until a short page
+            while len(pages[-1]) == PAGE_SIZE:
+                pages.append((await self._fetch_page(self._frontier + len(pages), "asc"))[0])
+        else:
+            self._count = count
+            last = -(-count // PAGE_SIZE)
+            answers = await asyncio.gather(*(self._fetch_page(page, "asc") for page in
+                                             range(self._frontier + 1, last + 1)),
+                                           return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+            pages += [records for records, _ in answers]
+        floor = max(self._newest_seen, self._boundary or 0)
+        for records in pages:
+            for record_id, ext_id, attributes in _parse_records(records):
+                if record_id > floor and ext_id is not None:
+                    self._created_seen[ext_id] = (record_id, attributes)
+                    self._newest_seen = max(self._newest_seen, record_id)
+        full = next((n for n, records in enumerate(pages) if len(records) < PAGE_SIZE),
+                    len(pages))
+        self._frontier += full
 
     async def _snapshot_after(self, since: float) -> Snapshot:
         async with self._read_lock:

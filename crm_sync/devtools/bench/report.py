@@ -16,11 +16,7 @@ def rows(results) -> list[dict]:
         out.append({"#": section, "figure": figure, "measured": measured, "target": target,
                     "met": "yes" if met else "NO"})
 
-    for t in results.throughput:
-        add(1, f"{t.crm}: upsert rows/s, pipeline vs ceiling",
-            f"{t.pipeline_rps:,.0f} vs {t.ceiling_rps:,.0f} = {t.share_of_ceiling:.1%} "
-            f"(CRM busy {t.crm_cpu / t.pipeline_seconds:.0%}; {t.replayed} requests)", ">= 85%",
-            t.share_of_ceiling >= 0.85)
+    _upsert_rows(results, add)
     for t in results.throughput:
         allowance, _ = ALLOWANCES[t.crm]
         if allowance is None:
@@ -109,6 +105,17 @@ def _saturation_and_validation_rows(results, add) -> None:
             f"({v.rows:,} rows)", "<= 2x", v.ratio <= 2)
         add(4, "verdicts identical row for row", f"yes ({v.failing:,} rows failing)", "yes",
             v.identical)
+
+
+def _upsert_rows(results, add) -> None:
+    """Section 1: each CRM's upsert stage against its ceiling, every run."""
+    for t in results.throughput:
+        # Met when every run reaches the target (the worse of the two counts), not the best.
+        runs = ", ".join(f"{share:.1%}" for share in t.shares)
+        add(1, f"{t.crm}: upsert rows/s, pipeline vs ceiling (each run; the worse counts)",
+            f"runs {runs} (spread {t.spread * 100:.1f} pts); best {t.pipeline_rps:,.0f} vs "
+            f"{t.ceiling_rps:,.0f} rows/s (CRM busy {t.crm_cpu / t.pipeline_seconds:.0%}; "
+            f"{t.replayed} requests)", ">= 85% in every run", t.worst_share >= 0.85)
 
 
 def _peer_rows(results, add) -> None:
