@@ -66,7 +66,23 @@ def rows(results) -> list[dict]:
         add(6, "incremental: time / full sync time",
             f"{c.second.seconds:.1f} s / {c.first.seconds:.1f} s = {c.time_ratio:.1%}",
             "<= 10%", c.time_ratio <= 0.10)
+    _stack_rows(results, add)
     return out
+
+
+def _stack_rows(results, add) -> None:
+    s = results.stack
+    if s is None:
+        return
+    p, q = s.parallel, s.sequential
+    add("stack", f"backfill of {len(s.partitions)} partitions x 4 syncs on deploy/: "
+        f"one run at a time / parallel", f"{q.seconds:.0f} s / {p.seconds:.0f} s = "
+        f"{s.ratio:.2f}x ({p.runs} runs; CRM pools busy at most "
+        f"{max(p.busy_seconds.values(), default=0):.0f} s)", ">= 2.5x", s.ratio >= 2.5)
+    overlap = max(p.max_overlap_seconds, q.max_overlap_seconds)
+    add("stack", "upserts into one CRM overlapping (parallel pass)",
+        f"{overlap:.2f} s; {p.most_at_once} CRMs' pool steps at once at most", "0 s",
+        overlap == 0)
 
 
 def table(results) -> str:

@@ -27,6 +27,8 @@ class Options:
     rate_window: float = 10.0
     partitions: list[str] | None = None  # sections 5-6: default every day with data
     repeat: int = 2  # sections 1 and 4: best of N (alternating)
+    stack: bool = True  # the production stack's backfill, parallel vs one at a time (stack.py)
+    stack_scale: float | None = None  # its generator scale (default: stack.py's SCALE)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Results:
     small: object = None
     large: object = None
     incremental: object = None
+    stack: object = None
     seconds: float = 0.0
 
 
@@ -82,6 +85,12 @@ def run(options: Options, log=print) -> Results:
     # The large tables were changed by section 6 (1% of one column): same rules, same size.
     results.validation = validation_cost(spec, large, options.full_rows, options.repeat,
                                          log=log)
+    if options.stack:
+        from crm_sync.devtools.bench.stack import production_stack
+
+        log("stack. one backfill of 7 partitions on deploy/dagster.yaml: parallel, then one "
+            "run at a time")
+        results.stack = production_stack(workdir / "stack", options.stack_scale, log=log)
     results.seconds = time.perf_counter() - started
     return results
 
@@ -110,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-rows", type=int, default=Options.small_rows)
     parser.add_argument("--rate-seconds", type=float, default=Options.rate_seconds)
     parser.add_argument("--repeat", type=int, default=Options.repeat)
+    parser.add_argument("--no-stack", dest="stack", action="store_false",
+                        help="skip the production stack's backfill (PostgreSQL, dagster-daemon)")
+    parser.add_argument("--stack-scale", type=float, default=Options.stack_scale)
     args = parser.parse_args(argv)
     from crm_sync.devtools.bench.report import table
 
     options = Options(workdir=args.workdir, rows=args.rows, full_rows=args.full_rows,
                       small_rows=args.small_rows, rate_seconds=args.rate_seconds,
-                      repeat=args.repeat)
+                      repeat=args.repeat, stack=args.stack, stack_scale=args.stack_scale)
     results = run(options)
     print()
     print(f"machine: {machine()}")
