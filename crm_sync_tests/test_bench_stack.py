@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import yaml
 
-from crm_sync.devtools.bench.stack import (DEPLOY, PASS_TAG, Pass, max_overlap, most_at_once,
-                                           pool_spans, pool_steps, write_home, write_spec)
+from crm_sync.devtools.bench.stack import DEPLOY, MODE_TAG, Pass, write_home, write_spec
+from crm_sync.devtools.bench.stack_events import (max_overlap, most_at_once, pool_spans,
+                                                  pool_steps)
 from crm_sync.devtools.bench.util import bench_spec
 
 
@@ -53,7 +54,7 @@ def test_the_stack_is_deploy_dagster_yaml_plus_the_sequential_limit(tmp_path):
     deployed = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     written = yaml.safe_load((write_home(tmp_path / "home") / "dagster.yaml").read_text())
     limits = written["concurrency"]["runs"].pop("tag_concurrency_limits")
-    assert limits == [{"key": PASS_TAG, "value": "sequential", "limit": 1}]
+    assert limits == [{"key": MODE_TAG, "value": "sequential", "limit": 1}]
     assert written.pop("code_servers") == {"local_startup_timeout": 600}
     assert written == deployed  # storage, run queue, pools, monitoring: as deployed
     assert deployed["concurrency"]["runs"]["max_concurrent_runs"] == 8

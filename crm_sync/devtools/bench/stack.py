@@ -38,9 +38,11 @@ import httpx
 import yaml
 
 import crm_sync
+from crm_sync.devtools.bench.stack_events import (max_overlap, most_at_once, pool_spans,
+                                                  pool_steps)
 from crm_sync.devtools.bench.util import bench_spec, reset, sandbox, sandbox_tokens
 from crm_sync.devtools.generate import generate
-from crm_sync.pipeline.sync_steps import replay_name, sync_asset_names
+from crm_sync.pipeline.sync_steps import sync_asset_names
 from crm_sync.sandbox.app import TOKEN_ENV
 from crm_sync.sandbox.server import free_port
 from crm_sync.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT
@@ -48,13 +50,18 @@ from crm_sync.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT
 DEPLOY = PROJECT_ROOT / "deploy"
 BIN = Path(sys.executable).parent  # the environment's dagster-webserver and dagster-daemon
 PARTITIONS = [f"2026-11-0{day}" for day in range(1, 8)]  # the generator's 7 days
-PASS_TAG = "crm_sync/bench_pass"  # the sequential pass's runs: one at a time
+MODE_TAG = "crm_sync/bench_mode"  # the sequential pass's runs: one at a time
 SCALE = 16.0  # generator scale: ~3,400 leads and contacts per partition (seconds per upsert)
 # The allowances the sandbox enforces (crm-sync sandbox flags); the client limiters are the
 # connectors' defaults, the same rates (crm_sync/connectors/hubspot.py, brevo.py).
 SANDBOX_LIMITS = ("--hubspot-rate-limit", "100", "--hubspot-window-seconds", "10",
                   "--brevo-rate-limit", "10")
-START_SECONDS, PASS_SECONDS = 240, 900
+START_SECONDS, PASS_SECONDS = 240, 1800  # generous: a shared 2-core machine
+# The runs' executor (run config, both passes alike): Dagster's default for asset jobs is
+# `multiprocess`, one new Python process per step (16 per run here, each loading the code
+# location); `in_process` runs a run's steps in its run worker, one after another, so the
+# parallelism is the runs', which the CRM pools govern (BENCHMARKS.md "Round 2").
+EXECUTOR = "in_process"
 
 
 @dataclass
@@ -89,6 +96,7 @@ class Stack:
     parallel: Pass
     sequential: Pass
     partitions: list[str]
+    executor: str = EXECUTOR
     enforced: str = ("sandbox: HubSpot 100 requests/10 s, Brevo 10/s; client limiters: "
                      "crm_sync's defaults (HubSpot 100/10 s, Brevo, Superleap 10/s, "
                      "Salesforce 20/s)")
@@ -98,50 +106,16 @@ class Stack:
         return self.sequential.seconds / self.parallel.seconds if self.parallel.seconds else 0.0
 
 
-def max_overlap(spans: list[tuple[float, float]]) -> float:
-    """Seconds by which the spans (start, end) overlap at most, pairwise (0: one at a time)."""
-    worst, end = 0.0, None
-    for start, stop in sorted(spans):
-        if end is not None:
-            worst = max(worst, min(end, stop) - start)
-        end = stop if end is None else max(end, stop)
-    return worst
-
-
-def most_at_once(spans: list[tuple[float, float]]) -> int:
-    """The most spans open at one moment (a span's end before another's start at a tie)."""
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    most = now = 0
-    for _, change in events:
-        now += change
-        most = max(most, now)
-    return most
-
-
-def pool_spans(instance, run_ids: list[str], steps: dict[str, str]) -> dict[str, list]:
-    """{crm: [(STEP_START, end)]} of the runs' steps named in `steps` (step key -> CRM), from
-    the runs' event logs; end: STEP_SUCCESS or STEP_FAILURE."""
-    import dagster as dg
-
-    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
-             dg.DagsterEventType.STEP_FAILURE}
-    found: dict[str, list] = {}
-    for run_id in run_ids:
-        times: dict[str, dict[str, float]] = {}
-        for entry in instance.all_logs(run_id, of_type=kinds):
-            if entry.step_key in steps:
-                kind = entry.dagster_event.event_type_value
-                times.setdefault(entry.step_key, {})["start" if kind == "STEP_START"
-                                                     else "end"] = entry.timestamp
-        for step, t in times.items():
-            found.setdefault(steps[step], []).append((t["start"], t.get("end", t["start"])))
-    return found
-
-
-def pool_steps(spec) -> dict[str, str]:
-    """Step key -> CRM of every step in a CRM's pool (crm_sync/pipeline/assets.py,
-    sync_steps.py: the upsert and the replay)."""
-    return {name: sync.crm for sync in spec.syncs for name in (sync.name, replay_name(sync))}
+def set_pools(instance, spec) -> None:
+    """Each CRM's pool set to deploy/dagster.yaml's default limit (1) before any run, as
+    `dagster instance concurrency set crm_<crm> 1` does. Left to the default, the first runs
+    that claim a new pool at the same moment can fail on PostgreSQL: Dagster 1.13 inserts the
+    pool's row, and on a duplicate key its fallback UPDATE runs in the aborted transaction
+    (InFailedSqlTransaction; dagster-io/dagster#33552, seen in this bench's first runs)."""
+    limit = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["concurrency"]["pools"][
+        "default_limit"]
+    for crm in sorted({s.crm for s in spec.syncs}):
+        instance.event_log_storage.set_concurrency_slots(f"crm_{crm}", limit)
 
 
 def write_spec(path: Path, spec) -> Path:
@@ -158,12 +132,12 @@ def write_spec(path: Path, spec) -> Path:
 
 
 def write_home(home: Path) -> Path:
-    """DAGSTER_HOME with deploy/dagster.yaml, plus one limit: runs tagged PASS_TAG=sequential
+    """DAGSTER_HOME with deploy/dagster.yaml, plus one limit: runs tagged MODE_TAG=sequential
     one at a time, and a longer code-server start timeout (every other setting as deployed)."""
     home.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     config["concurrency"]["runs"]["tag_concurrency_limits"] = [
-        {"key": PASS_TAG, "value": "sequential", "limit": 1}]
+        {"key": MODE_TAG, "value": "sequential", "limit": 1}]
     # On a loaded 2-core machine a code server can take minutes to start (default 180 s).
     config["code_servers"] = {"local_startup_timeout": 600}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -241,13 +215,15 @@ def wait_for_location(url: str, procs, logs: list[Path]) -> None:
     raise RuntimeError(f"crm_sync's code location did not load\n{_tails(logs)}")
 
 
-def launch(url: str, spec, partitions: list[str], label: str) -> str:
+def launch(url: str, spec, partitions: list[str], label: str, executor: str = EXECUTOR) -> str:
     """ONE asset backfill of every asset of the syncs, for the partitions (as the UI's
-    "Materialize..." on a selection launches it)."""
+    "Materialize..." on a selection launches it), its runs on Dagster's `executor`."""
     keys = [{"path": [name]} for sync in spec.syncs for name in sync_asset_names(sync)]
     result = _graphql(url, LAUNCH, {"params": {
         "assetSelection": keys, "partitionNames": partitions, "title": f"bench {label}",
-        "tags": [{"key": PASS_TAG, "value": label}]}})["launchPartitionBackfill"]
+        "tags": [{"key": MODE_TAG, "value": label}],
+        "runConfigData": {"execution": {"config": {executor: {}}}},
+    }})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"the backfill was refused: {result}")
     return result["backfillId"]
@@ -300,7 +276,7 @@ def run_pass(label: str, ctx: dict, log=print) -> Pass:
     reset(ctx["sandbox"])
     _recreate_database(ctx["server"], ctx["store_db"])
     started = time.time()
-    backfill_id = launch(ctx["url"], spec, partitions, label)
+    backfill_id = launch(ctx["url"], spec, partitions, label, ctx["executor"])
     records = wait_for_runs(ctx["instance"], backfill_id, len(partitions), ctx["logs"])
     result = Pass(label, max(r.end_time for r in records) - started, len(records))
     result.succeeded = sum(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
@@ -324,7 +300,8 @@ def _environment(server, home: Path, workdir: Path, data: Path, url: str, ctx: d
     env = {
         "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": server.host,
         "DAGSTER_PG_PORT": str(server.port), "DAGSTER_PG_USERNAME": server.user,
-        "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": dagster_db,  # trust auth, 127.0.0.1 only
+        "DAGSTER_PG_PASSWORD": "",  # nosec B105: trust auth on 127.0.0.1, no password
+        "DAGSTER_PG_DB": dagster_db,
         "CRM_SYNC_SPEC": str(write_spec(workdir / "syncs.yaml", ctx["spec"])),
         "CRM_SYNC_DATA_DIR": str(data), "CRM_SYNC_STORE": ctx["store_url"],
         "CRM_SYNC_IO_PATH": str(workdir / "io"),
@@ -338,8 +315,9 @@ def _environment(server, home: Path, workdir: Path, data: Path, url: str, ctx: d
     return {**os.environ, "PYTHONPATH": path}
 
 
-def production_stack(workdir: Path, scale: float | None = None, partitions: list[str] | None = None,
-                     log=print) -> Stack:
+def production_stack(workdir: Path, scale: float | None = None,
+                     partitions: list[str] | None = None, log=print,
+                     executor: str = EXECUTOR) -> Stack:
     """Both passes (parallel first) on one stack; see the module's docstring."""
     import dagster as dg
 
@@ -347,7 +325,7 @@ def production_stack(workdir: Path, scale: float | None = None, partitions: list
     data = workdir / "data"
     generate(data, scale=scale or SCALE)
     sandbox_tokens()
-    ctx = {"spec": bench_spec(), "partitions": partitions or PARTITIONS}
+    ctx = {"spec": bench_spec(), "partitions": partitions or PARTITIONS, "executor": executor}
     ctx["rows_in"] = _source_rows(ctx["spec"], data, ctx["partitions"])
     home = write_home(workdir / "dagster_home")
     port = free_port()
@@ -367,9 +345,10 @@ def production_stack(workdir: Path, scale: float | None = None, partitions: list
             f"starting PostgreSQL, dagster-webserver, dagster-daemon")
         wait_for_location(ctx["url"], procs, ctx["logs"])
         ctx["instance"] = stack.enter_context(dg.DagsterInstance.get())
+        set_pools(ctx["instance"], ctx["spec"])
         parallel = run_pass("parallel", ctx, log)
         sequential = run_pass("sequential", ctx, log)
-    result = Stack(parallel, sequential, ctx["partitions"])
+    result = Stack(parallel, sequential, ctx["partitions"], executor)
     for p in (parallel, sequential):
         if p.max_overlap_seconds > 0:
             raise AssertionError(f"{p.label}: two upserts into one CRM overlapped by "
@@ -381,10 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crm_sync.devtools.bench.stack")
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".crm_sync" / "stack")
     parser.add_argument("--scale", type=float, default=SCALE)
+    parser.add_argument("--executor", choices=["in_process", "multiprocess"], default=EXECUTOR)
     args = parser.parse_args(argv)
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
-    result = production_stack(args.workdir, args.scale)
+    result = production_stack(args.workdir, args.scale, executor=args.executor)
     print(f"sequential / parallel: {result.sequential.seconds:.1f} s / "
           f"{result.parallel.seconds:.1f} s = {result.ratio:.2f}x")
     return 0
