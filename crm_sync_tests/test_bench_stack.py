@@ -65,3 +65,19 @@ def test_the_stack_is_deploy_dagster_yaml_plus_the_sequential_limit(tmp_path):
     loaded = load_spec(write_spec(tmp_path / "syncs.yaml", bench_spec()))
     assert [s.name for s in loaded.syncs] == [s.name for s in bench_spec().syncs]
     assert all(not s.associations for s in loaded.syncs)
+
+
+def test_the_store_is_read_again_after_its_database_was_recreated(postgres, pg_database):
+    """Between the passes the bench drops and recreates the store's database; its own count
+    of the pass's rows then reads it with fresh connections (the first run of the whole bench
+    failed here: AdminShutdown on a pooled connection of the dropped database)."""
+    from crm_sync.devtools.bench.stack import _accounted, _recreate_database
+    from crm_sync.state.store import SyncStore
+
+    spec = bench_spec()
+    name = pg_database("store")
+    url = postgres.url(name)
+    SyncStore(f"{url}?application_name=bench_parallel")  # pooled connections of pass 1
+    assert _accounted(spec, f"{url}?application_name=bench_parallel") == 0
+    _recreate_database(postgres, name)
+    assert _accounted(spec, f"{url}?application_name=bench_sequential") == 0

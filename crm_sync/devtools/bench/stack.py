@@ -283,7 +283,9 @@ def run_pass(label: str, ctx: dict, log=print) -> Pass:
     result.spans = pool_spans(ctx["instance"], [r.dagster_run.run_id for r in records],
                               pool_steps(spec))
     result.rows_in = ctx["rows_in"]
-    result.accounted = _accounted(spec, ctx["store_url"])
+    # a URL of its own per pass: this process's pooled connections to the store of the pass
+    # before were ended when its database was dropped (crm_sync/state/backends.py `_pool`)
+    result.accounted = _accounted(spec, f"{ctx['store_url']}?application_name=bench_{label}")
     log(f"  {label}: {result.runs} runs ({result.succeeded} succeeded) in "
         f"{result.seconds:.1f} s; one CRM's pool steps overlapped at most "
         f"{result.max_overlap_seconds:.2f} s; {result.most_at_once} pool steps at once; "
