@@ -13,8 +13,7 @@ from crm_sync.devtools.bench.report import COLUMNS, rows, table
 def results(tmp_path_factory):
     options = Options(workdir=tmp_path_factory.mktemp("bench"), rows=1000, full_rows=3000,
                       small_rows=1000, rate_seconds=2, rate_allowance=10, rate_window=1.0,
-                      partitions=["2026-11-01"], repeat=1,
-                      stack=False)  # the stack's own small test: test_bench_stack.py
+                      partitions=["2026-11-01"], repeat=1)
     return run(options, log=lambda *_: None)
 
 
