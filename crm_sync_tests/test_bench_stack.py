@@ -81,3 +81,23 @@ def test_the_store_is_read_again_after_its_database_was_recreated(postgres, pg_d
     assert _accounted(spec, f"{url}?application_name=bench_parallel") == 0
     _recreate_database(postgres, name)
     assert _accounted(spec, f"{url}?application_name=bench_sequential") == 0
+
+
+def test_the_report_rows_of_the_section():
+    from types import SimpleNamespace
+
+    from crm_sync.devtools.bench.report import _stack_rows
+    from crm_sync.devtools.bench.stack import Stack
+
+    spans = {"hubspot": [(0.0, 5.0), (5.0, 9.0)], "brevo": [(1.0, 2.0)]}
+    stack = Stack(Pass("parallel", seconds=40.0, runs=7, succeeded=7, spans=spans),
+                  Pass("sequential", seconds=100.0, runs=7, succeeded=7, spans=spans),
+                  partitions=["d"] * 7)
+    found = []
+    _stack_rows(SimpleNamespace(stack=stack), lambda *row: found.append(row))
+    assert stack.ratio == 2.5 and [r[0] for r in found] == ["stack", "stack"]
+    assert found[0][2].startswith("100 s / 40 s = 2.50x") and found[0][4]
+    assert found[1][2].startswith("0.00 s; 2 CRMs") and found[1][4]
+    found.clear()
+    _stack_rows(SimpleNamespace(stack=None), lambda *row: found.append(row))
+    assert found == []
