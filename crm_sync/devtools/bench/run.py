@@ -28,7 +28,7 @@ class Options:
     partitions: list[str] | None = None  # sections 5-6: default every day with data
     repeat: int = 2  # sections 1 and 4: best of N (alternating)
     # the production stack's backfill, parallel vs one at a time (stack.py): opt-in, it took
-    # ~24 min on the shared 2-core machine (BENCHMARKS.md, Round 2)
+    # 11-24 min on the shared 2-core machine (BENCHMARKS.md, Round 2)
     stack: bool = False
     stack_scale: float | None = None  # its generator scale (default: stack.py's SCALE)
 
