@@ -29,7 +29,8 @@ def rows(results) -> list[dict]:
             f"{t.rows_per_core_second:,.0f} / {allowance:,.0f} = {t.headroom:,.1f}x{scale}",
             ">= 10x", t.headroom >= 10)
     _saturation_and_validation_rows(results, add)
-    for section in (_growth_rows, _incremental_rows, _peer_rows, _apicalls_rows, _stores_rows):
+    for section in (_growth_rows, _incremental_rows, _peer_rows, _apicalls_rows, _stores_rows,
+                    _stack_rows):
         section(results, add)
     return out
 
@@ -191,6 +192,22 @@ def _stores_rows(results, add) -> None:
     add(9, "store time per chunk of 10,000 rows, PostgreSQL / SQLite",
         f"{pg.store_ms_per_chunk:,.0f} ms / {lite.store_ms_per_chunk:,.0f} ms "
         f"(of {pg.seconds:.1f} s / {lite.seconds:.1f} s wall)", "-", True)
+
+
+def _stack_rows(results, add) -> None:
+    """Section 10 (stack.py, opt-in --stack): a backfill on deploy/'s stack."""
+    s = getattr(results, "stack", None)
+    if s is None:
+        return
+    p, q = s.parallel, s.sequential
+    add(10, f"backfill of {len(s.partitions)} partitions x 4 syncs on deploy/: "
+        f"one run at a time / parallel", f"{q.seconds:.0f} s / {p.seconds:.0f} s = "
+        f"{s.ratio:.2f}x ({p.runs} runs; CRM pools busy at most "
+        f"{max(p.busy_seconds.values(), default=0):.0f} s)", ">= 2.5x", s.ratio >= 2.5)
+    overlap = max(p.max_overlap_seconds, q.max_overlap_seconds)
+    add(10, "upserts into one CRM overlapping (parallel pass)",
+        f"{overlap:.2f} s; {p.most_at_once} CRMs' pool steps at once at most", "0 s",
+        overlap == 0)
 
 
 def table(results) -> str:

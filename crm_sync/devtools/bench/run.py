@@ -31,6 +31,10 @@ class Options:
     peer_rows: int = 1000  # section 7 (drt-core, when installed): ~2 min at its 9 requests/s
     apicall_rows: int = 20_000  # section 8: Salesforce's two paths at this size and half
     store_rows: int = 30_000  # section 9: the upsert on each store backend
+    # the production stack's backfill, parallel vs one at a time (stack.py): opt-in, it took
+    # 11-24 min on the shared 2-core machine (BENCHMARKS.md, Round 2)
+    stack: bool = False
+    stack_scale: float | None = None  # its generator scale (default: stack.py's SCALE)
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Results:
     peer: object = None  # section 7
     apicalls: object = None  # section 8 (apicalls.py)
     stores: object = None  # section 9 (stores.py)
+    stack: object = None  # section 10 (stack.py, opt-in)
     seconds: float = 0.0
 
 
@@ -92,6 +97,12 @@ def run(options: Options, log=print) -> Results:
     # The large tables were changed by section 6 (1% of one column): same rules, same size.
     results.validation = validation_cost(spec, large, options.full_rows, options.repeat,
                                          log=log)
+    if options.stack:
+        from crm_sync.devtools.bench.stack import production_stack
+
+        log("10. one backfill of 7 partitions on deploy/dagster.yaml: parallel, then one "
+            "run at a time")
+        results.stack = production_stack(workdir / "stack", options.stack_scale, log=log)
     results.seconds = time.perf_counter() - started
     return results
 
@@ -144,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="Salesforce rows per path for the API-call count (and half)")
     parser.add_argument("--store-rows", type=int, default=Options.store_rows,
                         help="rows of the upsert on each store backend")
+    parser.add_argument("--stack", action="store_true",
+                        help="also the production stack's backfill (PostgreSQL, dagster-daemon; "
+                             "long: BENCHMARKS.md)")
+    parser.add_argument("--stack-scale", type=float, default=Options.stack_scale)
     args = parser.parse_args(argv)
     from crm_sync.devtools.bench.report import table
 
@@ -151,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                       small_rows=args.small_rows, incremental_rows=args.incremental_rows or None,
                       largest_rows=args.largest_rows, rate_seconds=args.rate_seconds,
                       repeat=args.repeat, peer_rows=args.peer_rows,
-                      apicall_rows=args.apicall_rows, store_rows=args.store_rows)
+                      apicall_rows=args.apicall_rows, store_rows=args.store_rows,
+                      stack=args.stack, stack_scale=args.stack_scale)
     results = run(options)
     print()
     print(f"machine: {machine()}")
