@@ -15,6 +15,7 @@ from pandera.errors import SchemaErrors
 from crm_sync.transform import matching
 from crm_sync.transform import safejson
 from crm_sync.transform.convert import add_payloads
+from crm_sync.transform.unchanged import SOURCE_DIGEST
 from crm_sync.connectors import PROFILES
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import QuarantineEntry, row_days
@@ -36,6 +37,9 @@ class ValidationResult:
     warnings: Counter = field(default_factory=Counter)
     unpartitioned: int = 0  # rows without a valid updated_at (in no partition), quarantined
     keyless: int = 0  # rows without a source key (quarantined under a digest of their values)
+    # rows set aside before validation, unchanged (crm_sync/transform/unchanged.py): counted in
+    # rows_in, so the share quarantined is of the whole partition
+    unchanged_skipped: int = 0
 
     @property
     def by_rule(self) -> Counter:
@@ -130,6 +134,8 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     # here rather than lost, and take no part in the checks of the partition's rows.
     orphan = source.pop("_no_partition").eq(True) if "_no_partition" in source.columns else None
     why = {c: source.pop(c) for c in _ORPHAN_COLUMNS if c in source.columns}
+    # (carried to the valid rows for the runner, never checked: crm_sync/transform/unchanged.py)
+    source_digests = source.pop(SOURCE_DIGEST) if SOURCE_DIGEST in source.columns else None
     frame = to_crm_frame(spec, source)
     failures: dict[int, list[tuple[str, str, object]]] = {}
     unpartitioned = 0
@@ -174,6 +180,8 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     valid = frame.drop(index=list(failures))
     warnings = unknown_attributes(spec, valid)
     valid, unconvertible = _typed(spec, valid, partition)
+    if source_digests is not None:
+        valid[SOURCE_DIGEST] = source_digests.reindex(valid.index)
     by_row = dict(zip(order, bad_rows)) | unconvertible  # failures in row order
     return ValidationResult(valid=valid, failures=[by_row[i] for i in sorted(by_row)],
                             rows_in=len(frame), warnings=warnings, unpartitioned=unpartitioned,
