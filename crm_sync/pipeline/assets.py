@@ -77,8 +77,14 @@ def source_asset(table, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
     return _source
 
 
-def _orphan_report(context, table: str, rows: pa.Table) -> dict:
-    """The source asset's metadata and warnings about the rows that are in no partition."""
+def _orphan_report(context, table: str, rows: pa.Table | pd.DataFrame) -> dict:
+    """The source asset's metadata and warnings about the rows that are in no partition (a
+    frame: a partition Arrow cannot hold, validated_rows.py `read_partition`)."""
+    if isinstance(rows, pd.DataFrame):
+        text = rows.astype("string")
+        if "_no_partition" in rows.columns:
+            text["_no_partition"] = rows["_no_partition"].eq(True)
+        rows = pa.Table.from_pandas(text, preserve_index=False)
     none = pa.array([False] * rows.num_rows, pa.bool_())
 
     def flagged(column: str) -> pa.ChunkedArray | pa.Array:

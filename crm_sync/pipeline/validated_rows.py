@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from crm_sync.extract.connections import SyncSource, sync_source
 from crm_sync.spec import SyncSpec
@@ -47,9 +48,13 @@ def read_partition(table, source, partitions: dg.PartitionsDefinition,
     reader = sync_source(sync, source) if sync else SyncSource(source, table)
     first = partitions.get_first_partition_window()
     last = partitions.get_last_partition_window()  # today's (end_offset=1)
-    return reader.read_partition(window.start, window.end, include_unpartitioned=True,
-                                 bounds=(first.start, last.end) if first and last else None,
-                                 arrow=arrow)
+    bounds = (first.start, last.end) if first and last else None
+    try:
+        return reader.read_partition(window.start, window.end, include_unpartitioned=True,
+                                     bounds=bounds, arrow=arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a SQL column of values of several types
+        return reader.read_partition(window.start, window.end, include_unpartitioned=True,
+                                     bounds=bounds)  # (pandas holds it: nothing set aside)
 
 
 def validate_source(sync: SyncSpec, rows, partition: str, store,
@@ -57,7 +62,9 @@ def validate_source(sync: SyncSpec, rows, partition: str, store,
     """`validate_and_record` of a source partition (a pyarrow Table, or a frame stored before
     sources were Arrow) less its unchanged rows (none set aside when `prefilter` is False):
     `rows_in` counts every row, `valid.attrs[SKIPPED]` those set aside."""
-    kept = unchanged.prefilter(sync, unchanged.as_table(rows), store, enabled=prefilter)
+    table = unchanged.as_table(rows)  # None: a frame Arrow cannot hold, validated whole
+    kept = unchanged.prefilter(sync, table, store, enabled=prefilter) if table is not None \
+        else unchanged.Prefiltered(rows, 0)
     result = validate_and_record(sync, unchanged.as_frame(kept.rows), partition, store)
     result.rows_in += kept.skipped
     result.unchanged_skipped = kept.skipped

@@ -177,9 +177,8 @@ class SyncStore:
         never goes back); `run`: the run whose claims to be sending these rows end here.
         Each entry is masked here, the one place entries enter the store (crm_sync/state/quarantine.py):
         sensitive values never reach the file. `links`: the associations of confirmed rows
-        (crm_sync/state/links.py), written with their state. `source_digests`: source key ->
-        the digest of the source row as read (crm_sync/transform/unchanged.py) of rows confirmed
-        or found unchanged; a state written without one, or a row quarantined, has none."""
+        (crm_sync/state/links.py), written with their state. `source_digests`: the source
+        digests (crm_sync/transform/unchanged.py) of rows confirmed or found unchanged."""
         now = time.time()
         quarantined = masked_all(quarantined)
         with self.transaction(sync=sync) as conn:

@@ -48,7 +48,7 @@ _POS = "__crm_sync_pos"
 
 @dataclass
 class Prefiltered:
-    rows: pa.Table  # the rows that go on (with their SOURCE_DIGEST column)
+    rows: pa.Table | pd.DataFrame  # the rows that go on (with their SOURCE_DIGEST column)
     skipped: int  # unchanged rows set aside
 
 
@@ -162,7 +162,12 @@ def as_frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
     return table if isinstance(table, pd.DataFrame) else table.to_pandas()
 
 
-def as_table(rows: pa.Table | pd.DataFrame) -> pa.Table:
-    """A source partition as a pyarrow Table (a frame stored before sources were Arrow)."""
-    return rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows,
-                                                                        preserve_index=False)
+def as_table(rows: pa.Table | pd.DataFrame) -> pa.Table | None:
+    """A source partition as a pyarrow Table (a frame stored before sources were Arrow), or
+    None when Arrow cannot hold a column of it (values of several types, from a SQL source)."""
+    if isinstance(rows, pa.Table):
+        return rows
+    try:
+        return pa.Table.from_pandas(rows, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None

@@ -134,8 +134,7 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     # here rather than lost, and take no part in the checks of the partition's rows.
     orphan = source.pop("_no_partition").eq(True) if "_no_partition" in source.columns else None
     why = {c: source.pop(c) for c in _ORPHAN_COLUMNS if c in source.columns}
-    # (carried to the valid rows for the runner, never checked: crm_sync/transform/unchanged.py)
-    source_digests = source.pop(SOURCE_DIGEST) if SOURCE_DIGEST in source.columns else None
+    digests = source.pop(SOURCE_DIGEST) if SOURCE_DIGEST in source.columns else None  # (kept)
     frame = to_crm_frame(spec, source)
     failures: dict[int, list[tuple[str, str, object]]] = {}
     unpartitioned = 0
@@ -179,21 +178,22 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     bad_rows = _name_winners(spec, order, bad_rows, winners, sensitive_names(spec))
     valid = frame.drop(index=list(failures))
     warnings = unknown_attributes(spec, valid)
-    valid, unconvertible = _typed(spec, valid, partition)
-    if source_digests is not None:
-        valid[SOURCE_DIGEST] = source_digests.reindex(valid.index)
+    valid, unconvertible = _typed(spec, valid, partition, digests)
     by_row = dict(zip(order, bad_rows)) | unconvertible  # failures in row order
     return ValidationResult(valid=valid, failures=[by_row[i] for i in sorted(by_row)],
                             rows_in=len(frame), warnings=warnings, unpartitioned=unpartitioned,
                             keyless=sum(k.startswith("<no ") for k in identities.values()))
 
 
-def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None
+def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None, digests=None
            ) -> tuple[pd.DataFrame, dict[int, QuarantineEntry]]:
     """The valid rows with their typed payload and digest (crm_sync/transform/convert.py), and the
     entries (by row) of the rows whose values cannot be converted (a number too large for a
-    float, a JSON column that holds no object): those are quarantined here, not sent."""
+    float, a JSON column that holds no object): those are quarantined here, not sent.
+    `digests`: the rows' source digests, carried to the runner unchecked (unchanged.py)."""
     reasons = add_payloads(spec, valid)
+    if digests is not None:
+        valid[SOURCE_DIGEST] = digests.reindex(valid.index)
     if not reasons:
         return valid, {}
     order = list(reasons)
