@@ -5,12 +5,12 @@ Why a rerun is safe: rows the CRM confirmed are recorded with their CRM id and d
 one transaction after the run; a rerun either skips them (same hash) or updates the same CRM
 record (known id / unique matching key). Rows that failed stay unmarked and are sent again.
 
-Rows come typed from validation (crm_sync/transform/convert.py): each carries its payload (`_payload`)
-and its change-detection digest (`_digest`), so the runner only plans and sends. Chunks are
-pipelined: while one chunk's requests are in flight, the next chunk is planned and its records
-built on the event loop in short slices (its state read and its outcomes recorded in a worker
-thread, where SQLite runs without the GIL), so the CRM is never left waiting on crm_sync's own
-CPU work.
+Rows come typed from validation (crm_sync/transform/convert.py): each carries its payload
+(`_payload`), its change-detection digest (`_digest`) and its source digest (`_source_digest`,
+crm_sync/transform/unchanged.py: the rows validation set aside unchanged count as unchanged
+here), so the runner only plans and sends. Chunks are pipelined: while one chunk's requests
+are in flight, the next is planned and its records built on the event loop in short slices
+(its state read and outcomes recorded in a worker thread, where SQLite runs without the GIL).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from crm_sync.load import links
 from crm_sync.transform import matching
 from crm_sync.state import ownership
 from crm_sync.transform.convert import DIGEST, PAYLOAD, is_legacy_hash, legacy_payload_hash
+from crm_sync.transform.unchanged import SKIPPED, SOURCE_DIGEST
 from crm_sync.connectors.model import Outcome, Stats
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import SYNC, QuarantineEntry, batch_echoes
@@ -88,10 +89,9 @@ class SyncReport:
 def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store: SyncStore,
                partition: str | None = None, full_resync: bool = False, dry_run: bool = False,
                chunk_rows: int = 10_000, log=None, path: str = SYNC) -> SyncReport:
-    """Send a partition's valid rows in chunks (bounded memory; the state of each chunk is
-    recorded as soon as the CRM confirmed it, so an interrupted run loses nothing).
-    `path`: the quarantine's `path` of the rows that fail (crm_sync/state/quarantine.py); their
-    `partition` is the day of their updated_at (`partition` where it is unknown)."""
+    """Send a partition's valid rows in chunks (bounded memory; each chunk's state is recorded
+    once the CRM confirmed it: an interrupted run loses nothing). `path`: the quarantine's
+    `path` of failing rows (crm_sync/state/quarantine.py), their `partition` their day."""
     with _objects_set_aside():
         return asyncio.run(_run_upsert(spec, valid, resource, store, _Where(partition, path),
                                        full_resync, dry_run, chunk_rows, log))
@@ -99,8 +99,8 @@ def run_upsert(spec: SyncSpec, valid: pd.DataFrame, resource: CrmResource, store
 
 @dataclass(frozen=True)
 class _Where:
-    """Where a run's failing rows go in the quarantine: the run's partition (a row's day when
-    its updated_at is unknown) and its path (sync, replay)."""
+    """Where failing rows go in the quarantine: the partition (a row's day when its updated_at
+    is unknown) and path (sync, replay)."""
     partition: str | None
     path: str
 
@@ -110,9 +110,8 @@ class _Where:
 
 @contextmanager
 def _objects_set_aside():
-    """A run allocates millions of short-lived objects; each full garbage collection would walk
-    every object the process held before it (Dagster, pandas, the partition's frame) again.
-    Those are set aside for the run (gc.freeze) and handed back after (gc.unfreeze)."""
+    """A run allocates millions of short-lived objects; each full collection would walk every
+    object held before it (Dagster, pandas, the frame) again: set aside (gc.freeze) for it."""
     gc.freeze()
     try:
         yield
@@ -120,14 +119,12 @@ def _objects_set_aside():
         gc.unfreeze()
 
 
-# Chunks under way at once (being sent, or waiting for their outcomes to be recorded). While
-# they are, the next chunk is planned, so the CRM always has requests waiting; memory stays
-# bounded to a few chunks.
+# Chunks under way at once (being sent, or waiting for their outcomes to be recorded), while
+# the next is planned: the CRM always has requests waiting, memory stays bounded.
 PIPELINE_DEPTH = 3
 # Planning runs on the event loop in slices this small, yielding between them, so responses
-# keep being read and requests sent (no thread: a second Python thread would only contend for
-# the GIL). A slice takes ~25 ms of CPU, less than the CRM needs for the requests in flight, so
-# the CRM is never left idle waiting for crm_sync to read an answer or send the next request.
+# keep being read and requests sent (a second Python thread would only contend for the GIL). A
+# slice takes ~25 ms of CPU, less than the CRM needs for the requests in flight: never idle.
 PLAN_SLICE_ROWS = 250
 _NOT_SYNCED = (None, None)
 
@@ -135,8 +132,9 @@ _NOT_SYNCED = (None, None)
 async def _run_upsert(spec, valid, resource, store, where, full_resync, dry_run, chunk_rows,
                       log) -> SyncReport:
     started = time.monotonic()
-    report = SyncReport(spec.name, spec.crm, spec.object, where.partition, rows_in=len(valid))
-    report.dry_run = dry_run
+    skipped = valid.attrs.get(SKIPPED, 0) if not full_resync else 0  # set aside unchanged
+    report = SyncReport(spec.name, spec.crm, spec.object, where.partition,
+                        rows_in=len(valid) + skipped, unchanged=skipped, dry_run=dry_run)
     run = ownership.new_run()  # names this run's claims to be sending rows (state/ownership.py)
     try:
         return await _run_chunks(spec, valid, resource, store, where, full_resync,
@@ -190,8 +188,8 @@ async def _run_chunks(spec, valid, resource, store, where, full_resync, dry_run,
             await asyncio.gather(*pending, return_exceptions=True)
             raise
         stats = connector.core.stats
-    report.requests, report.retries = stats.requests, stats.retries
-    report.rate_limited = stats.rate_limited
+    report.requests, report.retries, report.rate_limited = \
+        stats.requests, stats.retries, stats.rate_limited
     report.stats = stats
     report.duration_seconds = time.monotonic() - started
     report.check()
@@ -210,6 +208,8 @@ async def _plan_chunk(spec, chunk, store, run, where, full_resync, report, conne
     verdicts, stamps = await _claim(spec, store, run, chunk, keys, same, connector is None)
     plan = _Plan(resolved=None if connector is None else await asyncio.to_thread(
         links.resolve, spec, store, keys, chunk, same))  # associations (load/links.py)
+    if SOURCE_DIGEST in chunk.columns:  # stored for rows confirmed or unchanged (_record)
+        plan.sources = dict(zip(keys, chunk[SOURCE_DIGEST].tolist()))
     for start in range(0, len(chunk), PLAN_SLICE_ROWS):
         stop = start + PLAN_SLICE_ROWS
         plan.extend(_prepare(spec, chunk.iloc[start:stop], keys[start:stop],
@@ -230,6 +230,7 @@ class _Plan:
     items: list = field(default_factory=list)  # the connector's records of to_send
     versions: dict[str, str] = field(default_factory=dict)  # key -> updated_at sent
     resolved: links.Resolved | None = None  # the chunk's associations (load/links.py)
+    sources: dict[str, str] = field(default_factory=dict)  # key -> source digest
 
     def extend(self, other: _Plan) -> None:
         self.to_send += other.to_send
@@ -395,4 +396,5 @@ def _record(spec, store, where, plan: _Plan, outcomes: list[Outcome], report,
     versions = {key: plan.versions[key] for key in succeeded if key in plan.versions}
     made = links.confirmed(plan.resolved, [o.key for o in outcomes if o.ok], report)
     store.record_results(spec.name, succeeded, quarantined, state_rows, versions=versions,
-                         run=run, links=made)
+                         run=run, links=made, source_digests={
+                             key: plan.sources[key] for key in succeeded if key in plan.sources})

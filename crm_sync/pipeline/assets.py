@@ -11,6 +11,8 @@ import warnings
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crm_sync.connectors import PROFILES, RESOURCE_CLASSES
 from crm_sync.pipeline.alerts import alert_check_result, alert_check_spec, log_alert_check
@@ -27,8 +29,9 @@ from crm_sync.load.runner import run_upsert
 from crm_sync.pipeline.sync_steps import (  # UpsertConfig re-exported: its old home
     UpsertConfig, settle_unconfirmed, step_assets, sync_asset_names)
 from crm_sync.pipeline.validated_rows import (
-    STORED_OR_MISSING, VALIDATED_ROWS_RESOURCES, over_threshold, read_partition, validate_and_record,
+    STORED_OR_MISSING, VALIDATED_ROWS_RESOURCES, over_threshold, read_partition, validate_source,
     validate_in_step, validated_input)
+from crm_sync.transform.unchanged import SKIPPED
 
 
 
@@ -58,30 +61,40 @@ def source_asset(table, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         name=sync.source_asset if sync else f"source_{table}",
         partitions_def=partitions,
         group_name="sources",
-        kinds={"duckdb", "pandas"} if not (sync and sync.source_connection) else {"sql", "pandas"},
+        kinds={"duckdb", "pyarrow"} if not (sync and sync.source_connection) else {"sql",
+                                                                                   "pyarrow"},
         description=f"One day of {what} (rows by `{cursor}`).",
     )
-    def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
+    def _source(context: dg.AssetExecutionContext, source: SourceResource) -> pa.Table:
         # Rows in no partition (updated_at missing, not a timestamp, or outside the partitions
         # that exist; CSV lines that cannot be read) come along with every partition (flagged
-        # `_no_partition`) so the syncs quarantine them.
-        frame = read_partition(sync or table, source, partitions, context.partition_time_window)
-        context.add_output_metadata(_orphan_report(context, table, frame))
-        return frame
+        # `_no_partition`) so the syncs quarantine them. A pyarrow Table: its unchanged rows
+        # never become pandas (crm_sync/transform/unchanged.py).
+        rows = read_partition(sync or table, source, partitions, context.partition_time_window)
+        context.add_output_metadata(_orphan_report(context, table, rows))
+        return rows
 
     return _source
 
 
-def _orphan_report(context, table: str, frame: pd.DataFrame) -> dict:
-    """The source asset's metadata and warnings about the rows that are in no partition."""
-    def flagged(column: str) -> pd.Series:
-        return frame[column].notna() if column in frame.columns \
-            else pd.Series(False, index=frame.index)
+def _orphan_report(context, table: str, rows: pa.Table | pd.DataFrame) -> dict:
+    """The source asset's metadata and warnings about the rows that are in no partition (a
+    frame: a partition Arrow cannot hold, validated_rows.py `read_partition`)."""
+    if isinstance(rows, pd.DataFrame):
+        text = rows.astype("string")
+        if "_no_partition" in rows.columns:
+            text["_no_partition"] = rows["_no_partition"].eq(True)
+        rows = pa.Table.from_pandas(text, preserve_index=False)
+    none = pa.array([False] * rows.num_rows, pa.bool_())
 
-    orphan = frame["_no_partition"].eq(True) if "_no_partition" in frame.columns \
-        else pd.Series(False, index=frame.index)
-    out, malformed = flagged("_out_of_range") & orphan, flagged("_malformed_key") & orphan
-    invalid = orphan & ~out & ~malformed
+    def flagged(column: str) -> pa.ChunkedArray | pa.Array:
+        return pc.is_valid(rows.column(column)) if column in rows.column_names else none
+
+    orphan = pc.fill_null(pc.equal(rows.column("_no_partition").cast(pa.bool_()), True),
+                          False) if "_no_partition" in rows.column_names else none
+    out = pc.and_(flagged("_out_of_range"), orphan)
+    malformed = pc.and_(flagged("_malformed_key"), orphan)
+    invalid = pc.and_(orphan, pc.invert(pc.or_(out, malformed)))
     # (rows, the column shown as samples, how they are joined, what happened to them)
     reports = (
         (invalid, "updated_at", ", ", "row(s) have an updated_at that is missing or not a "
@@ -93,17 +106,20 @@ def _orphan_report(context, table: str, frame: pd.DataFrame) -> dict:
         (malformed, "_malformed", "; ", "line(s) cannot be read ({}); they are quarantined as "
          "MALFORMED_SOURCE_ROW until fixed, the other rows sync"),
     )
-    for rows, column, sep, what in reports:
-        if rows.any():
-            values = frame.loc[rows, column].head(5)
+    def count(mask) -> int:
+        return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+
+    for mask, column, sep, what in reports:
+        if count(mask):
+            values = rows.filter(mask).column(column).slice(0, 5).to_pylist()
             samples = sep.join(values if column == "_malformed" else map(repr, values))
-            context.log.warning(f"source table {table!r}: {int(rows.sum())} "
+            context.log.warning(f"source table {table!r}: {count(mask)} "
                                 + what.format(samples))
     return {
-        "rows": dg.MetadataValue.int(int((~orphan).sum())),
-        "rows_without_valid_updated_at": dg.MetadataValue.int(int(invalid.sum())),
-        "rows_out_of_range": dg.MetadataValue.int(int(out.sum())),
-        "rows_malformed": dg.MetadataValue.int(int(malformed.sum())),
+        "rows": dg.MetadataValue.int(rows.num_rows - count(orphan)),
+        "rows_without_valid_updated_at": dg.MetadataValue.int(count(invalid)),
+        "rows_out_of_range": dg.MetadataValue.int(count(out)),
+        "rows_malformed": dg.MetadataValue.int(count(malformed)),
     }
 
 
@@ -133,10 +149,12 @@ def validated_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.A
         if rows is None:  # source_<table> [day] never stored in this instance: read it here
             rows = read_partition(sync, context.resources.source, partitions,
                                   context.partition_time_window)
-        result = validate_and_record(sync, rows, context.partition_key,
-                                     context.resources.store.get())
+        # the unchanged rows are set aside before pandas (crm_sync/transform/unchanged.py)
+        result = validate_source(sync, rows, context.partition_key,
+                                 context.resources.store.get())
         metadata = {
             "rows_in": dg.MetadataValue.int(result.rows_in),
+            SKIPPED: dg.MetadataValue.int(result.unchanged_skipped),
             "rows_valid": dg.MetadataValue.int(len(result.valid)),
             "rows_quarantined": dg.MetadataValue.int(len(result.failures)),
             "rows_without_source_key": dg.MetadataValue.int(result.keyless),
@@ -217,7 +235,12 @@ def upsert_asset(sync: SyncSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
     @one_run_per_partition(sync.name)  # one run at a time per sync partition, across processes
     def _upsert(context: dg.AssetExecutionContext, config: UpsertConfig,
                 valid: pd.DataFrame | None) -> dg.MaterializeResult:
-        valid = validate_in_step(context, sync, partitions) if valid is None else valid
+        if valid is None:
+            valid = validate_in_step(context, sync, partitions, not config.full_resync)
+        elif config.full_resync and valid.attrs.get(SKIPPED):  # every row is sent again
+            valid = validate_in_step(context, sync, partitions, False, why=(
+                f"a full resync sends every row and validated_{sync.name} set aside "
+                f"{valid.attrs[SKIPPED]} unchanged"))
         resource = getattr(context.resources, sync.crm)
         store = context.resources.store.get()
         report = run_upsert(sync, valid, resource, store, partition=context.partition_key,

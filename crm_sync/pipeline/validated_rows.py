@@ -14,15 +14,23 @@ Dagster has no setting that makes a run materialize a missing upstream partition
 only warns, dagster-io/dagster#14229, #14502); an input manager is Dagster's documented way to
 decide how an input is loaded (docs.dagster.io "Input managers": `dg.AssetIn(...,
 input_manager_key=...)`, `@dg.input_manager(required_resource_keys=...)`).
+
+The source partition is a pyarrow Table; before any of it becomes pandas, the rows unchanged
+since the CRM confirmed them are set aside (crm_sync/transform/unchanged.py, `validate_source`):
+only the others are validated and planned, and the count set aside travels with the valid
+rows (`DataFrame.attrs`, pickled with the frame by the IO manager) to the upsert, which counts
+them as unchanged. A full resync validates the whole partition (`prefilter=False`).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from crm_sync.extract.connections import SyncSource, sync_source
 from crm_sync.spec import SyncSpec
+from crm_sync.transform import unchanged
 from crm_sync.transform.validate import ValidationResult, validate_partition
 
 # The resource key of `stored_or_missing`, bound to each upsert asset (`resource_defs`): one
@@ -31,16 +39,37 @@ STORED_OR_MISSING = "crm_sync_validated_rows"
 
 
 def read_partition(table, source, partitions: dg.PartitionsDefinition,
-                   window: dg.TimeWindow) -> pd.DataFrame:
+                   window: dg.TimeWindow, arrow: bool = True):
     """One day of a source table (`table`: its name) or of the source a sync reads (`table`:
     the SyncSpec), with the rows that are in no partition flagged `_no_partition` (so the syncs
-    quarantine them): what `source_<table>` materializes."""
+    quarantine them): what `source_<table>` materializes, a pyarrow Table (`arrow` False: a
+    pandas DataFrame)."""
     sync = table if isinstance(table, SyncSpec) else None
     reader = sync_source(sync, source) if sync else SyncSource(source, table)
     first = partitions.get_first_partition_window()
     last = partitions.get_last_partition_window()  # today's (end_offset=1)
-    return reader.read_partition(window.start, window.end, include_unpartitioned=True,
-                                 bounds=(first.start, last.end) if first and last else None)
+    bounds = (first.start, last.end) if first and last else None
+    try:
+        return reader.read_partition(window.start, window.end, include_unpartitioned=True,
+                                     bounds=bounds, arrow=arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a SQL column of values of several types
+        return reader.read_partition(window.start, window.end, include_unpartitioned=True,
+                                     bounds=bounds)  # (pandas holds it: nothing set aside)
+
+
+def validate_source(sync: SyncSpec, rows, partition: str, store,
+                    prefilter: bool = True) -> ValidationResult:
+    """`validate_and_record` of a source partition (a pyarrow Table, or a frame stored before
+    sources were Arrow) less its unchanged rows (none set aside when `prefilter` is False):
+    `rows_in` counts every row, `valid.attrs[SKIPPED]` those set aside."""
+    table = unchanged.as_table(rows)  # None: a frame Arrow cannot hold, validated whole
+    kept = unchanged.prefilter(sync, table, store, enabled=prefilter) if table is not None \
+        else unchanged.Prefiltered(rows, 0)
+    result = validate_and_record(sync, unchanged.as_frame(kept.rows), partition, store)
+    result.rows_in += kept.skipped
+    result.unchanged_skipped = kept.skipped
+    result.valid.attrs[unchanged.SKIPPED] = kept.skipped
+    return result
 
 
 def validate_and_record(sync: SyncSpec, rows: pd.DataFrame, partition: str,
@@ -91,17 +120,20 @@ def validated_input(sync: SyncSpec) -> dict[str, dg.AssetIn]:
 
 
 def validate_in_step(context: dg.AssetExecutionContext, sync: SyncSpec,
-                     partitions: dg.PartitionsDefinition) -> pd.DataFrame:
+                     partitions: dg.PartitionsDefinition, prefilter: bool = True,
+                     why: str = "") -> pd.DataFrame:
     """The valid rows of the upsert's partition, read and validated here because
-    `validated_<sync>` was not materialized for it; over the threshold: a dagster.Failure
-    (the failing rows are in the quarantine, nothing is sent)."""
+    `validated_<sync>` was not materialized for it (`why`: another reason: a full resync
+    needs every row, `prefilter` False); over the threshold: a dagster.Failure (the failing
+    rows are in the quarantine, nothing is sent)."""
     day = context.partition_key
     rows = read_partition(sync, context.resources.source, partitions,
                           context.partition_time_window)
-    result = validate_and_record(sync, rows, day, context.resources.store.get())
-    context.log.info(f"{sync.name} [{day}]: validated the partition itself, because "
-                     f"validated_{sync.name} [{day}] was not materialized: {result.rows_in} "
-                     f"rows read, {len(result.valid)} valid, {len(result.failures)} quarantined")
+    result = validate_source(sync, rows, day, context.resources.store.get(), prefilter)
+    why = why or f"validated_{sync.name} [{day}] was not materialized"
+    context.log.info(f"{sync.name} [{day}]: validated the partition itself, because {why}: "
+                     f"{result.rows_in} rows read, {result.unchanged_skipped} unchanged set "
+                     f"aside, {len(result.valid)} valid, {len(result.failures)} quarantined")
     why = over_threshold(sync, result)
     if why is not None:
         raise dg.Failure(description=f"{sync.name} [{day}]: {why}", allow_retries=False,

@@ -100,6 +100,17 @@ class SyncStore:
                 "SELECT source_key, crm_id, payload_hash FROM sync_state WHERE sync = ? AND "
                 "source_key IN (SELECT value FROM json_each(?))", (sync, wanted)).fetchall()}
 
+    def source_digests(self, sync: str, keys: Iterable[str]) -> dict[str, str]:
+        """source_key -> the digest of the source row whose outcome the state holds
+        (crm_sync/transform/unchanged.py), for the keys that have one and no quarantine entry."""
+        wanted = json.dumps([str(k) for k in keys], ensure_ascii=False)
+        with self.connection() as conn:
+            return dict(conn.execute(
+                "SELECT s.source_key, s.source_digest FROM sync_state s WHERE s.sync = ? AND "
+                "s.source_digest IS NOT NULL AND s.source_key IN (SELECT value FROM "
+                "json_each(?)) AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.sync = "
+                "s.sync AND q.source_key = s.source_key)", (sync, wanted)).fetchall())
+
     def get_links(self, sync: str, keys: Iterable[str]) -> dict:
         """(source key, association) -> (target key, target CRM id) recorded for `keys`."""
         with self.connection() as conn:
@@ -156,6 +167,7 @@ class SyncStore:
         versions: dict[str, str] | None = None,
         run: str | None = None,
         links: Sequence[link_table.LinkRow] = (),
+        source_digests: dict[str, str] | None = None,
     ) -> None:
         """In one transaction: rows that went through leave the quarantine, failed rows enter it
         (replacing their earlier entry: one entry per source row), and confirmed rows' state is
@@ -165,7 +177,8 @@ class SyncStore:
         never goes back); `run`: the run whose claims to be sending these rows end here.
         Each entry is masked here, the one place entries enter the store (crm_sync/state/quarantine.py):
         sensitive values never reach the file. `links`: the associations of confirmed rows
-        (crm_sync/state/links.py), written with their state."""
+        (crm_sync/state/links.py), written with their state. `source_digests`: the source
+        digests (crm_sync/transform/unchanged.py) of rows confirmed or found unchanged."""
         now = time.time()
         quarantined = masked_all(quarantined)
         with self.transaction(sync=sync) as conn:
@@ -182,21 +195,24 @@ class SyncStore:
                 )
             conn.executemany(_REPLACE_QUARANTINE,
                              [_quarantine_row(sync, row, now) for row in quarantined])
-            versions = versions or {}
+            versions, source_digests = versions or {}, source_digests or {}
             conn.executemany(
                 "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE "
-                "SET crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
+                "updated_at, source_digest) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sync, "
+                "source_key) DO UPDATE SET crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
                 "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at, "
+                "source_digest = excluded.source_digest, "
                 # the newest version confirmed stays (an older row confirmed later does not
                 # make the state say older)
                 "updated_at = CASE WHEN sync_state.updated_at IS NULL OR "
                 "excluded.updated_at > sync_state.updated_at THEN excluded.updated_at "
                 "ELSE sync_state.updated_at END",
                 # in key order: neighbouring rows share index pages (fewer pages written)
-                sorted(((sync, key, crm_id, digest, now, versions.get(key))
-                        for key, crm_id, digest in state_rows), key=lambda row: str(row[1])),
+                sorted(((sync, key, crm_id, digest, now, versions.get(key),
+                         source_digests.get(key)) for key, crm_id, digest in state_rows),
+                       key=lambda row: str(row[1])),
             )
+            _write_source_digests(conn, sync, source_digests, state_rows, quarantined)
             if links:
                 link_table.write(conn, sync, links, now)
             if run is not None:
@@ -313,6 +329,20 @@ def _frame(conn, sql: str, params: Sequence = ()) -> pd.DataFrame:
     cursor = conn.execute(sql, tuple(params))
     columns = [d[0] for d in cursor.description]
     return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)
+
+
+def _write_source_digests(conn, sync: str, digests: dict[str, str], state_rows,
+                          quarantined: Sequence[QuarantineEntry]) -> None:
+    """The source digests of rows found unchanged (their state is not rewritten); quarantined
+    rows lose theirs (crm_sync/transform/unchanged.py)."""
+    written = {str(key) for key, _, _ in state_rows}
+    conn.executemany("UPDATE sync_state SET source_digest = ? WHERE sync = ? AND source_key = ?",
+                     sorted(((digest, sync, str(key)) for key, digest in digests.items()
+                             if str(key) not in written), key=lambda row: row[2]))
+    if quarantined:
+        conn.execute("UPDATE sync_state SET source_digest = NULL WHERE sync = ? AND source_key "
+                     "IN (SELECT value FROM json_each(?))", (sync, json.dumps(
+                         [str(q.source_key) for q in quarantined], ensure_ascii=False)))
 
 
 def _count_runs(conn, sync: str,

@@ -115,7 +115,10 @@ def _add_column(table: str, column: str, kind: str):
 MIGRATIONS = (_create_tables, *(_add_column(*added) for added in _ADDED_COLUMNS),
               links.create_links_table,  # (CREATE TABLE IF NOT EXISTS: in any order)
               # Salesforce Bulk API 2.0 jobs under way (crm_sync/state/bulkjobs.py)
-              bulkjobs.create_table)
+              bulkjobs.create_table,
+              # the digest of the source row as read whose outcome the state holds
+              # (crm_sync/transform/unchanged.py: unchanged rows skip validation and planning)
+              _add_column("sync_state", "source_digest", "TEXT"))
 CURRENT_VERSION = len(MIGRATIONS)
 
 

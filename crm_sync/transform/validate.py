@@ -15,6 +15,7 @@ from pandera.errors import SchemaErrors
 from crm_sync.transform import matching
 from crm_sync.transform import safejson
 from crm_sync.transform.convert import add_payloads
+from crm_sync.transform.unchanged import SOURCE_DIGEST
 from crm_sync.connectors import PROFILES
 from crm_sync.state.masking import sensitive_names
 from crm_sync.state.quarantine import QuarantineEntry, row_days
@@ -36,6 +37,9 @@ class ValidationResult:
     warnings: Counter = field(default_factory=Counter)
     unpartitioned: int = 0  # rows without a valid updated_at (in no partition), quarantined
     keyless: int = 0  # rows without a source key (quarantined under a digest of their values)
+    # rows set aside before validation, unchanged (crm_sync/transform/unchanged.py): counted in
+    # rows_in, so the share quarantined is of the whole partition
+    unchanged_skipped: int = 0
 
     @property
     def by_rule(self) -> Counter:
@@ -130,6 +134,7 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     # here rather than lost, and take no part in the checks of the partition's rows.
     orphan = source.pop("_no_partition").eq(True) if "_no_partition" in source.columns else None
     why = {c: source.pop(c) for c in _ORPHAN_COLUMNS if c in source.columns}
+    digests = source.pop(SOURCE_DIGEST) if SOURCE_DIGEST in source.columns else None  # (kept)
     frame = to_crm_frame(spec, source)
     failures: dict[int, list[tuple[str, str, object]]] = {}
     unpartitioned = 0
@@ -173,19 +178,22 @@ def validate_partition(spec: SyncSpec, source: pd.DataFrame,
     bad_rows = _name_winners(spec, order, bad_rows, winners, sensitive_names(spec))
     valid = frame.drop(index=list(failures))
     warnings = unknown_attributes(spec, valid)
-    valid, unconvertible = _typed(spec, valid, partition)
+    valid, unconvertible = _typed(spec, valid, partition, digests)
     by_row = dict(zip(order, bad_rows)) | unconvertible  # failures in row order
     return ValidationResult(valid=valid, failures=[by_row[i] for i in sorted(by_row)],
                             rows_in=len(frame), warnings=warnings, unpartitioned=unpartitioned,
                             keyless=sum(k.startswith("<no ") for k in identities.values()))
 
 
-def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None
+def _typed(spec: SyncSpec, valid: pd.DataFrame, partition: str | None, digests=None
            ) -> tuple[pd.DataFrame, dict[int, QuarantineEntry]]:
     """The valid rows with their typed payload and digest (crm_sync/transform/convert.py), and the
     entries (by row) of the rows whose values cannot be converted (a number too large for a
-    float, a JSON column that holds no object): those are quarantined here, not sent."""
+    float, a JSON column that holds no object): those are quarantined here, not sent.
+    `digests`: the rows' source digests, carried to the runner unchecked (unchanged.py)."""
     reasons = add_payloads(spec, valid)
+    if digests is not None:
+        valid[SOURCE_DIGEST] = digests.reindex(valid.index)
     if not reasons:
         return valid, {}
     order = list(reasons)
