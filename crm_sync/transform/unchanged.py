@@ -75,7 +75,7 @@ def fingerprint(sync: SyncSpec) -> str:
     """What besides the row decides its verdict and payload, as one digest."""
     pulled = sync.crm_schema
     parts = [DIGEST_FORMAT, _version(), sync.model_dump_json(),
-             pulled.to_json() if pulled is not None else ""]
+             pulled.schema.to_json() if pulled is not None else ""]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
