@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from crm_sync_tests.ast_source import parse as parse_source
 
 PACKAGE = Path(__file__).resolve().parents[1] / "crm_sync"
 MAX_MODULE_LINES = 400
@@ -24,7 +25,7 @@ def _name(path: Path) -> str:
 
 
 def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return parse_source(path.read_text(encoding="utf-8"), filename=str(path))
 
 
 

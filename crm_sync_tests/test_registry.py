@@ -17,6 +17,7 @@ import crm_sync
 import crm_sync.connectors as connectors
 from crm_sync.spec import SpecError, load_spec
 from crm_sync_tests.bundled_spec import bundled_unlinked
+from crm_sync_tests.ast_source import parse as parse_source
 
 PACKAGE = Path(crm_sync.__file__).parent
 KNOWN = set(connectors.CRMS)  # the registry entries of today's four CRMs
@@ -66,7 +67,7 @@ def _outside_the_registry(walk) -> list[str]:
     for path in sorted(PACKAGE.rglob("*.py")):
         if _allowed(path):
             continue
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = parse_source(path.read_text(), filename=str(path))
         found += [f"{path.relative_to(PACKAGE)}:{line}: {name!r}" for line, name in walk(tree)]
     return found
 
@@ -94,10 +95,10 @@ def test_no_client_module_branches_on_a_crm_name():
 
 def test_the_check_finds_a_list_written_again():
     # The check above is not blind: the tables it replaced are what it reports.
-    tree = ast.parse('KINDS = {"hubspot": "hubspot"}\nName = Literal["brevo", "x"]\n'
+    tree = parse_source('KINDS = {"hubspot": "hubspot"}\nName = Literal["brevo", "x"]\n'
                      'REQ = {("salesforce", "Lead"): {"LastName"}}\n')
     assert sorted(_lists_of_crms(tree)) == [(1, "hubspot"), (2, "brevo"), (3, "salesforce")]
-    tree = ast.parse('a = crm == "superleap"\nb = crm in ("hubspot", "x")\n')
+    tree = parse_source('a = crm == "superleap"\nb = crm in ("hubspot", "x")\n')
     assert sorted(_branches_on_crms(tree)) == [(1, "superleap"), (2, "hubspot")]
 
 
@@ -241,7 +242,7 @@ def test_validation_names_no_crm():
     CRMs share."""
     found = []
     for path in VALIDATION_MODULES:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = parse_source(path.read_text(), filename=str(path))
         found += [f"{path.relative_to(PACKAGE)}:{line}: {text[:80]!r}"
                   for line, text in _crm_mentions(tree)]
     assert not found, "CRM-specific names or rules in validation:\n" + "\n".join(found)

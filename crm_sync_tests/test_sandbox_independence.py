@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import crm_sync.sandbox
+from crm_sync_tests.ast_source import parse as parse_source
 
 SANDBOX_DIR = Path(crm_sync.sandbox.__file__).parent
 # Only the entry points may import the app, and only inside a function (when it is used):
@@ -54,7 +55,7 @@ def imported_names_in(source: str, filename: str = "<source>") -> set[str]:
     importlib.util.find_spec or pkgutil.resolve_name. A string built at run time is reported
     as `<dynamic>`, so it cannot slip through unchecked, unless it is an f-string whose literal
     start pins it inside the sandbox (`f"crm_sync.sandbox.{crm}"`: a sandbox module)."""
-    tree = ast.parse(source, filename=filename)
+    tree = parse_source(source, filename=filename)
     package = "crm_sync.sandbox"
     names = set()
     for node in ast.walk(tree):
@@ -162,7 +163,7 @@ def test_no_sandbox_module_imports_the_app_back():
 
 
 def module_level_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse_source(path.read_text(encoding="utf-8"), filename=str(path))
     names = set()
     for node in tree.body:
         if isinstance(node, ast.Import):

@@ -33,6 +33,7 @@ from crm_sync.load.runner import run_upsert
 from crm_sync.transform.validate import validate_partition
 from crm_sync_tests.conftest import stored
 from crm_sync_tests.test_real_data_state import HUBSPOT as CONTACTS
+from crm_sync_tests.ast_source import parse as parse_source
 
 PACKAGE = Path(crm_sync.__file__).parent
 CONVERTERS = {"convert", "_number", "mapped_fields", "mapped_columns", "typed_payloads",
@@ -43,7 +44,7 @@ UPDATED = f"{DAY}T12:00:00Z"
 
 def _tree(relative: str) -> ast.Module:
     path = PACKAGE / relative
-    return ast.parse(path.read_text(), filename=str(path))
+    return parse_source(path.read_text(), filename=str(path))
 
 
 def _called_names(node: ast.AST) -> set[str]:
@@ -81,7 +82,7 @@ def test_one_converter_and_one_digest_exist_in_one_module():
         rel = path.relative_to(PACKAGE)
         if rel.parts[0] == "sandbox" or rel.parts[:2] == ("devtools", "bench"):
             continue
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = parse_source(path.read_text(), filename=str(path))
         for name in _defined(tree) & CONVERTERS:
             found.setdefault(name, []).append(str(rel))
         if "hash_pandas_object" in path.read_text():
