@@ -104,8 +104,9 @@ def _saturation_and_validation_rows(results, add) -> None:
         add(4, "validation: pandera / hand-written pandas",
             f"{v.pandera_seconds:.2f} s / {v.handwritten_seconds:.2f} s = {v.ratio:.2f}x "
             f"({v.rows:,} rows)", "<= 2x", v.ratio <= 2)
-        add(4, "verdicts identical row for row", f"yes ({v.failing:,} rows failing)", "yes",
-            v.identical)
+        add(4, "verdicts identical row for row", f"yes ({v.failing:,} rows failing)"
+            if v.identical else "NO: " + "; ".join(f"{k}: {d}" for k, d in v.differing.items()),
+            "yes", v.identical)
 
 
 def _upsert_rows(results, add) -> None:

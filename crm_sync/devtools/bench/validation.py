@@ -20,6 +20,7 @@ class ValidationCost:
     handwritten_seconds: float = 0.0
     by_sync: dict = field(default_factory=dict)
     identical: bool = False
+    differing: dict = field(default_factory=dict)  # sync -> which rows' verdicts differ
 
     @property
     def ratio(self) -> float:
@@ -45,11 +46,12 @@ def validation_cost(spec: Spec, data: Path, rows: int, repeat: int = 2,
             best_hand = min(best_hand, time.perf_counter() - started)
         ours = pipeline_verdicts(validated, len(source))
         differing = [i for i, (a, b) in enumerate(zip(ours, hand)) if a != b]
-        if differing:
+        if differing:  # reported as a figure not met (the table still prints), not raised
             i = differing[0]
-            raise AssertionError(f"{sync.name}: {len(differing)} rows with other verdicts, "
-                                 f"first row {i}: validate_partition {sorted(ours[i])}, "
-                                 f"hand-written {sorted(hand[i])}")
+            result.differing[sync.name] = (f"{len(differing)} rows, first row {i}: "
+                                           f"validate_partition {sorted(ours[i])}, "
+                                           f"hand-written {sorted(hand[i])}")
+            log(f"  {sync.name}: verdicts differ: {result.differing[sync.name]}")
         result.rows += len(source)
         result.failing += sum(1 for v in hand if v)
         result.pandera_seconds += best_pandera
@@ -57,7 +59,7 @@ def validation_cost(spec: Spec, data: Path, rows: int, repeat: int = 2,
         result.by_sync[sync.name] = (len(source), best_pandera, best_hand)
         log(f"  {sync.name}: {len(source):,} rows, pandera {best_pandera:.2f} s, "
             f"hand-written {best_hand:.2f} s, verdicts identical")
-    result.identical = True
+    result.identical = not result.differing
     return result
 
 
