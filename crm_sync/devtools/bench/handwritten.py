@@ -69,9 +69,15 @@ def verdicts(spec: SyncSpec, source: pd.DataFrame) -> list[frozenset[str]]:
     # Two rows for one record: all but the newest by updated_at (stable) are duplicates.
     updated = source["updated_at"].where(~_blank(source["updated_at"]), None)
     match_field = spec.matching_key if spec.matching_key in spec.fields else None
-    for name, column, blank in (("_key", key, key_blank),) + (
-            ((match_field, source[spec.fields[match_field].column],
-              ~present_fields[match_field]),) if match_field else ()):
+    groups = [("_key", key, key_blank)]
+    if match_field:
+        groups.append((match_field, source[spec.fields[match_field].column],
+                       ~present_fields[match_field]))
+    elif profile.matching_column_is_record_id and spec.matching_column:
+        # the CRM's own record id names the record (Superleap), malformed or not
+        record_ids = source[spec.matching_column]
+        groups.append((spec.matching_column, record_ids, _blank(record_ids)))
+    for name, column, blank in groups:
         values = column.where(~blank, None)
         shared = ~blank & values.duplicated(keep=False).to_numpy()
         if shared.any():
