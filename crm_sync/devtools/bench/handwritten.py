@@ -66,7 +66,21 @@ def verdicts(spec: SyncSpec, source: pd.DataFrame) -> list[frozenset[str]]:
     if profile.measures_attributes:
         _brevo_limits(spec, source, present_fields, add)
 
-    # Two rows for one record: all but the newest by updated_at (stable) are duplicates.
+    _duplicate_rules(spec, source, key, key_blank, present_fields, n, add)
+
+    names = list(rules)
+    matrix = np.vstack([rules[r] for r in names]) if names else np.zeros((0, n), dtype=bool)
+    failing = matrix.any(axis=0)
+    result = [frozenset()] * n
+    for row in np.flatnonzero(failing):
+        result[row] = frozenset(names[i] for i in np.flatnonzero(matrix[:, row]))
+    return result
+
+
+def _duplicate_rules(spec: SyncSpec, source: pd.DataFrame, key, key_blank,
+                     present_fields: dict[str, np.ndarray], n: int, add) -> None:
+    """Two rows for one record: all but the newest by updated_at (stable) are duplicates."""
+    profile = PROFILES[spec.crm]
     updated = source["updated_at"].where(~_blank(source["updated_at"]), None)
     match_field = spec.matching_key if spec.matching_key in spec.fields else None
     groups = [("_key", key, key_blank)]
@@ -87,14 +101,6 @@ def verdicts(spec: SyncSpec, source: pd.DataFrame) -> list[frozenset[str]]:
             mask = np.zeros(n, dtype=bool)
             mask[older] = True
             add("duplicate_key", mask)
-
-    names = list(rules)
-    matrix = np.vstack([rules[r] for r in names]) if names else np.zeros((0, n), dtype=bool)
-    failing = matrix.any(axis=0)
-    result = [frozenset()] * n
-    for row in np.flatnonzero(failing):
-        result[row] = frozenset(names[i] for i in np.flatnonzero(matrix[:, row]))
-    return result
 
 
 def _brevo_limits(spec: SyncSpec, source: pd.DataFrame, present: dict[str, np.ndarray],
