@@ -101,3 +101,9 @@ def test_the_report_rows_of_the_section():
     found.clear()
     _stack_rows(SimpleNamespace(stack=None), lambda *row: found.append(row))
     assert found == []
+
+
+def test_the_timeline_says_when_runs_started_and_how_long_each_took():
+    runs = Pass("p", run_spans=[(41.2, 92.0), (3.0, 20.6), (17.6, 90.3)])
+    assert runs.timeline == "runs started at +3, +18, +41 s, each took 18-73 s"
+    assert Pass("p").timeline == "no runs"

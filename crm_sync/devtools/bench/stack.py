@@ -73,6 +73,17 @@ class Pass:
     spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # by CRM
     rows_in: int = 0  # source rows of the partitions
     accounted: int = 0  # rows in the sync state (confirmed) or quarantined
+    run_spans: list[tuple[float, float]] = field(default_factory=list)  # from the launch
+
+    @property
+    def timeline(self) -> str:
+        """When the runs started (from the backfill's launch) and how long each took."""
+        if not self.run_spans:
+            return "no runs"
+        starts = sorted(start for start, _ in self.run_spans)
+        took = [end - start for start, end in self.run_spans]
+        return (f"runs started at +{', +'.join(f'{s:.0f}' for s in starts)} s, each took "
+                f"{min(took):.0f}-{max(took):.0f} s")
 
     @property
     def max_overlap_seconds(self) -> float:
@@ -283,13 +294,15 @@ def run_pass(label: str, ctx: dict, log=print) -> Pass:
     result.spans = pool_spans(ctx["instance"], [r.dagster_run.run_id for r in records],
                               pool_steps(spec))
     result.rows_in = ctx["rows_in"]
+    result.run_spans = [(r.start_time - started, r.end_time - started) for r in records]
     # a URL of its own per pass: this process's pooled connections to the store of the pass
     # before were ended when its database was dropped (crm_sync/state/backends.py `_pool`)
     result.accounted = _accounted(spec, f"{ctx['store_url']}?application_name=bench_{label}")
     log(f"  {label}: {result.runs} runs ({result.succeeded} succeeded) in "
         f"{result.seconds:.1f} s; one CRM's pool steps overlapped at most "
         f"{result.max_overlap_seconds:.2f} s; {result.most_at_once} pool steps at once; "
-        f"CRMs busy {', '.join(f'{c} {b:.0f} s' for c, b in result.busy_seconds.items())}")
+        f"CRMs busy {', '.join(f'{c} {b:.0f} s' for c, b in result.busy_seconds.items())}; "
+        f"{result.timeline}")
     if result.succeeded != result.runs:
         raise RuntimeError(f"{label}: runs failed\n{_tails(ctx['logs'])}")
     return result
