@@ -5,6 +5,8 @@ itself runs in test_deploy_stack.py; the timed comparison only in `crm-sync benc
 
 from __future__ import annotations
 
+import time
+
 import yaml
 
 from crm_sync.devtools.bench.stack import DEPLOY, MODE_TAG, Pass, write_home, write_spec
@@ -90,14 +92,17 @@ def test_the_report_rows_of_the_section():
     from crm_sync.devtools.bench.stack import Stack
 
     spans = {"hubspot": [(0.0, 5.0), (5.0, 9.0)], "brevo": [(1.0, 2.0)]}
-    stack = Stack(Pass("parallel", seconds=40.0, runs=7, succeeded=7, spans=spans),
-                  Pass("sequential", seconds=100.0, runs=7, succeeded=7, spans=spans),
+    stack = Stack(Pass("parallel", seconds=40.0, runs=7, succeeded=7, spans=spans,
+                       cpu_busy=0.96),
+                  Pass("sequential", seconds=100.0, runs=7, succeeded=7, spans=spans,
+                       cpu_busy=0.5),
                   partitions=["d"] * 7)
     found = []
     _stack_rows(SimpleNamespace(stack=stack), lambda *row: found.append(row))
-    assert stack.ratio == 2.5 and [r[0] for r in found] == [10, 10]
+    assert stack.ratio == 2.5 and [r[0] for r in found] == [10, 10, 10]
     assert found[0][2].startswith("100 s / 40 s = 2.50x") and found[0][4]
-    assert found[1][2].startswith("0.00 s; 2 CRMs") and found[1][4]
+    assert found[1][2].startswith("96% / 50%")
+    assert found[2][2].startswith("0.00 s; 2 CRMs") and found[2][4]
     found.clear()
     _stack_rows(SimpleNamespace(stack=None), lambda *row: found.append(row))
     assert found == []
@@ -107,3 +112,16 @@ def test_the_timeline_says_when_runs_started_and_how_long_each_took():
     runs = Pass("p", run_spans=[(41.2, 92.0), (3.0, 20.6), (17.6, 90.3)])
     assert runs.timeline == "runs started at +3, +18, +41 s, each took 18-73 s"
     assert Pass("p").timeline == "no runs"
+
+
+def test_the_machine_cpu_share_is_read_from_proc_stat():
+    from crm_sync.devtools.bench.util import busy_share, machine_cpu
+
+    assert busy_share((100, 400), (250, 600)) == 0.75 and busy_share((5, 9), (5, 9)) == 0.0
+    before = machine_cpu()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # keep one core busy
+        pass
+    after = machine_cpu()
+    assert after[1] > before[1] and after[0] > before[0]
+    assert 0.0 < busy_share(before, after) <= 1.0

@@ -205,6 +205,8 @@ def _stack_rows(results, add) -> None:
         f"one run at a time / parallel", f"{q.seconds:.0f} s / {p.seconds:.0f} s = "
         f"{s.ratio:.2f}x ({p.runs} runs; CRM pools busy at most "
         f"{max(p.busy_seconds.values(), default=0):.0f} s)", ">= 2.5x", s.ratio >= 2.5)
+    add(10, "the machine's cores busy during the pass, parallel / one at a time",
+        f"{p.cpu_busy:.0%} / {q.cpu_busy:.0%} (all processes, /proc/stat)", "-", True)
     overlap = max(p.max_overlap_seconds, q.max_overlap_seconds)
     add(10, "upserts into one CRM overlapping (parallel pass)",
         f"{overlap:.2f} s; {p.most_at_once} CRMs' pool steps at once at most", "0 s",

@@ -40,7 +40,8 @@ import yaml
 import crm_sync
 from crm_sync.devtools.bench.stack_events import (max_overlap, most_at_once, pool_spans,
                                                   pool_steps)
-from crm_sync.devtools.bench.util import bench_spec, reset, sandbox, sandbox_tokens
+from crm_sync.devtools.bench.util import (bench_spec, busy_share, machine_cpu, reset, sandbox,
+                                          sandbox_tokens)
 from crm_sync.devtools.generate import generate
 from crm_sync.pipeline.sync_steps import sync_asset_names
 from crm_sync.sandbox.app import TOKEN_ENV
@@ -74,6 +75,7 @@ class Pass:
     rows_in: int = 0  # source rows of the partitions
     accounted: int = 0  # rows in the sync state (confirmed) or quarantined
     run_spans: list[tuple[float, float]] = field(default_factory=list)  # from the launch
+    cpu_busy: float = 0.0  # share of the machine's cores busy during the pass (/proc/stat)
 
     @property
     def timeline(self) -> str:
@@ -286,10 +288,11 @@ def run_pass(label: str, ctx: dict, log=print) -> Pass:
     spec, partitions = ctx["spec"], ctx["partitions"]
     reset(ctx["sandbox"])
     _recreate_database(ctx["server"], ctx["store_db"])
-    started = time.time()
+    started, cpu = time.time(), machine_cpu()
     backfill_id = launch(ctx["url"], spec, partitions, label, ctx["executor"])
     records = wait_for_runs(ctx["instance"], backfill_id, len(partitions), ctx["logs"])
     result = Pass(label, max(r.end_time for r in records) - started, len(records))
+    result.cpu_busy = busy_share(cpu, machine_cpu())
     result.succeeded = sum(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
     result.spans = pool_spans(ctx["instance"], [r.dagster_run.run_id for r in records],
                               pool_steps(spec))
@@ -302,7 +305,7 @@ def run_pass(label: str, ctx: dict, log=print) -> Pass:
         f"{result.seconds:.1f} s; one CRM's pool steps overlapped at most "
         f"{result.max_overlap_seconds:.2f} s; {result.most_at_once} pool steps at once; "
         f"CRMs busy {', '.join(f'{c} {b:.0f} s' for c, b in result.busy_seconds.items())}; "
-        f"{result.timeline}")
+        f"{result.timeline}; the machine's {os.cpu_count()} cores {result.cpu_busy:.0%} busy")
     if result.succeeded != result.runs:
         raise RuntimeError(f"{label}: runs failed\n{_tails(ctx['logs'])}")
     return result

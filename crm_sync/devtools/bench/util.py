@@ -129,3 +129,19 @@ def bench_spec() -> Spec:
     for sync in spec.syncs:
         first.setdefault(sync.crm, sync)
     return spec.model_copy(update={"syncs": list(first.values())})
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat (Linux; (0, 0)
+    elsewhere): what every process on the machine used, the stack's and anything else's."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
