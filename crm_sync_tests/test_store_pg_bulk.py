@@ -71,7 +71,7 @@ def test_duplicate_keys_in_one_batch_end_as_executemany_row_by_row_leaves_them(
     def write(store):
         store.record_results(SYNC, [], [], rows, versions={"L0001": "2026-11-02"})
     _each(stores, monkeypatch, write)
-    assert copies, "the batch did not take the COPY path"
+    assert copies == ["COPY _bulk_sync_state FROM STDIN"]  # with each row's round
     tables = {name: _table(store, "sync_state", drop=["synced_at"])
               for name, store in stores.items()}
     assert tables["copy"] == tables["executemany"] == tables["sqlite"]
@@ -94,6 +94,15 @@ def test_duplicate_creates_in_one_write_ahead_batch_keep_the_last_entry(stores, 
     assert tables[0] == tables[1] == tables[2] and len(tables[0]) == N
 
 
+def test_keys_equal_as_text_are_one_key_as_they_are_row_by_row(stores, copies, monkeypatch):
+    rows = [(i, f"id-{i}", "h1") for i in range(N)] + [(str(N - 1), None, "h2")]
+    _each(stores, monkeypatch, lambda store: store.record_results(SYNC, [], [], rows))
+    assert copies == ["COPY _bulk_sync_state FROM STDIN"]
+    for store in stores.values():
+        assert len(store.state_frame(SYNC)) == N
+        assert store.get_state(SYNC, [str(N - 1)]) == {str(N - 1): (f"id-{N - 1}", "h2")}
+
+
 def test_a_batch_under_the_threshold_stays_on_executemany_and_both_write_the_same(
         postgres_url, copies):
     store = SyncStore(postgres_url)
@@ -103,7 +112,7 @@ def test_a_batch_under_the_threshold_stays_on_executemany_and_both_write_the_sam
         store.claim_for_sending(SYNC, run, rows)
         claimed = store.query("SELECT source_key FROM sending WHERE run = ?", (run,))
         assert sorted(claimed.source_key) == sorted(k for k, _, _ in rows)
-    assert copies == ["COPY _bulk_sending FROM STDIN"]  # the second size only
+    assert len(copies) == 1 and copies[0].startswith("COPY _bulk_sending (")  # the second only
 
 
 def test_values_copy_must_escape_nulls_and_unicode_arrive_as_executemany_sends_them(

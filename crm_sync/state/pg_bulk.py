@@ -33,9 +33,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 
 # Rows from which COPY is faster than executemany (measured: BENCHMARKS.md, "Round 2, COPY path")
-THRESHOLD = 50
+THRESHOLD = 200
 
 _INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \(([?, ]+)\)(.*)", re.DOTALL)
 _CONFLICT = re.compile(r"ON CONFLICT \(([\w, ]+)\) DO ", re.DOTALL)
@@ -93,10 +94,15 @@ def _write(raw, bulk: BulkInsert, rows: list[list]) -> None:
     raw.execute(f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {columns}, "  # nosec B608
                 f"0 AS _round FROM {bulk.table} WITH NO DATA")
     rounds = _rounds(rows, bulk.key)
-    _copy(raw, f"COPY {temp} FROM STDIN", [[*row, n] for row, n in zip(rows, rounds)])
-    for n in range(1, max(rounds) + 1):
+    if rounds is None:  # every key once (the usual case): one INSERT of every row
+        _copy(raw, f"COPY {temp} ({columns}) FROM STDIN", rows)
+        wheres = ["WHERE true"]
+    else:
+        _copy(raw, f"COPY {temp} FROM STDIN", [[*row, n] for row, n in zip(rows, rounds)])
+        wheres = [f"WHERE _round = {n:d}" for n in range(1, max(rounds) + 1)]
+    for where in wheres:
         raw.execute(f"INSERT INTO {bulk.table} ({columns}) SELECT {columns} "  # nosec B608
-                    f"FROM {temp} WHERE _round = {n:d} {bulk.conflict}")
+                    f"FROM {temp} {where} {bulk.conflict}")
     # (a failure above aborts the transaction: its rollback drops the table)
     raw.execute(f"DROP TABLE {temp}")
 
@@ -107,13 +113,19 @@ def _copy(raw, statement: str, rows) -> None:
             copy.write_row(row)
 
 
-def _rounds(rows: list[list], key: tuple[int, ...]) -> list[int]:
-    """Per row, the how-manieth row of its key it is (1, 2, ...). Keys compared as the text
-    PostgreSQL compares (the store's keys are text columns)."""
+def _rounds(rows: list[list], key: tuple[int, ...]) -> list[int] | None:
+    """Per row, the how-manieth row of its key it is (1, 2, ...); None when every key comes
+    once. Keys compared as the text PostgreSQL compares (the store's keys are text columns:
+    1 and "1" are one key there)."""
+    values = list(map(itemgetter(*key), rows))
+    if len(set(values)) == len(values) and all(
+            type(part) is str for value in values  # (exactly str: its own text)
+            for part in (value if len(key) > 1 else (value,))):
+        return None
     seen: Counter = Counter()
     rounds = []
     for row in rows:
-        value = tuple(str(row[i]) for i in key)
-        seen[value] += 1
-        rounds.append(seen[value])
+        text = tuple(str(row[i]) for i in key)
+        seen[text] += 1
+        rounds.append(seen[text])
     return rounds
