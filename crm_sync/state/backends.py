@@ -3,7 +3,8 @@ and everything that differs between the two. crm_sync/state/store.py and its hel
 their SQL once, in SQLite's spelling of the portable subset (`?` placeholders, key lists as
 `json_each(?)` of one JSON array, `INSERT ... ON CONFLICT ... DO UPDATE`, no `rowid`, no
 `INSERT OR REPLACE`); a PostgreSQL connection translates the two spellings that differ
-(`_pg_sql`). The rest is here: connecting, the write transaction, DDL types, table lookups.
+(`_pg_sql`), and sends an executemany of many inserts or upserts as COPY (crm_sync/state/
+pg_bulk.py). The rest is here: connecting, the write transaction, DDL types, table lookups.
 
 A location is a SQLite path, a `sqlite:///path` URL, or a SQLAlchemy PostgreSQL URL
 (`postgresql+psycopg://user@host:5432/db`, `postgresql://` too), parsed with

@@ -4,9 +4,10 @@ executemany`, crm_sync/state/backends.py, sends every such statement here; the c
 SQLite's spelling and their one statement).
 
 Why: psycopg's executemany sends the statement once per row (pipelined, but each row is still
-parsed, planned and executed on its own): 10,000 `sending` or `write_ahead` upserts took
-0.3-0.6 s each, COPY of the same rows and one INSERT ... SELECT a fraction of it
-(BENCHMARKS.md, "Round 2, COPY path").
+bound and executed on its own): 10,000 `sync_state` upserts took 103 ms, COPY and one INSERT
+... SELECT 62 ms (the statement alone); in bench section 9, where the runner's threads share
+the interpreter, the store's time per chunk of 10,000 rows halved (BENCHMARKS.md, "Round 2,
+COPY path").
 
 How, exactly as executemany row by row would:
 
@@ -25,6 +26,8 @@ How, exactly as executemany row by row would:
   INSERT.
 
 Below `THRESHOLD` rows the executemany stays: the temporary table costs a few statements more.
+COPY's text is stricter than a parameter in one way: a float for an INTEGER column is refused
+("1.0"), where a parameter's assignment cast rounds it; the store's integer columns get ints.
 """
 
 from __future__ import annotations
