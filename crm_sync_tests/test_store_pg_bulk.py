@@ -208,6 +208,14 @@ def test_every_bulk_statement_of_the_store_takes_the_copy_path():
     assert state.conflict.startswith("ON CONFLICT (sync, source_key) DO UPDATE SET crm_id")
 
 
+def test_the_conflict_clause_is_sent_as_written():
+    sql = ("INSERT INTO t (a,\n b) VALUES (?,\n ?)\n ON CONFLICT (a) DO UPDATE SET b = "
+           "'x  y' || excluded.b")
+    bulk = pg_bulk.parse(sql)
+    assert (bulk.columns, bulk.key) == (("a", "b"), (0,))
+    assert bulk.conflict == "ON CONFLICT (a) DO UPDATE SET b = 'x  y' || excluded.b"
+
+
 @pytest.mark.parametrize("sql", [
     "UPDATE sync_state SET source_digest = ? WHERE sync = ? AND source_key = ?",
     "DELETE FROM sending WHERE sync = ? AND source_key = ?",

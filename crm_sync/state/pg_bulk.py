@@ -41,8 +41,9 @@ from operator import itemgetter
 # Rows from which COPY is faster than executemany (measured: BENCHMARKS.md, "Round 2, COPY path")
 THRESHOLD = 200
 
-_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \(([?, ]+)\)(.*)", re.DOTALL)
-_CONFLICT = re.compile(r"ON CONFLICT \(([\w, ]+)\) DO ", re.DOTALL)
+_INSERT = re.compile(r"\s*INSERT\s+INTO\s+(\w+)\s*\(([\w,\s]+)\)\s*VALUES\s*\(([?,\s]+)\)(.*)",
+                     re.DOTALL)
+_CONFLICT = re.compile(r"ON\s+CONFLICT\s*\(([\w,\s]+)\)\s*DO\s")
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,13 @@ class BulkInsert:
 def parse(sql: str) -> BulkInsert | None:
     """The statement as a BulkInsert, or None when it is not one COPY can do (anything but an
     INSERT of `?` values, or a parameter outside VALUES)."""
-    found = _INSERT.fullmatch(" ".join(sql.split()))
+    found = _INSERT.fullmatch(sql)  # (the clause kept as written: its literals too)
     if found is None:
         return None
     table, names, marks, conflict = found.groups()
     columns = tuple(name.strip() for name in names.split(","))
     conflict = conflict.strip()
-    if marks.replace(" ", "") != ",".join("?" * len(columns)) or "?" in conflict:
+    if "".join(marks.split()) != ",".join("?" * len(columns)) or "?" in conflict:
         return None
     if not conflict:
         return BulkInsert(table, columns, None, "")
