@@ -3,7 +3,8 @@ and everything that differs between the two. crm_sync/state/store.py and its hel
 their SQL once, in SQLite's spelling of the portable subset (`?` placeholders, key lists as
 `json_each(?)` of one JSON array, `INSERT ... ON CONFLICT ... DO UPDATE`, no `rowid`, no
 `INSERT OR REPLACE`); a PostgreSQL connection translates the two spellings that differ
-(`_pg_sql`). The rest is here: connecting, the write transaction, DDL types, table lookups.
+(`_pg_sql`), and sends an executemany of many inserts or upserts as COPY (crm_sync/state/
+pg_bulk.py). The rest is here: connecting, the write transaction, DDL types, table lookups.
 
 A location is a SQLite path, a `sqlite:///path` URL, or a SQLAlchemy PostgreSQL URL
 (`postgresql+psycopg://user@host:5432/db`, `postgresql://` too), parsed with
@@ -30,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from crm_sync.errors import StoreError, StoreUnreachable
+from crm_sync.state import pg_bulk
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 
@@ -255,9 +257,14 @@ class _PgConnection:
         return self.raw.execute(_pg_sql(sql), [_pg_value(v) for v in params])
 
     def executemany(self, sql: str, rows):
+        """Row by row, as sqlite3's; an INSERT (or upsert) of many rows as COPY
+        (crm_sync/state/pg_bulk.py: the same result, a fraction of the time)."""
         cursor = self.raw.cursor()
         rows = [[_pg_value(v) for v in row] for row in rows]
-        if rows:
+        bulk = pg_bulk.parse(sql) if rows and len(rows) >= pg_bulk.THRESHOLD else None
+        if bulk is not None:
+            pg_bulk.write(self.raw, bulk, rows)
+        elif rows:
             cursor.executemany(_pg_sql(sql), rows)
         return cursor
 

@@ -197,16 +197,7 @@ class SyncStore:
                              [_quarantine_row(sync, row, now) for row in quarantined])
             versions, source_digests = versions or {}, source_digests or {}
             conn.executemany(
-                "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at, "
-                "updated_at, source_digest) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sync, "
-                "source_key) DO UPDATE SET crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), "
-                "payload_hash = excluded.payload_hash, synced_at = excluded.synced_at, "
-                "source_digest = excluded.source_digest, "
-                # the newest version confirmed stays (an older row confirmed later does not
-                # make the state say older)
-                "updated_at = CASE WHEN sync_state.updated_at IS NULL OR "
-                "excluded.updated_at > sync_state.updated_at THEN excluded.updated_at "
-                "ELSE sync_state.updated_at END",
+                _UPSERT_STATE,
                 # in key order: neighbouring rows share index pages (fewer pages written)
                 sorted(((sync, key, crm_id, digest, now, versions.get(key),
                          source_digests.get(key)) for key, crm_id, digest in state_rows),
@@ -321,6 +312,18 @@ class SyncStore:
 # One entry per source row: a new one replaces the row's earlier entry whole (its claim too).
 _REPLACE_QUARANTINE = backends.upsert("quarantine", QUARANTINE_COLUMNS, key=2,
                                       reset=("claimed_by", "claimed_at"))
+
+
+# A confirmed row's state. Its CRM id stays when the CRM did not say it again, and the newest
+# version confirmed stays (an older row confirmed later does not make the state say older).
+_UPSERT_STATE = (
+    "INSERT INTO sync_state (sync, source_key, crm_id, payload_hash, synced_at, updated_at, "
+    "source_digest) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sync, source_key) DO UPDATE SET "
+    "crm_id = COALESCE(excluded.crm_id, sync_state.crm_id), payload_hash = "
+    "excluded.payload_hash, synced_at = excluded.synced_at, source_digest = "
+    "excluded.source_digest, updated_at = CASE WHEN sync_state.updated_at IS NULL OR "
+    "excluded.updated_at > sync_state.updated_at THEN excluded.updated_at "
+    "ELSE sync_state.updated_at END")
 
 
 def _frame(conn, sql: str, params: Sequence = ()) -> pd.DataFrame:

@@ -166,3 +166,36 @@ def _keep_best(result: StoreBackends, run: BackendRun) -> None:
     best = result.runs.get(run.backend)
     if best is None or run.seconds < best.seconds:
         result.runs[run.backend] = run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Section 9 alone: `python -m crm_sync.devtools.bench.stores --store-rows 30000` (run.py's
+    flags of the same names; the source table is generated at the size the upsert needs)."""
+    import argparse
+    import shutil
+
+    from crm_sync.devtools.bench.run import Options
+    from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
+    from crm_sync.devtools.generate import BASE_SIZES, generate
+
+    parser = argparse.ArgumentParser(prog="python -m crm_sync.devtools.bench.stores")
+    parser.add_argument("--workdir", type=Path, default=Options.workdir / "stores")
+    parser.add_argument("--store-rows", type=int, default=Options.store_rows)
+    parser.add_argument("--repeat", type=int, default=Options.repeat)
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    sandbox_tokens()
+    spec = bench_spec()
+    source = spec.syncs[0].source  # (a table of the generator: BASE_SIZES' names)
+    generate(args.workdir / "data", scale=args.store_rows / BASE_SIZES[source])
+    with sandbox(args.workdir / "sandbox.sqlite", "--hubspot-rate-limit", "0") as (url, _):
+        result = store_backends(spec, args.workdir / "data", args.store_rows, url,
+                                args.workdir, args.repeat)
+    print(f"PostgreSQL / SQLite rows/s: {result.ratio:.1%}" if not result.skipped
+          else result.skipped)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
