@@ -255,3 +255,24 @@ def test_the_lines_one_file_could_not_parse_are_not_another_files(tmp_path):
         again = source.read_partition("leads", *BOUNDS, include_unpartitioned=True,
                                       bounds=BOUNDS)
         assert again["_malformed_key"].notna().sum() == 2, use_cache  # not 4
+
+
+def test_the_connection_that_made_a_copy_is_not_kept(tmp_path):
+    """Partition reads keep this thread's DuckDB connection, but not the one that made a
+    columnar copy: sorting a whole table leaves its memory with the connection (~50 MB of
+    200,000 rows, measured), which must not stay for the rest of the process."""
+    from crm_sync.extract import frames
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "leads.csv").write_text(VARIED, encoding="utf-8")
+    source = SourceResource(data_dir=str(folder), cache_dir=str(tmp_path / "cache"))
+    builds = columnar.builds
+    source.read_partition("leads", *BOUNDS)  # makes the copy
+    assert columnar.builds == builds + 1
+    assert getattr(frames._KEPT, "conn", None) is None
+    source.read_partition("leads", *BOUNDS)  # reads it: the connection stays
+    kept = frames._KEPT.conn
+    assert kept is not None
+    source.read_partition("leads", *BOUNDS)
+    assert frames._KEPT.conn is kept

@@ -35,6 +35,14 @@ def kept_connection() -> duckdb.DuckDBPyConnection:
     return _KEPT.conn
 
 
+def close_kept_connection() -> None:
+    """Close this thread's kept DuckDB (the next use opens another): after a columnar copy
+    was made on it, so the memory of sorting a whole table is not kept with it."""
+    conn, _KEPT.conn = getattr(_KEPT, "conn", None), None
+    if conn is not None:
+        conn.close()
+
+
 def range_notes(bounds: tuple[datetime, datetime]) -> tuple[str, str]:
     """Why a row is outside `bounds` (the first partition's start, the last one's end)."""
     lo, hi = bounds

@@ -17,10 +17,10 @@ from pydantic import Field
 from crm_sync import paths
 from crm_sync.extract import columnar, csvsource
 from crm_sync.extract.frames import (arrow_with_malformed, as_cursor as _as_cursor,
-                                     check_readable as _check_readable, fetch as _fetch,
-                                     kept_connection, partition_sql, quoted as _quoted,
-                                     range_notes, to_arrow as _to_arrow, utc,
-                                     with_malformed as _with_malformed)
+                                     check_readable as _check_readable, close_kept_connection,
+                                     fetch as _fetch, kept_connection, partition_sql,
+                                     quoted as _quoted, range_notes, to_arrow as _to_arrow,
+                                     utc, with_malformed as _with_malformed)
 from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
 from crm_sync.extract.sql_errors import duckdb_error_text, sql_error_text
 
@@ -249,7 +249,12 @@ class SourceResource(dg.ConfigurableResource):
         """A DuckDB connection in UTC: over data_dir's files this thread's kept one; a DuckDB
         file's a read-only one of its own, closed after (it sees the file as it is now)."""
         if not self.duckdb_path:
-            yield kept_connection()
+            builds = columnar.builds
+            try:
+                yield kept_connection()
+            finally:
+                if columnar.builds != builds:  # it sorted a whole table: its memory goes too
+                    close_kept_connection()
             return
         with utc(duckdb.connect(self.duckdb_path, read_only=True)) as conn:
             yield conn
