@@ -108,25 +108,23 @@ def _quoted(name: str) -> str:
 
 def prefilter(sync: SyncSpec, table: pa.Table, store, enabled: bool = True) -> Prefiltered:
     """The partition's rows less the unchanged ones (`enabled` False: a full resync, every
-    row goes on); `store`: the SyncStore holding the stored digests. Row by row only where
-    the store asks for it (its keys, its digests): the rest is Arrow's (a partition may be a
-    million rows)."""
+    row goes on); `store`: the SyncStore holding the stored digests. Row by row in Python
+    only the candidates' keys and digests, which the store takes and gives as Python objects:
+    the rest is Arrow's and numpy's (a partition may be a million rows)."""
     table = with_digests(sync, table)
     if not enabled or table.num_rows == 0 or sync.source_key not in table.column_names:
         return Prefiltered(table, 0)
     keys, positions = _candidates(sync, table)
     if not len(keys):
         return Prefiltered(table, 0)
-    stored = store.source_digests(sync.name, keys.to_pylist())
+    keys = keys.to_pylist()
+    stored = store.source_digests(sync.name, keys)
     if not stored:
         return Prefiltered(table, 0)
-    found = pa.table({"k": keys, "pos": positions,
-                      "digest": table.column(SOURCE_DIGEST).take(positions)}).join(
-        pa.table({"k": pa.array(list(stored), pa.string()),
-                  "stored": pa.array(list(stored.values()), pa.string())}), "k",
-        join_type="inner")
+    same = pc.fill_null(pc.equal(table.column(SOURCE_DIGEST).take(positions),
+                                 pa.array([stored.get(k) for k in keys], pa.string())), False)
     drop = np.zeros(table.num_rows, dtype=bool)
-    drop[found.filter(pc.equal(found["digest"], found["stored"]))["pos"].to_numpy()] = True
+    drop[positions.filter(same).to_numpy()] = True
     drop[list(_sharing_matching_values(sync, table))] = False
     if not drop.any():
         return Prefiltered(table, 0)
