@@ -230,3 +230,49 @@ def test_day_fingerprints_from_the_copy_are_those_of_the_file(tmp_path):
     assert "2026-11-02" in prints and columnar.builds == builds + 1
     cached.read_partition("leads", *BOUNDS)
     assert columnar.builds == builds + 1  # the runs read the copy the sensor made
+
+
+def test_the_lines_one_file_could_not_parse_are_not_another_files(tmp_path):
+    """Reads of data_dir's files share this thread's DuckDB connection (frames.kept_connection):
+    the malformed lines of one read (DuckDB's reject_errors grows with every scan) must not be
+    reported by the next read of another file, nor by the next read of the same one."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "leads.csv").write_text(VARIED, encoding="utf-8")
+    (folder / "clean.csv").write_text("\n".join([HEADER, _line(1, "2026-11-02T10:00:00Z"),
+                                                 _line(2, "2026-11-03T10:00:00Z")]) + "\n",
+                                      encoding="utf-8")
+    for use_cache in (False, True):
+        source = SourceResource(data_dir=str(folder), cache_dir=str(tmp_path / "cache"),
+                                use_cache=use_cache)
+        bad = source.read_partition("leads", *BOUNDS, include_unpartitioned=True, bounds=BOUNDS)
+        assert bad["_malformed_key"].notna().sum() == 2, use_cache
+        clean = source.read_partition("clean", *BOUNDS, include_unpartitioned=True,
+                                      bounds=BOUNDS)
+        assert len(clean) == 2, use_cache
+        assert "_malformed_key" not in clean or clean["_malformed_key"].isna().all(), use_cache
+        assert source.all_keys("clean", "lead_id") == {"LD-0000001", "LD-0000002"}
+        again = source.read_partition("leads", *BOUNDS, include_unpartitioned=True,
+                                      bounds=BOUNDS)
+        assert again["_malformed_key"].notna().sum() == 2, use_cache  # not 4
+
+
+def test_the_connection_that_made_a_copy_is_not_kept(tmp_path):
+    """Partition reads keep this thread's DuckDB connection, but not the one that made a
+    columnar copy: sorting a whole table leaves its memory with the connection (~50 MB of
+    200,000 rows, measured), which must not stay for the rest of the process."""
+    from crm_sync.extract import frames
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "leads.csv").write_text(VARIED, encoding="utf-8")
+    source = SourceResource(data_dir=str(folder), cache_dir=str(tmp_path / "cache"))
+    builds = columnar.builds
+    source.read_partition("leads", *BOUNDS)  # makes the copy
+    assert columnar.builds == builds + 1
+    assert getattr(frames._KEPT, "conn", None) is None
+    source.read_partition("leads", *BOUNDS)  # reads it: the connection stays
+    kept = frames._KEPT.conn
+    assert kept is not None
+    source.read_partition("leads", *BOUNDS)
+    assert frames._KEPT.conn is kept

@@ -216,3 +216,25 @@ def test_digests_cover_every_column_and_the_spec():
     other = sync.model_copy(update={"quarantine_threshold": 0.2})
     assert unchanged.with_digests(other, table).column(
         unchanged.SOURCE_DIGEST).to_pylist()[0] != first[0]
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_only_rows_with_a_key_of_their_own_may_be_set_aside(typed):
+    """The candidates for setting aside: in a partition, with a key (blank text is none, as
+    RE2's \\s reads blank) that no other row of the partition has, whatever the key column's
+    type (text, or values DuckDB casts to text)."""
+    sync = next(s for s in bundled_unlinked().syncs if s.name == SYNC)
+    if typed:
+        keys = pa.array([1, 2, 2, None, 5, 6], pa.int64())
+        expected = [("1", 0), ("5", 4)]  # 6: in no partition
+    else:
+        keys = pa.array(["a", "b", "b", None, "", " \t\n", "c", "d", "\u00a0", "x ", "x"],
+                        pa.string())
+        expected = [("a", 0), ("d", 7), ("x", 10), ("x ", 9), ("\u00a0", 8)]  # c: no partition
+    orphan = [False] * len(keys)
+    orphan[5 if typed else 6] = True
+    if not typed:
+        orphan[7] = None  # (a missing flag: in its partition)
+    table = pa.table({sync.source_key: keys, "_no_partition": pa.array(orphan, pa.bool_())})
+    found, positions = unchanged._candidates(sync, table)
+    assert sorted(zip(found.to_pylist(), positions.to_pylist())) == expected

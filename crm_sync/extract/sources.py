@@ -17,9 +17,10 @@ from pydantic import Field
 from crm_sync import paths
 from crm_sync.extract import columnar, csvsource
 from crm_sync.extract.frames import (arrow_with_malformed, as_cursor as _as_cursor,
-                                     check_readable as _check_readable, fetch as _fetch,
-                                     partition_sql, quoted as _quoted, range_notes,
-                                     to_arrow as _to_arrow, with_malformed as _with_malformed)
+                                     check_readable as _check_readable, close_kept_connection,
+                                     fetch as _fetch, kept_connection, partition_sql,
+                                     quoted as _quoted, range_notes, to_arrow as _to_arrow,
+                                     utc, with_malformed as _with_malformed)
 from crm_sync.errors import CsvFileError, SourceError  # SourceError re-exported: its old home
 from crm_sync.extract.sql_errors import duckdb_error_text, sql_error_text
 
@@ -243,11 +244,20 @@ class SourceResource(dg.ConfigurableResource):
         return columnar.copy_of(conn, paths.source_cache_dir(self.cache_dir), path, relation,
                                 cursor, csvsource.header(path) if path.suffix == ".csv" else None)
 
+    @contextmanager
     def _connect(self):
-        conn = duckdb.connect(self.duckdb_path or ":memory:", read_only=bool(self.duckdb_path))
-        # Naive timestamps are UTC: DuckDB would otherwise cast them in the process's zone.
-        conn.execute("SET TimeZone = 'UTC'")
-        return conn
+        """A DuckDB connection in UTC: over data_dir's files this thread's kept one; a DuckDB
+        file's a read-only one of its own, closed after (it sees the file as it is now)."""
+        if not self.duckdb_path:
+            builds = columnar.builds
+            try:
+                yield kept_connection()
+            finally:
+                if columnar.builds != builds:  # it sorted a whole table: its memory goes too
+                    close_kept_connection()
+            return
+        with utc(duckdb.connect(self.duckdb_path, read_only=True)) as conn:
+            yield conn
 
     def _csv_path(self, table: str) -> Path | None:  # a Parquet file of the name wins
         path = self._file_path(table)

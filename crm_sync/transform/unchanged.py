@@ -10,8 +10,8 @@ source_key), in `sync_state.source_digest`, written with the state of a row the 
 and for a row the runner found unchanged (crm_sync/load/runner.py `_record`); a row that
 fails, is quarantined, skipped by the mode or superseded gets none (a quarantined one loses
 it). The next run fetches the stored digests of the day's keys (one query; DuckDB's sqlite /
-postgres extensions are not used: the store hands them over in Python, as Arrow) and drops
-in DuckDB the rows whose digest matches: the runner would have found them unchanged.
+postgres extensions are not used: the store hands them over in Python) and drops, in Arrow,
+the rows whose digest matches: the runner would have found them unchanged.
 
 Never dropped, because their verdict depends on more than the row itself: rows of no
 partition (`_no_partition`), rows without a key, keys that occur more than once in the
@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from importlib import metadata
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from crm_sync.connectors import PROFILES
 from crm_sync.spec import SyncSpec
@@ -106,28 +108,52 @@ def _quoted(name: str) -> str:
 
 def prefilter(sync: SyncSpec, table: pa.Table, store, enabled: bool = True) -> Prefiltered:
     """The partition's rows less the unchanged ones (`enabled` False: a full resync, every
-    row goes on); `store`: the SyncStore holding the stored digests."""
+    row goes on); `store`: the SyncStore holding the stored digests. Row by row in Python
+    only the candidates' keys and digests, which the store takes and gives as Python objects:
+    the rest is Arrow's and numpy's (a partition may be a million rows)."""
     table = with_digests(sync, table)
     if not enabled or table.num_rows == 0 or sync.source_key not in table.column_names:
         return Prefiltered(table, 0)
-    candidates = _candidates(sync, table)
-    if not candidates:
+    keys, positions = _candidates(sync, table)
+    if not len(keys):
         return Prefiltered(table, 0)
-    stored = store.source_digests(sync.name, list(candidates))
+    keys = keys.to_pylist()
+    stored = store.source_digests(sync.name, keys)
     if not stored:
         return Prefiltered(table, 0)
-    digests = table.column(SOURCE_DIGEST).to_pylist()
-    drop = {pos for key, pos in candidates.items() if stored.get(key) == digests[pos]}
-    drop -= _sharing_matching_values(sync, table)
-    if not drop:
+    same = pc.fill_null(pc.equal(table.column(SOURCE_DIGEST).take(positions),
+                                 pa.array([stored.get(k) for k in keys], pa.string())), False)
+    drop = np.zeros(table.num_rows, dtype=bool)
+    drop[positions.filter(same).to_numpy()] = True
+    drop[list(_sharing_matching_values(sync, table))] = False
+    if not drop.any():
         return Prefiltered(table, 0)
-    keep = pa.array([pos not in drop for pos in range(table.num_rows)])
-    return Prefiltered(table.filter(keep), len(drop))
+    return Prefiltered(table.filter(pa.array(~drop)), int(drop.sum()))
 
 
-def _candidates(sync: SyncSpec, table: pa.Table) -> dict[str, int]:
-    """key (as the store keeps it: text) -> position, for the rows that may be set aside: in
-    a partition, with a key that no other row of the partition has."""
+def _candidates(sync: SyncSpec, table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """(keys as the store keeps them: text, their positions) of the rows that may be set
+    aside: in a partition, with a key that no other row of the partition has."""
+    key = table.column(sync.source_key).combine_chunks()
+    if not pa.types.is_string(key.type):  # (a frame's column of other values: as DuckDB says)
+        return _candidates_in_duckdb(sync, table)
+    codes = pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False)  # (NaN: no key)
+    present = ~np.isnan(codes) if codes.dtype.kind == "f" else np.ones(len(codes), bool)
+    ints = np.where(present, codes, 0).astype(np.int64)
+    once = np.bincount(ints[present], minlength=1)[ints] == 1
+    # (RE2's \s, as DuckDB's regexp_full_match(k, '\s*') reads it: blank text is no key)
+    blank = pc.fill_null(pc.match_substring_regex(key, r"^\s*$"), True).to_numpy(
+        zero_copy_only=False)
+    keep = present & once & ~blank
+    if "_no_partition" in table.column_names:
+        keep &= ~pc.fill_null(table.column("_no_partition").cast(pa.bool_()), False).to_numpy(
+            zero_copy_only=False)
+    positions = pa.array(np.flatnonzero(keep), pa.int64())
+    return key.take(positions), positions
+
+
+def _candidates_in_duckdb(sync: SyncSpec, table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """`_candidates` of a key column that is not text: its values cast to text by DuckDB."""
     columns = [sync.source_key] + (["_no_partition"] if "_no_partition" in table.column_names
                                    else [])
     rows = table.select(columns).append_column(_POS, pa.array(range(table.num_rows)))
@@ -138,15 +164,16 @@ def _candidates(sync: SyncSpec, table: pa.Table) -> dict[str, int]:
     try:
         con.register("keys", rows)
         # B608: the only name is the spec's source key, quoted; no value is inlined
-        found = con.execute(
+        found = con.sql(
             f"SELECT k, pos FROM (SELECT CAST({key} AS VARCHAR) AS k, "  # nosec B608
             f"{_quoted(_POS)} AS pos, {orphan} AS orphan, count(*) OVER (PARTITION BY "
             f"CAST({key} AS VARCHAR)) AS n FROM keys) "
             "WHERE n = 1 AND NOT orphan AND k IS NOT NULL AND NOT regexp_full_match(k, '\\s*')"
-        ).fetchall()
+        ).to_arrow_table()
     finally:
         con.unregister("keys")
-    return dict(found)
+    return (found.column("k").combine_chunks().cast(pa.string()),
+            found.column("pos").combine_chunks().cast(pa.int64()))
 
 
 def _sharing_matching_values(sync: SyncSpec, table: pa.Table) -> set[int]:
