@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from crm_sync.state.backends import upsert
@@ -158,5 +159,7 @@ def version_stamps(values: pd.Series) -> list[str | None]:
     """Source updated_at values as UTC ISO 8601 text of one width (text order = time order);
     None where a value is no timestamp. Naive timestamps are UTC."""
     stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return [v if isinstance(v, str) else None for v in text.tolist()]
+    # numpy's formatting, not pandas' strftime: the same text (microseconds, floored) in a
+    # quarter of the time, on the upsert's event loop once per chunk (BENCHMARKS.md, round 2)
+    text = np.datetime_as_string(stamps.dt.tz_convert(None).to_numpy(), unit="us")
+    return [None if t == "NaT" else t + "Z" for t in text.tolist()]
