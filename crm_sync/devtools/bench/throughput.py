@@ -249,3 +249,35 @@ def _send_times():
 
 def sync_by_crm(spec: Spec) -> dict[str, SyncSpec]:
     return {s.crm: s for s in spec.syncs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Section 1 alone (`python -m crm_sync.devtools.bench.throughput --crm superleap brevo`):
+    the tables generated for `--rows`, the sandbox without rate limits, the upsert against
+    its ceiling for the CRMs named (default every one)."""
+    import argparse
+    import tempfile
+
+    from crm_sync.devtools.bench.util import bench_spec, sandbox, sandbox_tokens
+    from crm_sync.devtools.generate import BASE_SIZES, generate
+
+    parser = argparse.ArgumentParser(prog="python -m crm_sync.devtools.bench.throughput")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--crm", nargs="*", default=None)
+    args = parser.parse_args(argv)
+    sandbox_tokens()
+    spec = bench_spec()
+    if args.crm:
+        spec = spec.model_copy(update={"syncs": [s for s in spec.syncs if s.crm in args.crm]})
+    with tempfile.TemporaryDirectory(prefix="crm-sync-throughput-") as tmp:
+        workdir = Path(tmp)
+        generate(workdir / "data", scale=args.rows / min(BASE_SIZES.values()))
+        with sandbox(workdir / "sandbox.sqlite", "--hubspot-rate-limit", "0") as (url, pid):
+            upsert_vs_ceiling(spec, workdir / "data", args.rows, url, pid, workdir,
+                              args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
